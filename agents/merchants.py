@@ -1,0 +1,82 @@
+"""Merchant attributes (加盟店属性): the compacted `merchants` topic as a table in every worker.
+
+Orders are not keyed by merchant, so every worker needs every merchant: like a Kafka Streams
+GlobalKTable, each worker reads all partitions of the compacted topic from the beginning (the
+topic is its own changelog, so a restarted worker rebuilds the table), then follows it.
+Screening waits until the first catch-up is done, so no order is judged against a half-loaded
+table. A null value (tombstone) deletes the merchant; invalid merchant events are skipped here
+and dead-lettered once by the group consumer in agents/ingest.py (every worker reads every
+partition here, so dead-lettering here would repeat them per worker and per restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+
+from agents.validate import Rejection, decode_event
+from streams.app import app, registry, settings
+from streams.metrics import MERCHANTS_KNOWN
+from streams.records import Merchant
+from streams.topics import merchants_topic
+
+log = logging.getLogger(__name__)
+
+merchant_by_id: dict[str, Merchant] = {}
+merchants_loaded = asyncio.Event()
+
+
+def apply_merchant(table: dict[str, Merchant], key: bytes | None, value: Merchant | None) -> None:
+    """Upsert, or delete on a tombstone (the key names the merchant)."""
+    if value is not None:
+        table[value.merchant_id] = value
+    elif key is not None:
+        table.pop(key.decode("utf-8", "replace"), None)
+
+
+async def caught_up(consumer: AIOKafkaConsumer, ends: dict) -> bool:
+    positions = [await consumer.position(tp) for tp in ends]
+    return all(pos >= end for pos, end in zip(positions, ends.values(), strict=True))
+
+
+@app.task
+async def follow_merchants() -> None:
+    topic = merchants_topic.get_topic_name()
+    # No group: aiokafka then assigns this consumer every partition of the topic.
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        catch_up = await consumer.end_offsets(list(consumer.assignment()))
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for messages in batches.values():
+                for msg in messages:
+                    merchant = None
+                    if msg.value is not None:
+                        merchant = decode_event(
+                            registry, "Merchant", msg.value, settings.max_event_bytes
+                        )
+                    # invalid ones are dead-lettered once by agents/ingest.py, not per worker
+                    if not isinstance(merchant, Rejection):
+                        apply_merchant(merchant_by_id, msg.key, merchant)
+            MERCHANTS_KNOWN.set(len(merchant_by_id))
+            if not merchants_loaded.is_set() and await caught_up(consumer, catch_up):
+                merchants_loaded.set()
+                log.info("merchant table loaded: %d merchants", len(merchant_by_id))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        # Faust logs a failing app task as merely "cancelled"; a worker without its merchant
+        # table must not keep running, so crash it loudly.
+        log.exception("merchant table failed")
+        await app.crash(exc)
+    finally:
+        await consumer.stop()

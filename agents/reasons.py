@@ -1,0 +1,36 @@
+"""The catalogue of reason codes carried by decisions and dead letters.
+
+Codes are stable strings: consumers, dashboards and reviewers rely on them. A decision lists
+the codes of the rules that fired, strongest first.
+"""
+
+from __future__ import annotations
+
+# Decision reasons: rules of the policy (decide.py).
+AMOUNT_OVER_REVIEW_LIMIT = "AMOUNT_OVER_REVIEW_LIMIT"
+AMOUNT_OVER_DECLINE_LIMIT = "AMOUNT_OVER_DECLINE_LIMIT"
+DEFERRED_OVER_CAP = "DEFERRED_OVER_CAP"
+TIER_AMOUNT_OVER_LIMIT = "TIER_AMOUNT_OVER_LIMIT"
+MERCHANT_SUSPENDED = "MERCHANT_SUSPENDED"
+# Enrichment (enrich.py).
+MERCHANT_UNKNOWN = "MERCHANT_UNKNOWN"
+# How the score was made: rules only until a model is trained.
+SCORE_RULES_ONLY = "SCORE_RULES_ONLY"
+
+DECISION_REASONS: dict[str, str] = {
+    AMOUNT_OVER_REVIEW_LIMIT: "Order amount is above the policy's review limit.",
+    AMOUNT_OVER_DECLINE_LIMIT: "Order amount is above the policy's decline limit.",
+    DEFERRED_OVER_CAP: "Deferred payment (後払い) above the per-order cap.",
+    TIER_AMOUNT_OVER_LIMIT: "Amount above the review limit for the merchant's risk tier.",
+    MERCHANT_SUSPENDED: "The merchant is suspended; its orders are not accepted.",
+    MERCHANT_UNKNOWN: "No attributes for the merchant yet; screened with cautious defaults.",
+    SCORE_RULES_ONLY: "Score comes from policy rules only (no model in this version).",
+}
+
+# Dead-letter reasons beyond the codec's (streams/codec.py): domain validation (validate.py).
+AMOUNT_NOT_POSITIVE = "amount_not_positive"
+UNSUPPORTED_CURRENCY = "unsupported_currency"
+INVALID_ITEM = "invalid_item"
+EMPTY_ID = "empty_id"
+EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+PROCESSING_ERROR = "processing_error"

@@ -1,0 +1,86 @@
+"""Stage 1: raw bytes → a typed, domain-valid event, or a `Rejection` bound for the DLQ.
+
+Schema checks live in the codec (streams/codec.py); this adds what Avro types cannot say:
+positive yen amounts, a supported currency, sane items and timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from agents import reasons
+from streams.codec import CodecError, SchemaRegistry
+from streams.records import RECORD_TYPES, Merchant, Order, Payment, record_from_datum
+
+T = TypeVar("T")
+
+# Clocks drift and producers buffer; anything further ahead than this is a producer bug.
+MAX_CLOCK_SKEW = timedelta(hours=1)
+EARLIEST_EVENT = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """Why an event goes to the DLQ: a bounded reason code and a PII-free detail."""
+
+    reason: str
+    detail: str
+
+
+def decode_event(
+    registry: SchemaRegistry, name: str, raw: bytes | None, max_bytes: int
+) -> Any | Rejection:
+    """Decode `raw` as the schema `name` into its record type."""
+    if raw is None:
+        return Rejection("undecodable", "empty message (tombstone) on an event topic")
+    try:
+        datum = registry.decode(name, raw, max_bytes)
+    except CodecError as exc:
+        return Rejection(exc.reason, exc.detail)
+    return record_from_datum(RECORD_TYPES[name], datum)
+
+
+def check_order(order: Order, now: datetime) -> Rejection | None:
+    """Domain rules of an order; None when it may be screened."""
+    if not order.order_id or not order.merchant_id:
+        return Rejection(reasons.EMPTY_ID, "order_id and merchant_id must be non-empty")
+    if order.amount <= 0:
+        return Rejection(reasons.AMOUNT_NOT_POSITIVE, f"amount must be > 0 yen, got {order.amount}")
+    if order.currency != "JPY":
+        return Rejection(reasons.UNSUPPORTED_CURRENCY, "only JPY is screened")
+    for i, item in enumerate(order.items):
+        if item.quantity <= 0 or item.unit_price < 0:
+            return Rejection(reasons.INVALID_ITEM, f"items[{i}]: quantity > 0 and price >= 0")
+    return check_event_time(order.event_time, now)
+
+
+def check_payment(payment: Payment, now: datetime) -> Rejection | None:
+    if not payment.payment_id:
+        return Rejection(reasons.EMPTY_ID, "payment_id must be non-empty")
+    if payment.amount <= 0:
+        return Rejection(
+            reasons.AMOUNT_NOT_POSITIVE, f"amount must be > 0 yen, got {payment.amount}"
+        )
+    return check_event_time(payment.event_time, now)
+
+
+def check_event_time(event_time: datetime, now: datetime) -> Rejection | None:
+    if event_time < EARLIEST_EVENT or event_time > now + MAX_CLOCK_SKEW:
+        return Rejection(
+            reasons.EVENT_TIME_OUT_OF_RANGE,
+            f"event_time must be after 2000 and at most {MAX_CLOCK_SKEW} ahead of the worker clock",
+        )
+    return None
+
+
+def check_any(record: Any, now: datetime) -> Rejection | None:
+    """Domain rules for any event type (orders and payments have more)."""
+    if isinstance(record, Order):
+        return check_order(record, now)
+    if isinstance(record, Payment):
+        return check_payment(record, now)
+    if isinstance(record, Merchant):
+        return check_event_time(record.updated_at, now)
+    return check_event_time(record.event_time, now)

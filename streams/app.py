@@ -1,0 +1,41 @@
+"""The Faust app, configured for throughput (see DESIGN.md's measured pitfalls).
+
+Agents take batches (`take_events`), values stay raw bytes and are decoded by our codec inside
+the agent, so an undecodable event becomes a dead letter with its offset instead of a
+deserializer error that Faust would only log.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.codec import SchemaRegistry
+from streams.settings import Settings, load_settings
+
+
+def create_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        stream_buffer_maxsize=16384,
+        broker_max_poll_records=2000,
+        producer_linger=0.005,
+        producer_acks=-1,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        web_host="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+        # A batch of 1000 screened orders takes well under a second; a stalled agent is a bug.
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+
+
+settings = load_settings()
+registry = SchemaRegistry(settings.schema_dir)
+app = create_app(settings)

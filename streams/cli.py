@@ -1,0 +1,452 @@
+"""`shinsa`: the command line of the local stack, the worker and the clients.
+
+Errors a user can fix are printed as one message saying what to do, without a traceback.
+Heavy imports (Faust, Kafka clients) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Shinsa: real-time transaction screening on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stack_app = typer.Typer(help="The local Kafka + Redis stack.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+console = Console()
+err = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem the user can fix; shown as its message only."""
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except Exception as exc:  # pydantic ValidationError: a bad SHINSA_* variable
+        raise UserError(
+            f"invalid configuration in SHINSA_* environment variables:\n{exc}"
+        ) from None
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+
+# ---------------------------------------------------------------- stack
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka (KRaft) and Redis on loopback if not running, and create the topics."""
+    from streams import stack
+
+    s = settings()
+    created = stack.up(s, say=lambda m: err.print(f"[dim]{m}[/dim]"))
+    if created:
+        err.print(f"created topics: {', '.join(created)}")
+    show_status(s)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the services this project started (others are left alone)."""
+    from streams import stack
+
+    stopped = stack.down(settings())
+    console.print(
+        f"stopped: {', '.join(stopped)}" if stopped else "nothing started by shinsa is running"
+    )
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Each service, its address, and whether shinsa started it."""
+    show_status(settings())
+
+
+def show_status(s: Settings) -> None:
+    from streams import stack
+
+    table = Table("service", "address", "state", "started by shinsa", "log")
+    for st in stack.status(s):
+        state = "[green]up[/green]" if st.answering else "[red]down[/red]"
+        table.add_row(
+            st.name,
+            st.address,
+            state,
+            f"yes (pid {st.pid})" if st.pid else "no",
+            str(st.log) if st.pid else "",
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------- worker
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="info or debug")] = "info",
+) -> None:
+    """Run a worker: screen orders, validate events, serve /metrics."""
+    from streams.worker import run_worker
+
+    sys.argv = [sys.argv[0], "worker"]
+    run_worker(loglevel)
+
+
+# ---------------------------------------------------------------- producing
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(help="JSON lines; '-' for standard input.")],
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            help="Every line is a record of this topic (orders, payments, ...). "
+            'Without it each line is {"topic": ..., "value": {...}}.'
+        ),
+    ] = None,
+) -> None:
+    """Validate JSON lines against the schemas and publish them as Avro.
+
+    Nothing is sent unless every line is valid; invalid lines are listed with their numbers.
+    """
+    import orjson
+
+    from streams.clients import prepare
+    from streams.codec import CodecError, SchemaRegistry
+
+    s = settings()
+    registry = SchemaRegistry(s.schema_dir)
+    if str(file) != "-" and not file.exists():
+        raise UserError(f"{file}: no such file")
+    lines = (
+        sys.stdin.read().splitlines() if str(file) == "-" else file.read_text("utf-8").splitlines()
+    )
+    prepared, problems = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+            if topic is None:
+                if not isinstance(obj, dict) or "topic" not in obj or "value" not in obj:
+                    raise CodecError(
+                        "envelope", 'expected {"topic": ..., "value": {...}} (or pass --topic)'
+                    )
+                prepared.append(prepare(registry, obj["topic"], obj["value"]))
+            else:
+                prepared.append(prepare(registry, topic, obj))
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"line {number}: not valid JSON ({exc.msg})")
+        except CodecError as exc:
+            problems.append(f"line {number}: {exc.reason}: {exc.detail}")
+    if problems:
+        shown = "\n".join(problems[:50])
+        more = f"\n… and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise UserError(f"{len(problems)} invalid line(s), nothing was sent:\n{shown}{more}")
+    sent = send_prepared(s, [(p.topic, p.key, p.value) for p in prepared], "producing")
+    console.print(f"sent {sent} events")
+
+
+def send_prepared(
+    s: Settings, events: list[tuple[str, bytes | None, bytes]], what: str, rate: float = 0.0
+) -> int:
+    """Send (logical topic, key, value) with progress; returns how many the broker acknowledged."""
+    from streams.clients import DeliveryTracker, make_producer, produce_one
+
+    producer = make_producer(s)
+    tracker = DeliveryTracker()
+    started = time.monotonic()
+    with progress() as bar:
+        task = bar.add_task(what, total=len(events), rate="")
+        for i, (topic, key, value) in enumerate(events, 1):
+            produce_one(producer, s.topic(topic), key, value, tracker)
+            if rate:
+                ahead = i / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if i % 500 == 0 or i == len(events):
+                producer.poll(0)
+                elapsed = max(time.monotonic() - started, 1e-6)
+                bar.update(task, completed=i, rate=f"{i / elapsed:,.0f} ev/s")
+        remaining = producer.flush(60)
+    if remaining or tracker.failed:
+        raise UserError(
+            f"{remaining + len(tracker.failed)} events were not acknowledged by Kafka "
+            f"({'; '.join(tracker.failed[:3]) or 'flush timed out'})"
+        )
+    return tracker.delivered
+
+
+@app.command()
+def simulate(
+    orders: Annotated[int, typer.Option(help="Orders to generate.", min=1)] = 2000,
+    seed: Annotated[int, typer.Option(help="Same seed, same events.")] = 42,
+    fraud_rate: Annotated[
+        float, typer.Option(help="Share of orders that are fraud.", min=0, max=1)
+    ] = 0.05,
+    invalid_rate: Annotated[
+        float, typer.Option(help="Share of events deliberately broken.", min=0, max=1)
+    ] = 0.0,
+    merchants: Annotated[int, typer.Option(help="Merchants.", min=1)] = 40,
+    days: Annotated[
+        float, typer.Option(help="Event-time span, ending now (or --end).", min=0.1)
+    ] = 30.0,
+    end: Annotated[
+        str | None, typer.Option(help="End of the timeline, ISO-8601 with offset.")
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(help="Events per second; 0 = as fast as possible.", min=0)
+    ] = 0.0,
+    output: Annotated[
+        Path | None, typer.Option(help="Write JSON lines here instead of Kafka.")
+    ] = None,
+) -> None:
+    """Generate realistic Japanese traffic with named fraud patterns and publish it."""
+    from datetime import UTC, datetime
+
+    from streams.simulate import SimConfig, Simulator
+
+    end_time = datetime.now(UTC)
+    if end:
+        try:
+            end_time = datetime.fromisoformat(end)
+        except ValueError:
+            raise UserError(
+                f"--end {end!r} is not ISO-8601 (e.g. 2026-11-01T00:00:00+09:00)"
+            ) from None
+        if end_time.tzinfo is None:
+            raise UserError("--end needs a UTC offset, e.g. 2026-11-01T00:00:00+09:00")
+    cfg = SimConfig(
+        orders=orders,
+        seed=seed,
+        fraud_rate=fraud_rate,
+        merchants=merchants,
+        days=days,
+        invalid_rate=invalid_rate,
+        end=end_time,
+    )
+    events = list(Simulator(cfg).events())
+    if output is not None:
+        write_events(events, output)
+        console.print(f"wrote {len(events)} events to {output}")
+        return
+    s = settings()
+    encoded = encode_events(s, events)
+    sent = send_prepared(s, encoded, "simulating", rate)
+    console.print(f"sent {sent} events ({summarize_topics(events)})")
+
+
+def write_events(events: list[Any], output: Path) -> None:
+    import orjson
+
+    with output.open("wb") as out:
+        for e in events:
+            if e.raw is None:
+                out.write(orjson.dumps({"topic": e.topic, "value": e.value}) + b"\n")
+
+
+def encode_events(s: Settings, events: list[Any]) -> list[tuple[str, bytes | None, bytes]]:
+    """Simulated events as (topic, key, bytes): valid ones Avro, broken ones JSON or raw bytes."""
+    import orjson
+
+    from streams.clients import event_key, prepare
+    from streams.codec import CodecError, SchemaRegistry
+
+    registry = SchemaRegistry(s.schema_dir)
+    out = []
+    for e in events:
+        if e.raw is not None:
+            out.append((e.topic, None, e.raw))
+            continue
+        try:
+            p = prepare(registry, e.topic, e.value)
+            out.append((p.topic, p.key, p.value))
+        except CodecError:  # deliberately invalid: send as JSON so the worker rejects it
+            key = None
+            with contextlib.suppress(KeyError, TypeError):
+                key = event_key(e.topic, e.value)
+            out.append((e.topic, key, orjson.dumps(e.value)))
+    return out
+
+
+def summarize_topics(events: list[Any]) -> str:
+    counts = Counter(e.topic for e in events)
+    return ", ".join(f"{n} {t}" for t, n in counts.most_common())
+
+
+# ---------------------------------------------------------------- reading
+
+
+@app.command()
+def decisions(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep waiting for new ones.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most the last N (table mode).", min=1)] = 50,
+) -> None:
+    """Decisions from the decisions topic: a table, or JSON lines with --json."""
+    from streams.clients import read_topic
+    from streams.codec import CodecError, SchemaRegistry, datum_to_json
+
+    s = settings()
+    registry = SchemaRegistry(s.schema_dir)
+    rows: list[dict[str, Any]] = []
+    for msg in read_topic(s, s.topic("decisions"), follow=follow):
+        try:
+            d = registry.decode("Decision", msg.value())
+        except CodecError as exc:
+            err.print(f"[yellow]skipping undecodable decision at offset {msg.offset()}: {exc}")
+            continue
+        if as_json:
+            sys.stdout.write(datum_to_json(d).decode() + "\n")
+            sys.stdout.flush()
+        elif follow:
+            console.print(decision_line(d))
+        else:
+            rows.append(d)
+    if not as_json and not follow:
+        counts = Counter(r["decision"] for r in rows)
+        table = Table(
+            "order",
+            "merchant",
+            "amount (¥)",
+            "decision",
+            "score",
+            "reasons",
+            "latency ms",
+            title=f"last {min(limit, len(rows))} of {len(rows)} decisions "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})",
+        )
+        for r in sorted(rows, key=lambda r: r["decided_at"])[-limit:]:
+            table.add_row(
+                r["order_id"],
+                r["merchant_id"],
+                f"{r['amount']:,}",
+                colour(r["decision"]),
+                f"{r['score']:.2f}",
+                ", ".join(r["reasons"]),
+                f"{r['latency_ingest_ms']:.0f}",
+            )
+        console.print(table)
+
+
+def colour(decision: str) -> str:
+    return {
+        "APPROVE": "[green]APPROVE[/]",
+        "REVIEW": "[yellow]REVIEW[/]",
+        "DECLINE": "[red]DECLINE[/]",
+    }.get(decision, decision)
+
+
+def decision_line(d: dict[str, Any]) -> str:
+    return (
+        f"{d['order_id']}  {colour(d['decision'])}  ¥{d['amount']:,}  score {d['score']:.2f}  "
+        f"{', '.join(d['reasons'])}"
+    )
+
+
+@app.command()
+def dlq(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+) -> None:
+    """Dead letters: where each came from and why (payloads are not shown: they may hold PII)."""
+    import orjson
+
+    from streams.clients import read_topic
+    from streams.dlq import DETAIL, REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+
+    s = settings()
+    rows = []
+    for msg in read_topic(s, s.topic("dlq")):
+        h = {k: v.decode("utf-8", "replace") for k, v in (msg.headers() or [])}
+        rows.append(
+            {
+                "topic": h.get(SOURCE_TOPIC),
+                "partition": h.get(SOURCE_PARTITION),
+                "offset": h.get(SOURCE_OFFSET),
+                "reason": h.get(REASON),
+                "detail": h.get(DETAIL),
+                "bytes": len(msg.value() or b""),
+            }
+        )
+    if as_json:
+        for r in rows:
+            sys.stdout.write(orjson.dumps(r).decode() + "\n")
+        return
+    table = Table(
+        "source",
+        "partition",
+        "offset",
+        "reason",
+        "detail",
+        "bytes",
+        title=f"{len(rows)} dead letters",
+    )
+    for r in rows[-100:]:
+        table.add_row(
+            *(str(r[k]) for k in ("topic", "partition", "offset", "reason", "detail", "bytes"))
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    orders: Annotated[int, typer.Option(help="Orders to simulate.", min=10)] = 3000,
+    seed: Annotated[
+        int | None, typer.Option(help="Simulator seed (default: from the clock).")
+    ] = None,
+) -> None:
+    """Stack up, a worker, simulated traffic, then decisions, KPIs and where to look next."""
+    from streams.demo import run_demo
+
+    run_demo(settings(), orders=orders, seed=seed, console=console, progress=progress)
+
+
+def main() -> None:
+    from confluent_kafka import KafkaException
+
+    from streams.codec import CodecError
+    from streams.stack import StackError
+
+    try:
+        app()
+    except (UserError, StackError, CodecError, KafkaException, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Producer and consumer clients for people and scripts (confluent-kafka).
+
+Producers use the murmur2 partitioner so a keyed event lands on the partition the Java clients
+and aiokafka (Faust) compute for the same key; librdkafka's default (consistent_random, CRC32)
+would put it elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.codec import CodecError, SchemaRegistry
+from streams.settings import Settings
+
+# Logical topic → (record name, the field whose value is the message key).
+TOPIC_RECORDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "orders": ("Order", ("order_id",)),
+    "payments": ("Payment", ("order_id", "payment_id")),
+    "logins": ("Login", ("account_id",)),
+    "outcomes": ("Outcome", ("order_id",)),
+    "merchants": ("Merchant", ("merchant_id",)),
+    "decisions": ("Decision", ("order_id",)),
+}
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+    }
+
+
+def make_producer(settings: Settings) -> Producer:
+    return Producer(producer_config(settings))
+
+
+def event_key(topic: str, datum: Mapping[str, Any]) -> bytes | None:
+    for field in TOPIC_RECORDS[topic][1]:
+        if datum.get(field):
+            return str(datum[field]).encode()
+    return None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An event validated and encoded, ready to send."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def prepare(registry: SchemaRegistry, topic: str, value: Mapping[str, Any]) -> Prepared:
+    """Validate natural JSON against the topic's schema and encode it as Avro single-object."""
+    if topic not in TOPIC_RECORDS or topic == "decisions":
+        raise CodecError(
+            "unknown_topic",
+            f"cannot produce to {topic!r}; one of "
+            f"{', '.join(t for t in TOPIC_RECORDS if t != 'decisions')}",
+        )
+    record = TOPIC_RECORDS[topic][0]
+    datum = registry.from_json(record, value)
+    return Prepared(topic, event_key(topic, datum), registry.encode(record, datum))
+
+
+class DeliveryTracker:
+    """Counts delivery reports; producing is only done when every message is acknowledged."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failed: list[str] = []
+
+    def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed.append(str(err))
+
+
+def produce_one(
+    producer: Producer, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryTracker
+) -> None:
+    """Produce, waiting for queue space instead of failing when the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def consumer(
+    settings: Settings, group: str | None = None, *, from_beginning: bool = True
+) -> Consumer:
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group or f"shinsa-cli-{id(settings)}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+    }
+    return Consumer(config)
+
+
+def read_topic(
+    settings: Settings, topic: str, *, follow: bool = False, idle_timeout: float = 2.0
+) -> Iterator[Any]:
+    """Every message of `topic` from the beginning; stops at the end unless `follow`.
+
+    Partitions are assigned directly (no consumer group), so reading never disturbs anyone.
+    """
+    c = consumer(settings)
+    try:
+        meta = c.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise KafkaException(f"topic {topic} does not exist; run `shinsa stack up`")
+        parts = [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
+        ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+        c.assign([TopicPartition(topic, p.partition, -2) for p in parts])  # -2: beginning
+        done = {p for p, end in ends.items() if end == 0}
+        while follow or len(done) < len(parts):
+            msg = c.poll(idle_timeout if not follow else 0.5)
+            if msg is None:
+                if not follow and idle_timeout and _caught_up(c, parts, ends):
+                    break
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(msg.error())
+            yield msg
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                done.add(msg.partition())
+    finally:
+        c.close()
+
+
+def _caught_up(c: Consumer, parts: list[TopicPartition], ends: dict[int, int]) -> bool:
+    positions = c.position([TopicPartition(p.topic, p.partition) for p in parts])
+    return all(p.offset >= ends[p.partition] or ends[p.partition] == 0 for p in positions)

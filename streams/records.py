@@ -1,0 +1,179 @@
+"""Typed records for the Avro schemas in `schemas/`: what agents receive after decoding.
+
+Field names and nesting mirror the `.avsc` files exactly (a unit test holds them together);
+`record_from_datum` builds them from a decoded datum and `record_to_datum` goes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True, frozen=True)
+class Address:
+    postal_code: str
+    street: str
+    prefecture: str | None = None
+    city: str | None = None
+    building: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Buyer:
+    name: str
+    address: Address
+    customer_id: str | None = None
+    name_kana: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    birth_date: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Shipping:
+    name: str
+    address: Address
+    name_kana: str | None = None
+    phone: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Item:
+    sku: str
+    category: str
+    unit_price: int
+    quantity: int
+
+
+@dataclass(slots=True, frozen=True)
+class Order:
+    order_id: str
+    merchant_id: str
+    event_time: datetime
+    amount: int
+    payment_method: str
+    buyer: Buyer
+    currency: str = "JPY"
+    shipping: Shipping | None = None
+    device_id: str | None = None
+    ip: str | None = None
+    items: list[Item] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True)
+class Payment:
+    payment_id: str
+    event_time: datetime
+    kind: str
+    amount: int
+    order_id: str | None = None
+    account_id: str | None = None
+    merchant_id: str | None = None
+    status: str = "SUCCEEDED"
+    card_fingerprint: str | None = None
+    device_id: str | None = None
+    ip: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Login:
+    login_id: str
+    account_id: str
+    event_time: datetime
+    method: str
+    success: bool
+    device_id: str | None = None
+    ip: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Outcome:
+    order_id: str
+    event_time: datetime
+    kind: str
+    source: str
+    note: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Merchant:
+    merchant_id: str
+    name: str
+    category: str
+    tier: str
+    updated_at: datetime
+    status: str = "ACTIVE"
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    order_id: str
+    merchant_id: str
+    decision: str
+    score: float
+    reasons: list[str]
+    policy_version: str
+    amount: int
+    event_time: datetime
+    decided_at: datetime
+    latency_event_ms: float
+    latency_ingest_ms: float
+    identity_id: str | None = None
+    model_version: str | None = None
+    merchant_category: str | None = None
+
+
+RECORD_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (Order, Payment, Login, Outcome, Merchant, Decision)
+}
+
+
+@cache
+def _plan(cls: type) -> tuple[tuple[str, type | None, bool], ...]:
+    """Per field: its name, the nested record class if any, and whether it is a list of them."""
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        origin = typing.get_origin(hint)
+        nested: type | None = None
+        many = False
+        if dataclasses.is_dataclass(hint):
+            nested = hint  # type: ignore[assignment]
+        elif origin in (typing.Union, types.UnionType):
+            nested = next((a for a in args if dataclasses.is_dataclass(a)), None)
+        elif origin is list and args and dataclasses.is_dataclass(args[0]):
+            nested, many = args[0], True
+        plan.append((f.name, nested, many))
+    return tuple(plan)
+
+
+def record_from_datum(cls: type[T], datum: dict[str, Any]) -> T:
+    """Build `cls` from a decoded Avro datum (nested records included)."""
+    kwargs = {}
+    for name, nested, many in _plan(cls):
+        if name not in datum:
+            continue
+        value = datum[name]
+        if nested is not None and value is not None:
+            value = (
+                [record_from_datum(nested, v) for v in value]
+                if many
+                else record_from_datum(nested, value)
+            )
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def record_to_datum(record: Any) -> dict[str, Any]:
+    """The Avro datum of a record (the inverse of `record_from_datum`)."""
+    return dataclasses.asdict(record)

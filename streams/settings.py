@@ -1,0 +1,97 @@
+"""The one reader of the environment: every setting, its SHINSA_* variable and its default.
+
+Defaults fit the local stack started by `shinsa stack up`; everything else in the code gets
+values from a `Settings` object passed in, never from `os.environ`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOPIC_NAMES = (
+    "orders",
+    "payments",
+    "logins",
+    "outcomes",
+    "merchants",
+    "policies",
+    "decisions",
+    "dlq",
+    "models",
+)
+COMPACTED_TOPICS = frozenset({"merchants", "policies", "models"})
+
+
+class Settings(BaseSettings):
+    """Shinsa configuration; each field is read from SHINSA_<FIELD NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="SHINSA_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        "", description="Kafka bootstrap servers; empty means the local broker on kafka_port."
+    )
+    kafka_port: int = Field(9092, description="Port of the local broker started by `stack up`.")
+    kafka_controller_port: int = Field(
+        9093, description="KRaft controller port of the local broker."
+    )
+    kafka_version: str = Field("3.9.1", description="Apache Kafka release fetched from Maven.")
+    kafka_heap: str = Field("768m", description="Max Java heap of the local broker.")
+    redis_url: str = Field("", description="Redis URL; empty means the local Redis on redis_port.")
+    redis_port: int = Field(6379, description="Port of the local Redis started by `stack up`.")
+    topic_prefix: str = Field("shinsa.", description="Prepended to every topic name.")
+    partitions: int = Field(
+        4, ge=1, description="Partitions of event topics created by `stack up`."
+    )
+    app_id: str = Field(
+        "shinsa", description="Faust application id (consumer group, internal topics)."
+    )
+    data_dir: Path = Field(ROOT / ".shinsa", description="Local stack data, logs and pid files.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "shinsa", description="Downloaded Kafka jars, reused across runs."
+    )
+    schema_dir: Path = Field(ROOT / "schemas", description="Avro schemas (*.avsc).")
+    max_event_bytes: int = Field(
+        65536, ge=1024, description="Events larger than this go to the DLQ as oversized."
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        description="Worker /metrics port; 0 picks a free one (several workers per host).",
+    )
+    web_port: int = Field(0, ge=0, description="Faust web UI port; 0 disables it.")
+    batch_size: int = Field(1000, ge=1, description="Events taken per agent batch.")
+    batch_timeout: float = Field(0.05, gt=0, description="Seconds to wait to fill a batch.")
+    hash_key: SecretStr = Field(
+        SecretStr("shinsa-local-development-key"),
+        description="Secret for keyed hashes of match keys (HMAC); set it in production.",
+    )
+
+    @model_validator(mode="after")
+    def _local_defaults(self) -> Settings:
+        # frozen model: fill derived defaults once, at construction
+        if not self.kafka_bootstrap:
+            object.__setattr__(self, "kafka_bootstrap", f"127.0.0.1:{self.kafka_port}")
+        if not self.redis_url:
+            object.__setattr__(self, "redis_url", f"redis://127.0.0.1:{self.redis_port}/0")
+        return self
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name such as 'orders'."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        from urllib.parse import urlparse
+
+        url = urlparse(self.redis_url)
+        return url.hostname or "127.0.0.1", url.port or 6379
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (for the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

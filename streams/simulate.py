@@ -1,0 +1,538 @@
+"""Realistic Japanese traffic for demos, tests and benchmarks: a pure, seeded generator.
+
+People come from Faker's ja_JP provider (kanji and kana names, addresses, phones, emails).
+Legitimate buyers order a few times at everyday amounts; a configurable share of orders follow
+named fraud patterns:
+
+- identity_variation: one real person's identity reused, written differently each time (kana
+  instead of kanji, half-width, no space, hyphens dropped, gmail dots and +tags), shipped away.
+- velocity_burst: one buyer places many orders within minutes.
+- unusual_first_amount: a brand-new buyer's first order is far above the usual amount.
+- ship_mismatch: goods shipped to a different person in another prefecture (a drop address).
+- card_testing: a burst of tiny card authorisations from one device with many cards, most
+  failing, then a real order.
+
+Outcomes (paid, unpaid, chargeback, fraud confirmed) arrive days later in event time; only
+those already known at the end of the timeline are emitted. With `invalid_rate` some events are
+deliberately broken (bad bytes, negative amounts, unknown symbols, missing fields) to show the
+dead-letter path. The same seed always yields the same events.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import jaconv
+from faker import Faker
+
+JST = timezone(timedelta(hours=9), "JST")
+
+CATEGORIES = [
+    "APPAREL",
+    "ELECTRONICS",
+    "DIGITAL_GOODS",
+    "FOOD",
+    "COSMETICS",
+    "HOME",
+    "TRAVEL",
+    "TICKETS",
+    "OTHER",
+]
+# How risky a category is for fraudsters (resellable goods first).
+FRAUD_CATEGORIES = ["ELECTRONICS", "DIGITAL_GOODS", "TICKETS", "COSMETICS"]
+TIERS = ["ENTERPRISE", "STANDARD", "SMALL", "HIGH_RISK"]
+METHODS = ["DEFERRED", "CARD", "WALLET", "CONVENIENCE_STORE", "CARRIER_BILLING"]
+METHOD_WEIGHTS = [0.45, 0.3, 0.15, 0.05, 0.05]
+EMAIL_DOMAINS = [
+    "gmail.com",
+    "yahoo.co.jp",
+    "icloud.com",
+    "docomo.ne.jp",
+    "ezweb.ne.jp",
+    "softbank.ne.jp",
+    "outlook.jp",
+    "example.co.jp",
+]
+FRAUD_ORDERS_PER_CASE = 2.4  # mean over PATTERNS of the orders one case places
+PATTERNS = [
+    "identity_variation",
+    "velocity_burst",
+    "unusual_first_amount",
+    "ship_mismatch",
+    "card_testing",
+]
+
+
+@dataclass(slots=True)
+class SimEvent:
+    """One event to publish: logical topic, natural-JSON value, and (for orders) its truth."""
+
+    topic: str
+    value: dict[str, Any]
+    time: datetime
+    fraud_pattern: str | None = None
+    raw: bytes | None = None  # set for deliberately undecodable events
+
+
+@dataclass
+class Person:
+    person_id: str
+    last: tuple[str, str]  # (kanji, katakana)
+    first: tuple[str, str]
+    email_user: str
+    email_domain: str
+    phone: str
+    birth_date: str
+    postal_code: str
+    prefecture: str
+    city: str
+    street: str
+    building: str | None
+    device_id: str
+    ip: str
+    orders: int = 0
+
+
+@dataclass
+class SimConfig:
+    orders: int = 2000
+    seed: int = 42
+    fraud_rate: float = 0.05
+    merchants: int = 40
+    days: float = 30.0
+    invalid_rate: float = 0.0
+    end: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class Simulator:
+    """Builds the event stream of `SimConfig`; `events()` yields it in event-time order."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.fake = Faker("ja_JP")
+        self.fake.seed_instance(cfg.seed)
+        self.start = cfg.end - timedelta(days=cfg.days)
+        self.merchants = [self._merchant(i) for i in range(cfg.merchants)]
+        pool = max(20, cfg.orders // 3)
+        self.people = [self._person(i) for i in range(pool)]
+        self._seq = 0
+
+    # ------------------------------------------------------------ entities
+
+    def _merchant(self, i: int) -> dict[str, Any]:
+        rng = self.rng
+        return {
+            "merchant_id": f"m{i:04d}",
+            "name": self.fake.company(),
+            "category": rng.choice(CATEGORIES),
+            "tier": rng.choices(TIERS, weights=[0.15, 0.55, 0.2, 0.1])[0],
+            "status": "SUSPENDED" if rng.random() < 0.02 else "ACTIVE",
+            "updated_at": self.start.isoformat(),
+        }
+
+    def _person(self, i: int) -> Person:
+        fake, rng = self.fake, self.rng
+        last = fake.last_name_pair()
+        first = rng.choice([fake.first_name_female_pair, fake.first_name_male_pair])()
+        born = fake.date_of_birth(minimum_age=18, maximum_age=85)
+        user = f"{first[2].lower()}.{last[2].lower()}{rng.randint(1, 999)}"
+        return Person(
+            person_id=f"p{i:06d}",
+            last=(last[0], last[1]),
+            first=(first[0], first[1]),
+            email_user=user,
+            email_domain=rng.choice(EMAIL_DOMAINS),
+            phone=rng.choice(["090", "080", "070"])
+            + f"-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"
+            if rng.random() < 0.85
+            else fake.phone_number(),
+            birth_date=born.isoformat(),
+            postal_code=fake.zipcode(),
+            prefecture=fake.prefecture(),
+            city=fake.city(),
+            street=f"{fake.town()}{fake.chome()}{fake.ban()}{fake.gou()}",
+            building=f"{fake.building_name()}{rng.randint(1, 12)}0{rng.randint(1, 9)}"
+            if rng.random() < 0.4
+            else None,
+            device_id=f"dev-{rng.getrandbits(48):012x}",
+            ip=f"{rng.choice([110, 126, 133, 153, 180, 219])}.{rng.randint(0, 255)}."
+            f"{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+        )
+
+    def _address(self, p: Person) -> dict[str, Any]:
+        return {
+            "postal_code": p.postal_code,
+            "prefecture": p.prefecture,
+            "city": p.city,
+            "street": p.street,
+            "building": p.building,
+        }
+
+    def _buyer(self, p: Person, variant: bool = False) -> dict[str, Any]:
+        name = f"{p.last[0]} {p.first[0]}"
+        kana = f"{p.last[1]} {p.first[1]}"
+        email = f"{p.email_user}@{p.email_domain}"
+        phone = p.phone
+        address = self._address(p)
+        if variant:
+            name, kana, email, phone, address = self._vary(name, kana, email, phone, address)
+        return {
+            "customer_id": None,
+            "name": name,
+            "name_kana": kana,
+            "email": email,
+            "phone": phone,
+            "birth_date": p.birth_date,
+            "address": address,
+        }
+
+    def _vary(
+        self, name: str, kana: str, email: str, phone: str, address: dict[str, Any]
+    ) -> tuple[str, str, str, str, dict[str, Any]]:
+        """The same person written another way, as fraudsters and tired humans do."""
+        rng = self.rng
+        choice = rng.randrange(6)
+        if choice == 0:
+            name = kana  # kana instead of kanji
+        elif choice == 1:
+            name = name.replace(" ", "")
+        elif choice == 2:
+            name = name.replace(" ", "\u3000")
+        elif choice == 3:
+            kana = jaconv.z2h(kana, kana=True)  # half-width katakana
+        elif choice == 4:
+            kana = jaconv.kata2hira(kana)
+        else:
+            name = jaconv.kata2hira(kana)
+        user, _, domain = email.partition("@")
+        if domain == "gmail.com" and rng.random() < 0.7:
+            user = user.replace(".", "") + (
+                f"+{rng.choice(['shop', 'x', 'buy'])}" if rng.random() < 0.5 else ""
+            )
+        elif rng.random() < 0.5:
+            email = email.upper()
+        if "@" in email and email.partition("@")[2] == domain:
+            email = f"{user}@{domain}"
+        phone = rng.choice(
+            [
+                phone.replace("-", ""),
+                jaconv.h2z(phone, digit=True, ascii=True),
+                "+81 " + phone[1:],
+                f"({phone[:3]}){phone[4:]}",
+            ]
+        )
+        address = dict(address)
+        address["postal_code"] = rng.choice(
+            [address["postal_code"].replace("-", ""), "〒" + address["postal_code"]]
+        )
+        if rng.random() < 0.5:
+            address["prefecture"] = None
+        return name, kana, email, phone, address
+
+    # ------------------------------------------------------------ events
+
+    def _next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}-{self.cfg.seed}-{self._seq:08d}"
+
+    def _amount(self, scale: float = 1.0) -> int:
+        # everyday e-commerce: log-normal around ~4,000 yen
+        return max(100, int(math.exp(self.rng.gauss(8.3, 0.8)) * scale) // 10 * 10)
+
+    def _order(
+        self,
+        p: Person,
+        when: datetime,
+        amount: int,
+        merchant: dict[str, Any],
+        method: str,
+        *,
+        variant: bool = False,
+        ship_to: Person | None = None,
+        device: str | None = None,
+        pattern: str | None = None,
+    ) -> list[SimEvent]:
+        rng = self.rng
+        order_id = self._next_id("o")
+        n = rng.randint(1, 3)
+        unit = max(1, amount // n)
+        items = [
+            {
+                "sku": f"sku-{rng.randint(1, 99999):05d}",
+                "category": merchant["category"].lower(),
+                "unit_price": unit,
+                "quantity": 1,
+            }
+            for _ in range(n - 1)
+        ]
+        items.append(
+            {
+                "sku": f"sku-{rng.randint(1, 99999):05d}",
+                "category": merchant["category"].lower(),
+                "unit_price": amount - unit * (n - 1),
+                "quantity": 1,
+            }
+        )
+        shipping = None
+        if ship_to is not None:
+            shipping = {
+                "name": f"{ship_to.last[0]} {ship_to.first[0]}",
+                "name_kana": f"{ship_to.last[1]} {ship_to.first[1]}",
+                "phone": ship_to.phone,
+                "address": self._address(ship_to),
+            }
+        order = {
+            "order_id": order_id,
+            "merchant_id": merchant["merchant_id"],
+            "event_time": when.astimezone(JST).isoformat(timespec="milliseconds"),
+            "amount": amount,
+            "currency": "JPY",
+            "payment_method": method,
+            "buyer": self._buyer(p, variant),
+            "shipping": shipping,
+            "device_id": device or p.device_id,
+            "ip": p.ip,
+            "items": items,
+        }
+        p.orders += 1
+        events = [SimEvent("orders", order, when, pattern)]
+        if method in ("CARD", "WALLET"):
+            events.insert(
+                0,
+                SimEvent(
+                    "payments",
+                    {
+                        "payment_id": self._next_id("pay"),
+                        "order_id": order_id,
+                        "account_id": p.person_id,
+                        "merchant_id": merchant["merchant_id"],
+                        "event_time": order["event_time"],
+                        "kind": "CARD_AUTH" if method == "CARD" else "PAY",
+                        "amount": amount,
+                        "status": "SUCCEEDED",
+                        "card_fingerprint": f"card-{p.person_id}",
+                        "device_id": order["device_id"],
+                        "ip": p.ip,
+                    },
+                    when,
+                ),
+            )
+        events.extend(
+            self._outcome(
+                order_id, amount, method, when, fraud=pattern is not None, account=p.person_id
+            )
+        )
+        return events
+
+    def _outcome(
+        self, order_id: str, amount: int, method: str, when: datetime, *, fraud: bool, account: str
+    ) -> list[SimEvent]:
+        rng = self.rng
+        if fraud:
+            kind = "CHARGEBACK" if method == "CARD" else rng.choice(["UNPAID", "FRAUD_CONFIRMED"])
+            source = "ISSUER" if kind == "CHARGEBACK" else "COLLECTIONS"
+            delay = timedelta(days=rng.uniform(3, 30))
+        else:
+            unpaid = method == "DEFERRED" and rng.random() < 0.02
+            kind = "UNPAID" if unpaid else "PAID"
+            source = "COLLECTIONS"
+            delay = timedelta(days=rng.uniform(0.5, 14))
+        at = when + delay
+        if at > self.cfg.end:
+            return []  # not known yet
+        stamp = at.astimezone(JST).isoformat(timespec="milliseconds")
+        events = [
+            SimEvent(
+                "outcomes",
+                {
+                    "order_id": order_id,
+                    "event_time": stamp,
+                    "kind": kind,
+                    "source": source,
+                    "note": None,
+                },
+                at,
+            )
+        ]
+        if kind == "PAID" and method in ("DEFERRED", "CONVENIENCE_STORE"):
+            events.append(
+                SimEvent(
+                    "payments",
+                    {
+                        "payment_id": self._next_id("pay"),
+                        "order_id": order_id,
+                        "account_id": account,
+                        "merchant_id": None,
+                        "event_time": stamp,
+                        "kind": "REPAYMENT",
+                        "amount": amount,
+                        "status": "SUCCEEDED",
+                        "card_fingerprint": None,
+                        "device_id": None,
+                        "ip": None,
+                    },
+                    at,
+                )
+            )
+        return events
+
+    def _login(self, p: Person, when: datetime) -> SimEvent:
+        return SimEvent(
+            "logins",
+            {
+                "login_id": self._next_id("l"),
+                "account_id": p.person_id,
+                "event_time": when.astimezone(JST).isoformat(timespec="milliseconds"),
+                "method": self.rng.choice(["PASSWORD", "BIOMETRIC", "OTP"]),
+                "success": True,
+                "device_id": p.device_id,
+                "ip": p.ip,
+            },
+            when,
+        )
+
+    def _when(self) -> datetime:
+        # more orders in the evening, JST
+        day = self.rng.uniform(0, self.cfg.days - 0.05)
+        base = self.start + timedelta(days=day)
+        hour_shift = self.rng.gauss(0, 0.08)
+        return min(base + timedelta(days=hour_shift), self.cfg.end - timedelta(seconds=1))
+
+    def _legit(self) -> list[SimEvent]:
+        rng = self.rng
+        p = rng.choice(self.people)
+        when = self._when()
+        merchant = rng.choice(self.merchants)
+        method = rng.choices(METHODS, weights=METHOD_WEIGHTS)[0]
+        gift = self.people[rng.randrange(len(self.people))] if rng.random() < 0.05 else None
+        events = [self._login(p, when - timedelta(minutes=rng.uniform(1, 30)))]
+        events += self._order(p, when, self._amount(), merchant, method, ship_to=gift)
+        return events
+
+    def _fraud(self) -> list[SimEvent]:
+        rng = self.rng
+        pattern = rng.choice(PATTERNS)
+        victim = rng.choice(self.people)
+        when = self._when()
+        risky = [m for m in self.merchants if m["category"] in FRAUD_CATEGORIES] or self.merchants
+        drop = self._person(10_000_000 + self._seq)
+        events: list[SimEvent] = []
+        if pattern == "identity_variation":
+            for k in range(rng.randint(2, 4)):
+                events += self._order(
+                    victim,
+                    when + timedelta(hours=k * rng.uniform(1, 20)),
+                    self._amount(2.5),
+                    rng.choice(risky),
+                    "DEFERRED",
+                    variant=True,
+                    ship_to=drop,
+                    device=drop.device_id,
+                    pattern=pattern,
+                )
+        elif pattern == "velocity_burst":
+            for k in range(rng.randint(4, 8)):
+                events += self._order(
+                    victim,
+                    when + timedelta(minutes=k * rng.uniform(1, 6)),
+                    self._amount(1.5),
+                    rng.choice(risky),
+                    rng.choice(["DEFERRED", "CARD"]),
+                    pattern=pattern,
+                )
+        elif pattern == "unusual_first_amount":
+            newcomer = self._person(20_000_000 + self._seq)
+            events += self._order(
+                newcomer,
+                when,
+                rng.randrange(60_000, 300_000, 1000),
+                rng.choice(risky),
+                rng.choice(["DEFERRED", "CARD"]),
+                pattern=pattern,
+            )
+        elif pattern == "ship_mismatch":
+            events += self._order(
+                victim,
+                when,
+                self._amount(3),
+                rng.choice(risky),
+                "DEFERRED",
+                ship_to=drop,
+                device=drop.device_id,
+                pattern=pattern,
+            )
+        else:  # card_testing
+            device = f"dev-{rng.getrandbits(48):012x}"
+            merchant = rng.choice(self.merchants)
+            for k in range(rng.randint(10, 25)):
+                t = when - timedelta(seconds=(25 - k) * rng.uniform(2, 10))
+                events.append(
+                    SimEvent(
+                        "payments",
+                        {
+                            "payment_id": self._next_id("pay"),
+                            "order_id": None,
+                            "account_id": None,
+                            "merchant_id": merchant["merchant_id"],
+                            "event_time": t.astimezone(JST).isoformat(timespec="milliseconds"),
+                            "kind": "CARD_AUTH",
+                            "amount": rng.choice([1, 10, 100, 300, 500]),
+                            "status": "FAILED" if rng.random() < 0.8 else "SUCCEEDED",
+                            "card_fingerprint": f"card-{rng.getrandbits(40):010x}",
+                            "device_id": device,
+                            "ip": drop.ip,
+                        },
+                        t,
+                    )
+                )
+            events += self._order(
+                drop, when, self._amount(2), merchant, "CARD", device=device, pattern=pattern
+            )
+        return events
+
+    def _break(self, event: SimEvent) -> SimEvent:
+        """A deliberately invalid copy of `event` for the dead-letter path."""
+        rng = self.rng
+        value = dict(event.value)
+        kind = rng.randrange(5)
+        if kind == 0:
+            return SimEvent(event.topic, value, event.time, raw=b"\x00\x01not-an-event\xff")
+        if kind == 1 and "amount" in value:
+            value["amount"] = -abs(value["amount"])
+        elif kind == 2 and "payment_method" in value:
+            value["payment_method"] = "BITCOIN"
+        elif kind == 3:
+            value.pop(next(iter(value)))
+        else:
+            value["event_time"] = "yesterday"
+        return SimEvent(event.topic, value, event.time)
+
+    def events(self) -> Iterator[SimEvent]:
+        """Merchants first, then everything else in event-time order."""
+        for m in self.merchants:
+            yield SimEvent("merchants", m, self.start)
+        timeline: list[SimEvent] = []
+        orders = 0
+        # A fraud case places ~2.4 orders on average; pick cases so orders hit fraud_rate.
+        rate = self.cfg.fraud_rate
+        case_rate = rate / (rate + FRAUD_ORDERS_PER_CASE * (1 - rate)) if rate else 0.0
+        while orders < self.cfg.orders:
+            batch = self._fraud() if self.rng.random() < case_rate else self._legit()
+            for event in batch:
+                if event.topic == "orders":
+                    orders += 1
+                    if orders > self.cfg.orders:
+                        break
+                timeline.append(event)
+        timeline.sort(key=lambda e: e.time)
+        for event in timeline:
+            if self.cfg.invalid_rate and self.rng.random() < self.cfg.invalid_rate:
+                yield self._break(event)
+            else:
+                yield event
