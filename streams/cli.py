@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streams.errors import UserError
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -30,10 +31,6 @@ stack_app = typer.Typer(help="The local Kafka + Redis stack.", no_args_is_help=T
 app.add_typer(stack_app, name="stack")
 console = Console()
 err = Console(stderr=True)
-
-
-class UserError(Exception):
-    """A problem the user can fix; shown as its message only."""
 
 
 def settings() -> Settings:

@@ -11,7 +11,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from streams.codec import CodecError, SchemaRegistry
 from streams.settings import Settings
@@ -109,39 +116,53 @@ def consumer(
     return Consumer(config)
 
 
-def read_topic(
-    settings: Settings, topic: str, *, follow: bool = False, idle_timeout: float = 2.0
-) -> Iterator[Any]:
-    """Every message of `topic` from the beginning; stops at the end unless `follow`.
-
-    Partitions are assigned directly (no consumer group), so reading never disturbs anyone.
-    """
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The next offset of every partition of `topic` (where a reader starting now begins)."""
     c = consumer(settings)
     try:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             raise KafkaException(f"topic {topic} does not exist; run `shinsa stack up`")
-        parts = [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
-        ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
-        c.assign([TopicPartition(topic, p.partition, -2) for p in parts])  # -2: beginning
-        done = {p for p, end in ends.items() if end == 0}
-        while follow or len(done) < len(parts):
-            msg = c.poll(idle_timeout if not follow else 0.5)
+        return {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(meta.partitions)
+        }
+    finally:
+        c.close()
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    follow: bool = False,
+    start: dict[int, int] | None = None,
+) -> Iterator[Any]:
+    """Messages of `topic` from the beginning (or from `start` offsets), up to the end offsets
+    seen when called; with `follow`, forever.
+
+    Partitions are assigned directly (no consumer group), so reading never disturbs anyone.
+    """
+    ends = end_offsets(settings, topic)
+    start = start or {}
+    c = consumer(settings)
+    try:
+        c.assign([TopicPartition(topic, p, start.get(p, OFFSET_BEGINNING)) for p in ends])
+        pending = {p for p, end in ends.items() if end > start.get(p, 0)}
+        while follow or pending:
+            msg = c.poll(0.5)
             if msg is None:
-                if not follow and idle_timeout and _caught_up(c, parts, ends):
-                    break
+                # offsets can have gaps (compaction, transaction markers): ask where we are
+                for tp in c.position([TopicPartition(topic, p) for p in pending]):
+                    if tp.offset >= ends[tp.partition]:
+                        pending.discard(tp.partition)
                 continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaException(msg.error())
             yield msg
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                done.add(msg.partition())
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                pending.discard(msg.partition())
     finally:
         c.close()
-
-
-def _caught_up(c: Consumer, parts: list[TopicPartition], ends: dict[int, int]) -> bool:
-    positions = c.position([TopicPartition(p.topic, p.partition) for p in parts])
-    return all(p.offset >= ends[p.partition] or ends[p.partition] == 0 for p in positions)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 MAGIC = b"\xc3\x01"
 HEADER_BYTES = 10
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Reason codes a decode can fail with; the DLQ and its metric use exactly these.
 UNDECODABLE = "undecodable"
@@ -100,13 +101,18 @@ class SchemaRegistry:
 
     def encode(self, name: str, datum: Mapping[str, Any]) -> bytes:
         """Single-object encoding of `datum` with the current schema of `name`."""
-        return self.encode_with(self._readers[name], datum)
+        # the fingerprint is cached: computing it costs ~0.5 ms, the body ~20 µs
+        return self._encode(self._fingerprints[name], self._readers[name], datum)
 
     def encode_with(self, parsed: Any, datum: Mapping[str, Any]) -> bytes:
         """Single-object encoding with an explicit (possibly older) writer schema."""
+        return self._encode(schema_fingerprint(parsed), parsed, datum)
+
+    @staticmethod
+    def _encode(fp: bytes, parsed: Any, datum: Mapping[str, Any]) -> bytes:
         buf = io.BytesIO()
         buf.write(MAGIC)
-        buf.write(schema_fingerprint(parsed))
+        buf.write(fp)
         fastavro.schemaless_writer(buf, parsed, datum)
         return buf.getvalue()
 
@@ -241,7 +247,10 @@ def _primitive(kind: str, logical: str | None, value: Any, path: str) -> Any:
 
 def _timestamp(value: Any, path: str) -> datetime:
     if isinstance(value, int) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return EPOCH + timedelta(milliseconds=value)  # exact: no float on the way
+        except OverflowError:
+            raise CodecError(WRONG_TYPE, f"{path}: epoch milliseconds out of range") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -249,7 +258,10 @@ def _timestamp(value: Any, path: str) -> datetime:
             raise CodecError(WRONG_TYPE, f"{path}: not an ISO-8601 timestamp") from None
         if parsed.tzinfo is None:
             raise CodecError(WRONG_TYPE, f"{path}: timestamp needs a UTC offset (e.g. +09:00)")
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise CodecError(WRONG_TYPE, f"{path}: timestamp out of range") from None
     raise CodecError(WRONG_TYPE, f"{path}: expected epoch milliseconds or ISO-8601")
 
 

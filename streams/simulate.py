@@ -77,6 +77,7 @@ class SimEvent:
     time: datetime
     fraud_pattern: str | None = None
     raw: bytes | None = None  # set for deliberately undecodable events
+    broken: bool = False  # deliberately invalid (raw bytes or a value the worker must reject)
 
 
 @dataclass
@@ -502,7 +503,9 @@ class Simulator:
         value = dict(event.value)
         kind = rng.randrange(5)
         if kind == 0:
-            return SimEvent(event.topic, value, event.time, raw=b"\x00\x01not-an-event\xff")
+            return SimEvent(
+                event.topic, value, event.time, raw=b"\x00\x01not-an-event\xff", broken=True
+            )
         if kind == 1 and "amount" in value:
             value["amount"] = -abs(value["amount"])
         elif kind == 2 and "payment_method" in value:
@@ -511,7 +514,7 @@ class Simulator:
             value.pop(next(iter(value)))
         else:
             value["event_time"] = "yesterday"
-        return SimEvent(event.topic, value, event.time)
+        return SimEvent(event.topic, value, event.time, broken=True)
 
     def events(self) -> Iterator[SimEvent]:
         """Merchants first, then everything else in event-time order."""
@@ -524,12 +527,20 @@ class Simulator:
         case_rate = rate / (rate + FRAUD_ORDERS_PER_CASE * (1 - rate)) if rate else 0.0
         while orders < self.cfg.orders:
             batch = self._fraud() if self.rng.random() < case_rate else self._legit()
+            # Orders past the end of the timeline have not happened yet, and orders beyond the
+            # count are not wanted: drop them together with their payments and outcomes.
+            dropped = set()
             for event in batch:
                 if event.topic == "orders":
-                    orders += 1
-                    if orders > self.cfg.orders:
-                        break
-                timeline.append(event)
+                    if event.time > self.cfg.end or orders >= self.cfg.orders:
+                        dropped.add(event.value["order_id"])
+                    else:
+                        orders += 1
+            timeline.extend(
+                e
+                for e in batch
+                if e.time <= self.cfg.end and e.value.get("order_id") not in dropped
+            )
         timeline.sort(key=lambda e: e.time)
         for event in timeline:
             if self.cfg.invalid_rate and self.rng.random() < self.cfg.invalid_rate:

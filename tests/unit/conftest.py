@@ -1,0 +1,91 @@
+"""Shared fixtures: the real schemas in `schemas/` and one valid natural-JSON event per record."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.codec import SchemaRegistry
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+VALID_JSON: dict[str, dict[str, Any]] = {
+    "Order": {
+        "order_id": "o-1",
+        "merchant_id": "m0001",
+        "event_time": "2026-10-01T12:00:00.123+09:00",
+        "amount": 4980,
+        "payment_method": "DEFERRED",
+        "buyer": {
+            "name": "山田 太郎",
+            "email": "taro@example.co.jp",
+            "phone": "090-1234-5678",
+            "address": {"postal_code": "100-0001", "street": "千代田1-1"},
+        },
+        "shipping": {
+            "name": "佐藤 花子",
+            "address": {"postal_code": "530-0001", "street": "梅田1-1", "prefecture": "大阪府"},
+        },
+        "items": [{"sku": "sku-00001", "category": "food", "unit_price": 2490, "quantity": 2}],
+    },
+    "Payment": {
+        "payment_id": "pay-1",
+        "order_id": "o-1",
+        "event_time": 1790000000000,
+        "kind": "CARD_AUTH",
+        "amount": 4980,
+    },
+    "Login": {
+        "login_id": "l-1",
+        "account_id": "a-1",
+        "event_time": 1790000000000,
+        "method": "OTP",
+        "success": True,
+    },
+    "Outcome": {
+        "order_id": "o-1",
+        "event_time": 1790000000000,
+        "kind": "PAID",
+        "source": "COLLECTIONS",
+    },
+    "Merchant": {
+        "merchant_id": "m0001",
+        "name": "株式会社テスト",
+        "category": "FOOD",
+        "tier": "STANDARD",
+        "updated_at": 1790000000000,
+    },
+    "Decision": {
+        "order_id": "o-1",
+        "merchant_id": "m0001",
+        "decision": "APPROVE",
+        "score": 0.0198,
+        "reasons": ["SCORE_RULES_ONLY"],
+        "policy_version": "default-0123abcd",
+        "amount": 4980,
+        "event_time": 1790000000000,
+        "decided_at": 1790000000042,
+        "latency_event_ms": 42.0,
+        "latency_ingest_ms": 7.5,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def registry() -> SchemaRegistry:
+    return SchemaRegistry(SCHEMA_DIR)
+
+
+@pytest.fixture
+def valid_json() -> dict[str, dict[str, Any]]:
+    """Fresh, valid natural-JSON events by record name, which a test may mutate."""
+    return copy.deepcopy(VALID_JSON)
+
+
+@pytest.fixture
+def order_json() -> dict[str, Any]:
+    """A fresh, valid natural-JSON Order that a test may mutate."""
+    return copy.deepcopy(VALID_JSON["Order"])

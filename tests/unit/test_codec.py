@@ -1,0 +1,235 @@
+"""streams/codec.py: Avro single-object encoding, schema evolution, natural JSON, error reasons."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.codec import CodecError, SchemaRegistry, schema_fingerprint
+from streams.records import RECORD_TYPES
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+NULL_FINGERPRINT = 7195948357588979594  # Avro spec: CRC-64-AVRO of the schema "null"
+PHONE = "090-1234-5678"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+VALID_ORDER: dict[str, Any] = {
+    "order_id": "o-1",
+    "merchant_id": "m0001",
+    "event_time": 0,
+    "amount": 1,
+    "payment_method": "CARD",
+    "buyer": {"name": "", "address": {"postal_code": "1000001", "street": "千代田1-1"}},
+}
+
+
+def order_schema(drop: tuple[str, ...] = (), extra: tuple[dict, ...] = ()) -> dict[str, Any]:
+    """Another writer version of Order: the current schema minus `drop`, plus `extra` fields."""
+    schema = json.loads((SCHEMA_DIR / "Order.avsc").read_text(encoding="utf-8"))
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in drop] + list(extra)
+    return schema
+
+
+def parsed(schema: dict[str, Any]) -> Any:
+    return fastavro.parse_schema(schema, named_schemas={})
+
+
+def reason_of(registry: SchemaRegistry, name: str, raw: Any, **kw: Any) -> CodecError:
+    with pytest.raises(CodecError) as info:
+        registry.decode(name, raw, **kw) if isinstance(raw, bytes) else registry.from_json(
+            name, raw
+        )
+    return info.value
+
+
+def put(obj: Any, path: tuple[Any, ...], value: Any) -> None:
+    for step in path[:-1]:
+        obj = obj[step]
+    obj[path[-1]] = value
+
+
+# ------------------------------------------------------------ wire format
+
+
+@pytest.mark.parametrize("name", sorted(RECORD_TYPES))
+def test_every_record_type_round_trips_through_avro(registry, valid_json, name):
+    datum = registry.from_json(name, valid_json[name])
+    assert registry.decode(name, registry.encode(name, datum)) == datum
+
+
+def test_json_bytes_decode_like_from_json(registry, order_json):
+    raw = b"  " + orjson.dumps(order_json)
+    assert registry.decode("Order", raw) == registry.from_json("Order", order_json)
+
+
+def test_fingerprint_of_null_is_the_avro_spec_value():
+    fp = schema_fingerprint("null")
+    assert int.from_bytes(fp, "little") == NULL_FINGERPRINT
+    assert fp.hex() == "8a8f25cce724dd63"
+
+
+def test_wire_header_is_magic_then_little_endian_fingerprint(registry):
+    assert registry.encode_with("null", None) == b"\xc3\x01" + bytes.fromhex("8a8f25cce724dd63")
+
+
+def test_encoded_event_names_its_writer_schema(registry, order_json):
+    raw = registry.encode("Order", registry.from_json("Order", order_json))
+    assert raw[:2] == b"\xc3\x01"
+    assert raw[2:10] == schema_fingerprint(registry.reader("Order"))
+    assert raw[2:10] == registry.fingerprint_of("Order")
+
+
+# ------------------------------------------------------------ schema evolution
+
+
+def test_older_writer_decodes_with_reader_defaults(order_json):
+    registry, old = SchemaRegistry(SCHEMA_DIR), order_schema(drop=("items", "device_id"))
+    registry.register(old)
+    datum = registry.from_json("Order", {**order_json, "device_id": "dev-1"})
+    old_datum = {k: v for k, v in datum.items() if k not in ("items", "device_id")}
+    decoded = registry.decode("Order", registry.encode_with(parsed(old), old_datum))
+    assert decoded == {**datum, "items": [], "device_id": None}
+
+
+def test_newer_writer_field_is_ignored_by_the_reader(order_json):
+    new = order_schema(extra=({"name": "loyalty_points", "type": "long", "default": 0},))
+    registry = SchemaRegistry(SCHEMA_DIR)
+    registry.register(new)
+    datum = registry.from_json("Order", order_json)
+    raw = registry.encode_with(parsed(new), {**datum, "loyalty_points": 7})
+    assert registry.decode("Order", raw) == datum
+
+
+def test_unregistered_writer_version_is_unknown_schema(registry, order_json):
+    datum = registry.from_json("Order", order_json)
+    raw = registry.encode_with(parsed(order_schema(drop=("items",))), datum)
+    assert reason_of(registry, "Order", raw).reason == "unknown_schema"
+
+
+# ------------------------------------------------------------ decode errors
+
+
+def test_garbage_is_undecodable(registry):
+    assert reason_of(registry, "Order", b"\x00\x01not-an-event\xff").reason == "undecodable"
+
+
+def test_unknown_fingerprint_is_unknown_schema(registry):
+    raw = b"\xc3\x01" + bytes(8) + b"\x02x"
+    assert reason_of(registry, "Order", raw).reason == "unknown_schema"
+
+
+def test_order_decoded_as_payment_is_schema_mismatch(registry, order_json):
+    raw = registry.encode("Order", registry.from_json("Order", order_json))
+    assert reason_of(registry, "Payment", raw).reason == "schema_mismatch"
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20])
+def test_truncated_avro_body_is_corrupt(registry, order_json, cut):
+    raw = registry.encode("Order", registry.from_json("Order", order_json))
+    assert reason_of(registry, "Order", raw[:-cut]).reason == "corrupt_avro"
+
+
+def test_trailing_bytes_after_avro_body_are_corrupt(registry, order_json):
+    raw = registry.encode("Order", registry.from_json("Order", order_json))
+    assert reason_of(registry, "Order", raw + b"\x00").reason == "corrupt_avro"
+
+
+def test_invalid_json_text(registry):
+    assert reason_of(registry, "Order", b'{"order_id": "o-1",').reason == "invalid_json"
+
+
+def test_missing_field_names_its_path(registry, order_json):
+    del order_json["buyer"]["address"]["street"]
+    err = reason_of(registry, "Order", order_json)
+    assert err.reason == "missing_field"
+    assert "Order.buyer.address.street" in err.detail
+
+
+def test_wrong_type_names_its_path(registry, order_json):
+    order_json["amount"] = "4980"
+    err = reason_of(registry, "Order", order_json)
+    assert err.reason == "wrong_type"
+    assert "Order.amount" in err.detail
+
+
+def test_unknown_enum_symbol(registry, order_json):
+    order_json["payment_method"] = "BITCOIN"
+    assert reason_of(registry, "Order", order_json).reason == "unknown_enum_symbol"
+
+
+def test_oversized_event_is_rejected_before_decoding(registry, order_json):
+    raw = registry.encode("Order", registry.from_json("Order", order_json))
+    assert reason_of(registry, "Order", raw, max_bytes=len(raw) - 1).reason == "oversized"
+    assert registry.decode("Order", raw, max_bytes=len(raw))["order_id"] == "o-1"
+
+
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        (("amount",), "wrong_type"),
+        (("payment_method",), "unknown_enum_symbol"),
+        (("event_time",), "wrong_type"),
+        (("items", 0, "quantity"), "wrong_type"),
+        (("buyer", "address"), "wrong_type"),
+    ],
+)
+def test_error_detail_never_contains_the_value(registry, order_json, path, reason):
+    put(order_json, path, PHONE)
+    err = reason_of(registry, "Order", order_json)
+    assert err.reason == reason
+    assert PHONE not in str(err)
+
+
+# ------------------------------------------------------------ JSON timestamps
+
+
+def test_epoch_millis_and_iso_with_offset_are_the_same_instant(registry, order_json):
+    as_iso = registry.from_json("Order", {**order_json, "event_time": "2026-10-01T12:00:00+09:00"})
+    as_ms = registry.from_json("Order", {**order_json, "event_time": 1790823600000})
+    assert as_iso["event_time"] == as_ms["event_time"] == datetime(2026, 10, 1, 3, tzinfo=UTC)
+
+
+def test_naive_iso_timestamp_is_rejected(registry, order_json):
+    order_json["event_time"] = "2026-10-01T12:00:00"
+    assert reason_of(registry, "Order", order_json).reason == "wrong_type"
+
+
+@pytest.mark.parametrize(
+    "stamp", [10**16, -(10**16), "0001-01-01T00:00:00+09:00", "9999-12-31T23:59:59-09:00"]
+)
+def test_out_of_range_timestamp_is_a_codec_error(registry, order_json, stamp):
+    order_json["event_time"] = stamp
+    assert reason_of(registry, "Order", order_json).reason == "wrong_type"
+
+
+def test_far_epoch_millis_keep_every_millisecond(registry, order_json):
+    order_json["event_time"] = 203716219437219
+    datum = registry.from_json("Order", order_json)
+    decoded = registry.decode("Order", registry.encode("Order", datum))
+    assert decoded["event_time"] == EPOCH + timedelta(milliseconds=203716219437219)
+
+
+# ------------------------------------------------------------ property
+
+
+@given(
+    amount=st.integers(min_value=1, max_value=2**63 - 1),
+    name=st.text(),
+    email=st.none() | st.emails(),
+    millis=st.integers(min_value=946684800000, max_value=4102444800000),
+)
+def test_json_to_avro_and_back_is_identity(registry, amount, name, email, millis):
+    order = {**VALID_ORDER, "amount": amount, "event_time": millis}
+    order["buyer"] = {**VALID_ORDER["buyer"], "name": name, "email": email}
+    datum = registry.from_json("Order", order)
+    assert registry.decode("Order", registry.encode("Order", datum)) == datum
+    buyer = datum["buyer"]
+    assert (datum["amount"], buyer["name"], buyer["email"]) == (amount, name, email)

@@ -1,0 +1,145 @@
+"""agents/decide.py: the default policy's documented rules (see the table in its docstring)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents.decide import Policy, decide_order
+from agents.enrich import enrich_order
+from streams.records import Address, Buyer, Merchant, Order
+
+TIERS = ["ENTERPRISE", "STANDARD", "SMALL", "HIGH_RISK"]
+METHODS = ["DEFERRED", "CARD", "WALLET", "BANK_TRANSFER", "CONVENIENCE_STORE", "CARRIER_BILLING"]
+RANK = {"APPROVE": 0, "REVIEW": 1, "DECLINE": 2}
+
+
+def merchant(tier: str = "STANDARD", status: str = "ACTIVE") -> Merchant:
+    when = datetime(2026, 10, 1, tzinfo=UTC)
+    return Merchant("m0001", "株式会社テスト", "FOOD", tier, when, status)
+
+
+DEFAULT = Policy()
+
+
+def verdict(amount: int, method: str = "CARD", m: Merchant | None = None, policy: Policy = DEFAULT):
+    order = Order(
+        order_id="o-1",
+        merchant_id="m0001",
+        event_time=datetime(2026, 10, 31, tzinfo=UTC),
+        amount=amount,
+        payment_method=method,
+        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
+    )
+    return decide_order(enrich_order(order, {"m0001": m} if m else {}), policy)
+
+
+def test_small_order_at_active_standard_merchant_is_approved():
+    v = verdict(4980, m=merchant())
+    assert (v.decision, v.reasons) == ("APPROVE", ("SCORE_RULES_ONLY",))
+
+
+@pytest.mark.parametrize("amount", [150_000, 300_000, 500_000])
+def test_amount_over_review_limit_is_reviewed(amount):
+    v = verdict(amount, m=merchant())
+    assert (v.decision, v.score, v.reasons[0]) == ("REVIEW", 0.6, "AMOUNT_OVER_REVIEW_LIMIT")
+
+
+def test_score_floor_grows_with_amount_when_no_rule_fires():
+    assert [verdict(a, m=merchant()).score for a in (10_000, 50_000, 100_000)] == [0.04, 0.2, 0.4]
+
+
+def test_review_limit_itself_is_approved():
+    assert verdict(100_000, m=merchant()).decision == "APPROVE"
+
+
+def test_amount_over_decline_limit_is_declined():
+    v = verdict(600_000, m=merchant())
+    assert (v.decision, v.reasons[0]) == ("DECLINE", "AMOUNT_OVER_DECLINE_LIMIT")
+
+
+def test_deferred_over_cap_is_declined():
+    v = verdict(60_000, "DEFERRED", merchant())
+    assert (v.decision, v.reasons[0]) == ("DECLINE", "DEFERRED_OVER_CAP")
+
+
+def test_deferred_cap_does_not_apply_to_cards():
+    assert verdict(60_000, "CARD", merchant()).decision == "APPROVE"
+
+
+@pytest.mark.parametrize("tier, amount", [("HIGH_RISK", 25_000), ("SMALL", 60_000)])
+def test_amount_over_tier_limit_is_reviewed(tier, amount):
+    v = verdict(amount, m=merchant(tier))
+    assert (v.decision, v.reasons[0]) == ("REVIEW", "TIER_AMOUNT_OVER_LIMIT")
+
+
+def test_unknown_merchant_is_reviewed():
+    v = verdict(4980, m=None)
+    assert (v.decision, v.reasons) == ("REVIEW", ("MERCHANT_UNKNOWN", "SCORE_RULES_ONLY"))
+
+
+def test_suspended_merchant_is_declined_whatever_the_amount():
+    v = verdict(100, m=merchant(status="SUSPENDED"))
+    assert (v.decision, v.score, v.reasons[0]) == ("DECLINE", 1.0, "MERCHANT_SUSPENDED")
+
+
+def test_reasons_are_ordered_strongest_first():
+    v = verdict(600_000, "DEFERRED", merchant("HIGH_RISK", "SUSPENDED"))
+    assert v.reasons == (
+        "MERCHANT_SUSPENDED",
+        "AMOUNT_OVER_DECLINE_LIMIT",
+        "DEFERRED_OVER_CAP",
+        "TIER_AMOUNT_OVER_LIMIT",
+        "SCORE_RULES_ONLY",
+    )
+
+
+def test_unknown_merchant_ranks_below_amount_rules():
+    assert verdict(150_000).reasons == (
+        "AMOUNT_OVER_REVIEW_LIMIT",
+        "MERCHANT_UNKNOWN",
+        "SCORE_RULES_ONLY",
+    )
+
+
+MERCHANTS = st.one_of(
+    st.none(), st.builds(merchant, st.sampled_from(TIERS), st.sampled_from(["ACTIVE", "SUSPENDED"]))
+)
+
+
+@given(
+    m=MERCHANTS,
+    method=st.sampled_from(METHODS),
+    a=st.integers(1, 2_000_000),
+    b=st.integers(1, 2_000_000),
+)
+def test_score_is_in_unit_interval_and_monotone_in_amount(m, method, a, b):
+    low, high = verdict(min(a, b), method, m), verdict(max(a, b), method, m)
+    assert 0.0 <= low.score <= high.score <= 1.0
+    assert RANK[low.decision] <= RANK[high.decision]
+    assert low.reasons[-1] == high.reasons[-1] == "SCORE_RULES_ONLY"
+
+
+def test_policy_version_is_stable_for_equal_policies():
+    assert Policy().version == Policy().version
+    assert Policy().version.startswith("default-")
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        Policy(review_amount=120_000),
+        Policy(decline_score=0.8),
+        Policy(tier_review_amount={"HIGH_RISK": 10_000, "SMALL": 50_000}),
+    ],
+)
+def test_policy_version_changes_with_a_threshold(changed):
+    assert changed.version != Policy().version
+
+
+def test_thresholds_come_from_the_policy():
+    strict = Policy(name="strict", review_amount=3_000)
+    assert verdict(4980, m=merchant(), policy=strict).decision == "REVIEW"

@@ -1,0 +1,117 @@
+"""streams/simulate.py: a seeded, realistic and producible event stream."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agents.validate import check_order
+from streams.clients import prepare
+from streams.codec import CodecError
+from streams.records import Order, record_from_datum
+from streams.simulate import PATTERNS, SimConfig, SimEvent, Simulator
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def simulate(**kw) -> list[SimEvent]:
+    return list(Simulator(SimConfig(**{"end": END, **kw})).events())
+
+
+def fingerprint(events: list[SimEvent]) -> list[tuple]:
+    return [(e.topic, e.value, e.time, e.fraud_pattern) for e in events]
+
+
+def fails_prepare(registry, e: SimEvent) -> bool:
+    try:
+        prepare(registry, e.topic, e.value)
+    except CodecError:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def big() -> list[SimEvent]:
+    return simulate(orders=3000, seed=7, fraud_rate=0.05)
+
+
+@pytest.fixture(scope="module")
+def orders(big) -> list[SimEvent]:
+    return [e for e in big if e.topic == "orders"]
+
+
+def test_same_seed_and_end_give_the_same_events():
+    assert fingerprint(simulate(orders=200, seed=3)) == fingerprint(simulate(orders=200, seed=3))
+
+
+def test_different_seed_gives_different_events():
+    assert fingerprint(simulate(orders=200, seed=3)) != fingerprint(simulate(orders=200, seed=4))
+
+
+def test_exactly_the_requested_number_of_orders(orders):
+    assert len(orders) == 3000
+    assert len({e.value["order_id"] for e in orders}) == 3000
+
+
+def test_fraud_share_is_near_fraud_rate(orders):
+    share = sum(e.fraud_pattern is not None for e in orders) / len(orders)
+    assert abs(share - 0.05) <= 0.03
+
+
+def test_no_fraud_when_fraud_rate_is_zero():
+    assert all(e.fraud_pattern is None for e in simulate(orders=300, seed=3, fraud_rate=0.0))
+
+
+def test_every_named_pattern_appears(orders):
+    assert {e.fraud_pattern for e in orders} - {None} == set(PATTERNS)
+
+
+def test_merchants_come_first(big):
+    topics = [e.topic for e in big]
+    assert topics[:40] == ["merchants"] * 40 and "merchants" not in topics[40:]
+
+
+def test_events_after_merchants_are_in_event_time_order(big):
+    times = [e.time for e in big[40:]]
+    assert times == sorted(times)
+
+
+def test_every_valid_event_can_be_produced(registry):
+    events = simulate(orders=150, seed=11)
+    assert {e.topic for e in events} == {"merchants", "orders", "payments", "logins", "outcomes"}
+    assert [e for e in events if e.raw is not None or fails_prepare(registry, e)] == []
+
+
+def test_invalid_rate_breaks_some_events(registry):
+    events = simulate(orders=200, seed=11, invalid_rate=0.05)
+    broken = [e for e in events if e.raw is not None or fails_prepare(registry, e)]
+    assert 0 < len(broken) < len(events) // 5
+
+
+def test_no_outcome_is_known_after_end(big):
+    assert max(e.time for e in big if e.topic == "outcomes") <= END
+
+
+def test_outcomes_come_after_their_order(big):
+    placed: dict[str, datetime] = {}
+    for e in big:
+        if e.topic == "orders":
+            placed[e.value["order_id"]] = e.time
+        elif e.topic == "outcomes":
+            assert placed.get(e.value["order_id"], END) < e.time
+
+
+def test_simulated_orders_are_not_in_the_future_of_end(registry):
+    # seed 5 has identity_variation orders that used to land up to ~46 h after `end`
+    events = simulate(orders=1000, seed=5)
+    assert max(e.time for e in events) <= END
+    orders = [e for e in events if e.topic == "orders"]
+    records = [record_from_datum(Order, registry.from_json("Order", e.value)) for e in orders]
+    assert [o.order_id for o in records if check_order(o, END) is not None] == []
+
+
+def test_every_order_id_in_payments_refers_to_an_emitted_order():
+    events = simulate(orders=3, seed=50, fraud_rate=0.5, merchants=5)
+    placed = {e.value["order_id"] for e in events if e.topic == "orders"}
+    assert {e.value["order_id"] for e in events if e.topic == "payments"} - {None} <= placed
