@@ -7,6 +7,7 @@ would put it elsewhere.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,12 +124,28 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         meta = c.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             raise KafkaException(f"topic {topic} does not exist; run `shinsa stack up`")
-        return {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in sorted(meta.partitions)
-        }
+        return {p: _high_watermark(c, TopicPartition(topic, p)) for p in sorted(meta.partitions)}
     finally:
         c.close()
+
+
+ELECTION_ERRORS = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def _high_watermark(c: Consumer, tp: TopicPartition, timeout: float = 20.0) -> int:
+    """The partition's end offset, waiting out a leader election (e.g. of a new topic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(tp, timeout=10)[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in ELECTION_ERRORS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_topic(

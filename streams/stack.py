@@ -356,7 +356,20 @@ def create_topics(settings: Settings) -> list[str]:
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise StackError(f"creating topic {topic} failed: {exc}") from None
-    return [t.topic for t in wanted]
+    names = [t.topic for t in wanted]
+    wait_until(lambda: _have_leaders(admin, names), 30, "leaders of the new topics")
+    return names
+
+
+def _have_leaders(admin: object, names: list[str]) -> bool:
+    """Whether every partition of `names` has a leader (a new topic is unusable until then)."""
+    topics = admin.list_topics(timeout=5).topics  # type: ignore[attr-defined]
+    return all(
+        name in topics
+        and topics[name].partitions
+        and all(p.leader >= 0 for p in topics[name].partitions.values())
+        for name in names
+    )
 
 
 # ---------------------------------------------------------------- the whole stack
