@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,10 +66,6 @@ class Settings(BaseSettings):
     web_port: int = Field(0, ge=0, description="Faust web UI port; 0 disables it.")
     batch_size: int = Field(1000, ge=1, description="Events taken per agent batch.")
     batch_timeout: float = Field(0.05, gt=0, description="Seconds to wait to fill a batch.")
-    hash_key: SecretStr = Field(
-        SecretStr("shinsa-local-development-key"),
-        description="Secret for keyed hashes of match keys (HMAC); set it in production.",
-    )
 
     @model_validator(mode="after")
     def _local_defaults(self) -> Settings:
