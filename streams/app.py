@@ -10,6 +10,7 @@ from __future__ import annotations
 import faust
 
 from streams.codec import SchemaRegistry
+from streams.records import register_codecs
 from streams.settings import Settings, load_settings
 
 
@@ -38,4 +39,5 @@ def create_app(settings: Settings) -> faust.App:
 
 settings = load_settings()
 registry = SchemaRegistry(settings.schema_dir)
+register_codecs(registry)
 app = create_app(settings)

@@ -111,6 +111,8 @@ def worker(
     """Run a worker: screen orders, validate events, serve /metrics."""
     from streams.worker import run_worker
 
+    settings()  # a bad SHINSA_* variable is reported here, not as a traceback from the app
+
     sys.argv = [sys.argv[0], "worker"]
     run_worker(loglevel)
 

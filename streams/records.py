@@ -14,6 +14,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
+from faust.serializers import codecs
+
 T = TypeVar("T")
 
 
@@ -177,3 +179,35 @@ def record_from_datum(cls: type[T], datum: dict[str, Any]) -> T:
 def record_to_datum(record: Any) -> dict[str, Any]:
     """The Avro datum of a record (the inverse of `record_from_datum`)."""
     return dataclasses.asdict(record)
+
+
+class AvroRecordCodec(codecs.Codec):
+    """A Faust codec: Avro single-object (or JSON) bytes ⇄ the typed record of one schema.
+
+    Registered as `avro-<record>` (e.g. `avro-decision`) so any Faust topic can declare
+    `value_serializer="avro-decision"` and its agents receive `Decision` objects. Input topics
+    keep raw bytes instead: a decode error there must become a dead letter with its offset,
+    which a Faust deserializer error cannot.
+    """
+
+    def __init__(self, registry: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self.name = name
+
+    def _loads(self, s: bytes) -> Any:
+        return record_from_datum(RECORD_TYPES[self.name], self.registry.decode(self.name, s))
+
+    def _dumps(self, obj: Any) -> bytes:
+        datum = obj if isinstance(obj, dict) else record_to_datum(obj)
+        return self.registry.encode(self.name, datum)
+
+
+def register_codecs(registry: Any) -> list[str]:
+    """Register one Faust codec per record type; returns their names."""
+    names = []
+    for name in RECORD_TYPES:
+        codec_name = f"avro-{name.lower()}"
+        codecs.register(codec_name, AvroRecordCodec(registry, name))
+        names.append(codec_name)
+    return names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,27 @@ def test_record_from_datum_keeps_a_null_nested_record(registry, order_json):
 def test_record_to_datum_inverts_record_from_datum(registry, valid_json, name):
     datum = registry.from_json(name, valid_json[name])
     assert record_to_datum(record_from_datum(RECORD_TYPES[name], datum)) == datum
+
+
+def test_faust_codecs_give_typed_records(registry):
+    from faust.serializers import codecs
+
+    from streams.records import Decision, register_codecs
+
+    assert "avro-decision" in register_codecs(registry)
+    decision = Decision(
+        order_id="o-1",
+        merchant_id="m-1",
+        decision="REVIEW",
+        score=0.6,
+        reasons=["AMOUNT_OVER_REVIEW_LIMIT"],
+        policy_version="default-x",
+        amount=150_000,
+        event_time=datetime(2026, 11, 1, tzinfo=UTC),
+        decided_at=datetime(2026, 11, 1, tzinfo=UTC),
+        latency_event_ms=1.0,
+        latency_ingest_ms=2.0,
+    )
+    wire = codecs.dumps("avro-decision", decision)
+    assert wire[:2] == b"\xc3\x01"
+    assert codecs.loads("avro-decision", wire) == decision
