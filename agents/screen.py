@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from agents import reasons
@@ -69,12 +70,22 @@ def screen_order(
     }
 
 
+@cache
+def decision_series(decision: str, category: str) -> tuple[Any, Any]:
+    """Bound label children, looked up once per (decision, category): `labels()` costs µs."""
+    return DECISIONS.labels(decision, category), DECIDED_AMOUNT.labels(decision, category)
+
+
+LATENCY_EVENT = LATENCY.labels("event")
+LATENCY_INGEST = LATENCY.labels("ingest")
+
+
 def record_decision_metrics(decision: Mapping[str, Any]) -> None:
-    category = decision["merchant_category"]
-    DECISIONS.labels(decision["decision"], category).inc()
-    DECIDED_AMOUNT.labels(decision["decision"], category).inc(decision["amount"])
-    LATENCY.labels("event").observe(max(decision["latency_event_ms"], 0.0) / 1000)
-    LATENCY.labels("ingest").observe(max(decision["latency_ingest_ms"], 0.0) / 1000)
+    count, amount = decision_series(decision["decision"], decision["merchant_category"])
+    count.inc()
+    amount.inc(decision["amount"])
+    LATENCY_EVENT.observe(max(decision["latency_event_ms"], 0.0) / 1000)
+    LATENCY_INGEST.observe(max(decision["latency_ingest_ms"], 0.0) / 1000)
 
 
 @app.agent(orders_topic)
