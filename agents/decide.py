@@ -12,6 +12,8 @@ per-merchant policies build on; the rules:
 | DEFERRED_OVER_CAP           | DEFERRED and amount > deferred_cap (55,000 yen) | 0.95  |
 | AMOUNT_OVER_REVIEW_LIMIT    | amount > review_amount (100,000 yen)            | 0.60  |
 | TIER_AMOUNT_OVER_LIMIT      | amount > tier limit (HIGH_RISK 20,000; SMALL 50,000) | 0.60  |
+| IDENTITY_MANY_CONTACTS      | the identity used ≥ 3 phones, emails or addresses | 0.60 |
+| FIRST_ORDER_SHIPS_ELSEWHERE | first order, to another name in another prefecture | 0.55 |
 | MERCHANT_UNKNOWN            | no attributes for the merchant                  | 0.50  |
 | (floor)                     | always: 0.4 × amount / review_amount, ≤ 0.4     |       |
 
@@ -44,6 +46,7 @@ class Policy:
     tier_review_amount: dict[str, int] = field(
         default_factory=lambda: {"HIGH_RISK": 20_000, "SMALL": 50_000}
     )
+    identity_contacts_review: int = 3
 
     @cached_property  # the hash costs ~15 µs: once per policy, not once per order
     def version(self) -> str:
@@ -65,6 +68,8 @@ RULE_SCORES = {
     reasons.DEFERRED_OVER_CAP: 0.95,
     reasons.AMOUNT_OVER_REVIEW_LIMIT: 0.6,
     reasons.TIER_AMOUNT_OVER_LIMIT: 0.6,
+    reasons.IDENTITY_MANY_CONTACTS: 0.6,
+    reasons.FIRST_ORDER_SHIPS_ELSEWHERE: 0.55,
     reasons.MERCHANT_UNKNOWN: 0.5,
 }
 
@@ -84,6 +89,16 @@ def fired_rules(enriched: EnrichedOrder, policy: Policy) -> list[str]:
     tier_limit = policy.tier_review_amount.get(enriched.merchant_tier)
     if tier_limit is not None and order.amount > tier_limit:
         fired.append(reasons.TIER_AMOUNT_OVER_LIMIT)
+    identity, attributes = enriched.identity, enriched.attributes
+    contacts = max(identity.get(k, 0) for k in ("phones", "emails", "addresses")) if identity else 0
+    if contacts >= policy.identity_contacts_review:
+        fired.append(reasons.IDENTITY_MANY_CONTACTS)
+    if (
+        identity.get("orders") == 1
+        and attributes.get("ship_prefecture_differs")
+        and attributes.get("ship_name_differs")
+    ):
+        fired.append(reasons.FIRST_ORDER_SHIPS_ELSEWHERE)
     return fired
 
 

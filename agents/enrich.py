@@ -1,4 +1,4 @@
-"""Stage 2: attach merchant attributes (加盟店属性) to a valid order.
+"""Attach merchant attributes (加盟店属性) to an order, beside its identity and attributes.
 
 An unknown merchant is not an error: the order is screened with cautious defaults and the
 decision says MERCHANT_UNKNOWN.
@@ -7,7 +7,8 @@ decision says MERCHANT_UNKNOWN.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agents import reasons
 from streams.records import Merchant, Order
@@ -18,6 +19,8 @@ class EnrichedOrder:
     order: Order
     merchant: Merchant | None
     reasons: tuple[str, ...] = ()
+    identity: Mapping[str, Any] = field(default_factory=dict)  # agents/identity.py Identity
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # agents/attributes.py
 
     @property
     def merchant_category(self) -> str:
@@ -28,8 +31,12 @@ class EnrichedOrder:
         return self.merchant.tier if self.merchant else "UNKNOWN"
 
 
-def enrich_order(order: Order, merchants: Mapping[str, Merchant]) -> EnrichedOrder:
+def enrich_order(
+    order: Order,
+    merchants: Mapping[str, Merchant],
+    identity: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> EnrichedOrder:
     merchant = merchants.get(order.merchant_id)
-    if merchant is None:
-        return EnrichedOrder(order, None, (reasons.MERCHANT_UNKNOWN,))
-    return EnrichedOrder(order, merchant)
+    found = () if merchant is not None else (reasons.MERCHANT_UNKNOWN,)
+    return EnrichedOrder(order, merchant, found, identity or {}, attributes or {})

@@ -12,6 +12,8 @@ AMOUNT_OVER_DECLINE_LIMIT = "AMOUNT_OVER_DECLINE_LIMIT"
 DEFERRED_OVER_CAP = "DEFERRED_OVER_CAP"
 TIER_AMOUNT_OVER_LIMIT = "TIER_AMOUNT_OVER_LIMIT"
 MERCHANT_SUSPENDED = "MERCHANT_SUSPENDED"
+IDENTITY_MANY_CONTACTS = "IDENTITY_MANY_CONTACTS"
+FIRST_ORDER_SHIPS_ELSEWHERE = "FIRST_ORDER_SHIPS_ELSEWHERE"
 # Enrichment (enrich.py).
 MERCHANT_UNKNOWN = "MERCHANT_UNKNOWN"
 # How the score was made: rules only until a model is trained.
@@ -23,6 +25,8 @@ DECISION_REASONS: dict[str, str] = {
     DEFERRED_OVER_CAP: "Deferred payment (後払い) above the per-order cap.",
     TIER_AMOUNT_OVER_LIMIT: "Amount above the review limit for the merchant's risk tier.",
     MERCHANT_SUSPENDED: "The merchant is suspended; its orders are not accepted.",
+    IDENTITY_MANY_CONTACTS: "The buyer's identity has used many phones, emails or addresses.",
+    FIRST_ORDER_SHIPS_ELSEWHERE: "A first order shipped to another person in another prefecture.",
     MERCHANT_UNKNOWN: "No attributes for the merchant yet; screened with cautious defaults.",
     SCORE_RULES_ONLY: "Score comes from policy rules only (no model in this version).",
 }

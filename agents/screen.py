@@ -1,9 +1,10 @@
-"""orders → validate → enrich → decide → decisions (bad input → dlq).
+"""identified-orders (keyed by identity) → enrich → decide → decisions.
 
-All stages share the order's key, so they are function calls inside one agent (no Kafka hop).
-`screen_order` is the pure composition; `screen_orders` is the agent: it takes batches, sends
-one decision per valid order and one dead letter per invalid one, and awaits every send of a
-batch before the batch is acknowledged, so a crash never commits an unsent result.
+Orders arrive here validated and resolved by agents/intake.py. All stages from here share the
+identity key, so they are function calls inside one agent. `screen_order` is the pure
+composition; `screen_orders` is the agent: it takes batches, sends one decision per order, and
+awaits every send of a batch before the batch is acknowledged, so a crash never commits an
+unsent result.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from typing import Any
 from agents import reasons
 from agents.decide import Policy, decide_order
 from agents.enrich import enrich_order
+from agents.intake import read_hop_headers
 from agents.merchants import merchant_by_id, merchants_loaded
-from agents.validate import Rejection, check_order, decode_event
+from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
-from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing, send_all
 from streams.dlq import dead_letter
-from streams.metrics import DECIDED_AMOUNT, DECISIONS, EVENTS_IN, LATENCY
-from streams.records import Merchant
-from streams.topics import decisions_topic, dlq_topic, orders_topic
+from streams.metrics import DECIDED_AMOUNT, DECISIONS, LATENCY
+from streams.records import Merchant, Order
+from streams.topics import decisions_topic, dlq_topic, identified_orders_topic
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +34,23 @@ DEFAULT_POLICY = Policy()
 
 
 def screen_order(
-    raw: bytes | None,
+    order: Order,
     *,
+    identity: Mapping[str, Any],
+    attributes: Mapping[str, Any],
     ingest_ms: float,
     now: datetime,
     merchants: Mapping[str, Merchant],
     policy: Policy,
-    registry: SchemaRegistry,
-    max_bytes: int,
-) -> dict[str, Any] | Rejection:
-    """One order message → a Decision datum, or the Rejection that sends it to the DLQ."""
-    order = decode_event(registry, "Order", raw, max_bytes)
-    if isinstance(order, Rejection):
-        return order
-    rejection = check_order(order, now)
-    if rejection is not None:
-        return rejection
-    enriched = enrich_order(order, merchants)
+) -> dict[str, Any]:
+    """One validated, identified order → its Decision datum."""
+    enriched = enrich_order(order, merchants, identity, attributes)
     verdict = decide_order(enriched, policy)
     now_ms = now.timestamp() * 1000
     return {
         "order_id": order.order_id,
         "merchant_id": order.merchant_id,
-        "identity_id": None,
+        "identity_id": identity["identity_id"],
         "decision": verdict.decision,
         "score": verdict.score,
         "reasons": list(verdict.reasons),
@@ -88,7 +83,7 @@ def record_decision_metrics(decision: Mapping[str, Any]) -> None:
     LATENCY_INGEST.observe(max(decision["latency_ingest_ms"], 0.0) / 1000)
 
 
-@app.agent(orders_topic)
+@app.agent(identified_orders_topic)
 async def screen_orders(stream: Any) -> None:
     await merchants_loaded.wait()
     policy = DEFAULT_POLICY
@@ -99,23 +94,30 @@ async def screen_orders(stream: Any) -> None:
         now = datetime.now(UTC)
         for event in events:
             msg = event.message
-            EVENTS_IN.labels("orders").inc()
             try:
+                order = decode_event(registry, "Order", msg.value, None)
+                if isinstance(order, Rejection):  # intake validated it: only a bug gets here
+                    raise ValueError(f"{order.reason}: {order.detail}")
+                identity, attributes, ingest_ms = read_hop_headers(msg.headers)
                 result = screen_order(
-                    msg.value,
-                    ingest_ms=msg.timestamp * 1000,
+                    order,
+                    identity=identity,
+                    attributes=attributes,
+                    ingest_ms=ingest_ms,
                     now=now,
                     merchants=merchant_by_id,
                     policy=policy,
-                    registry=registry,
-                    max_bytes=settings.max_event_bytes,
                 )
             except Exception as exc:  # a bug must not lose the rest of the batch
                 log.exception("screening failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                result = Rejection(reasons.PROCESSING_ERROR, type(exc).__name__)
-            if isinstance(result, Rejection):
                 outgoing.append(
-                    dead_letter(dead_letters, msg, "orders", result.reason, result.detail)
+                    dead_letter(
+                        dead_letters,
+                        msg,
+                        "identified-orders",
+                        reasons.PROCESSING_ERROR,
+                        type(exc).__name__,
+                    )
                 )
                 continue
             value = registry.encode("Decision", result)

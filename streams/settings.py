@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 
 TOPIC_NAMES = (
     "orders",
+    "identified-orders",  # internal: orders re-keyed by identity
     "payments",
     "logins",
     "outcomes",
@@ -64,6 +65,16 @@ class Settings(BaseSettings):
         description="Worker /metrics port; 0 picks a free one (several workers per host).",
     )
     web_port: int = Field(0, ge=0, description="Faust web UI port; 0 disables it.")
+    hash_key: SecretStr = Field(
+        SecretStr("shinsa-local-development-key"),
+        description="Secret of the keyed hashes (HMAC) of match keys; set it in production.",
+    )
+    identity_namespace: str = Field(
+        "", description="Redis key prefix of the identity graph; empty means the app id."
+    )
+    identity_fanout_limit: int = Field(
+        3, ge=1, description="Distinct names a match key may link before it stops merging."
+    )
     batch_size: int = Field(1000, ge=1, description="Events taken per agent batch.")
     batch_timeout: float = Field(0.05, gt=0, description="Seconds to wait to fill a batch.")
 
@@ -72,6 +83,8 @@ class Settings(BaseSettings):
         # frozen model: fill derived defaults once, at construction
         if not self.kafka_bootstrap:
             object.__setattr__(self, "kafka_bootstrap", f"127.0.0.1:{self.kafka_port}")
+        if not self.identity_namespace:
+            object.__setattr__(self, "identity_namespace", f"shinsa:{self.app_id}")
         if not self.redis_url:
             object.__setattr__(self, "redis_url", f"redis://127.0.0.1:{self.redis_port}/0")
         return self

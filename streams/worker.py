@@ -13,6 +13,7 @@ def run_worker(loglevel: str = "info") -> None:
     from faust.worker import Worker
 
     import agents.ingest
+    import agents.intake
     import agents.merchants
     import agents.screen  # noqa: F401  (registers the agents)
     from streams.app import app, settings

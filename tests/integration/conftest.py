@@ -57,6 +57,7 @@ def env_vars(settings: Settings) -> dict[str, str]:
         "SHINSA_TOPIC_PREFIX": settings.topic_prefix,
         "SHINSA_APP_ID": settings.app_id,
         "SHINSA_METRICS_PORT": "0",
+        "SHINSA_REDIS_URL": settings.redis_url,
     }
 
 

@@ -1,0 +1,210 @@
+"""Identity resolution (名寄せ): link every buyer to one resolved person, shared through Redis.
+
+Pure part: `person_keys` turns a buyer into keyed hashes (HMAC-SHA256 with SHINSA_HASH_KEY) of
+match keys built from normalized fields, so no PII is stored in Redis or emitted. The keys,
+and why each is safe to merge on:
+
+- `mobile`: mobile phone (E.164). A mobile line is personal; landlines are shared by
+  families and business numbers (0120, 0570 …) by everyone, so neither merges alone.
+- `email`: normalized address (gmail dots and +tags folded). A mailbox is personal.
+- `name_birth`, `kana_birth`: name or kana reading + birth date. Namesakes rarely share a
+  birthday; the kana key catches a name written in kana instead of kanji.
+- `name_address`, `kana_address`: name or reading + postal code + street + building. Family
+  members at one address differ by name; namesakes differ by address.
+- `landline_name`: fixed-line phone + kana reading: a shared landline plus the person's name.
+
+I/O part: `IdentityGraph` runs `identity_graph.lua` (union-find with atomic merges) on a batch.
+A key seen with more than `fanout_limit` distinct names stops merging (see the script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.normalize import (
+    normalize_address,
+    normalize_birth_date,
+    normalize_email,
+    normalize_kana,
+    normalize_name,
+    normalize_phone,
+)
+from streams.records import Buyer
+
+log = logging.getLogger(__name__)
+
+SCRIPT = (Path(__file__).parent / "identity_graph.lua").read_text(encoding="utf-8")
+
+REDIS_RETRIES = Counter(
+    "shinsa_identity_redis_retries_total",
+    "Identity batches retried because Redis did not answer (the stage waits, nothing is lost).",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class PersonKeys:
+    """What the graph needs of one buyer: hashes only."""
+
+    keys: tuple[str, ...]
+    name: str  # hash of the reading (or name): counts distinct names per key
+    attributes: dict[str, str]  # names / addresses / phones / emails → hash of normalized value
+    spellings: tuple[str, ...]  # hashes of the raw spellings: "a new variation" of a known person
+
+
+@dataclass(slots=True, frozen=True)
+class Identity:
+    """The resolved person behind an order, as features (no PII)."""
+
+    identity_id: str
+    new: bool
+    merged: int
+    first_seen_ms: int
+    orders: int
+    names: int
+    addresses: int
+    phones: int
+    emails: int
+    new_variation: bool
+    saturated_keys: int
+
+
+def keyed_hash(secret: bytes, kind: str, value: str) -> str:
+    return hmac.new(secret, f"{kind}\x1f{value}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def person_keys(buyer: Buyer, secret: bytes) -> PersonKeys:
+    """Match keys and attribute hashes of a buyer, from its normalized fields."""
+    name = normalize_name(buyer.name)
+    kana = normalize_kana(buyer.name_kana) if buyer.name_kana else ""
+    birth = normalize_birth_date(buyer.birth_date) if buyer.birth_date else None
+    phone = normalize_phone(buyer.phone) if buyer.phone else None
+    email = normalize_email(buyer.email) if buyer.email else None
+    a = buyer.address
+    addr = normalize_address(a.postal_code, a.prefecture, a.city, a.street, a.building)
+    place = f"{addr.postal_code}|{addr.street}|{addr.building or ''}"
+
+    raw: list[tuple[str, str]] = []
+    if phone is not None and phone.e164 and phone.kind == "mobile":
+        raw.append(("mobile", phone.e164))
+    if email is not None and email.address:
+        raw.append(("email", email.address))
+    if birth:
+        raw.append(("name_birth", f"{name}|{birth}"))
+        if kana:
+            raw.append(("kana_birth", f"{kana}|{birth}"))
+    if addr.postal_code and addr.street:
+        raw.append(("name_address", f"{name}|{place}"))
+        if kana:
+            raw.append(("kana_address", f"{kana}|{place}"))
+    if phone is not None and phone.e164 and phone.kind == "fixed" and kana:
+        raw.append(("landline_name", f"{phone.e164}|{kana}"))
+
+    def h(kind: str, value: str) -> str:
+        return keyed_hash(secret, kind, value)
+
+    attributes = {
+        "names": h("n", kana or name),
+        "addresses": h("a", place),
+        "phones": h("p", phone.e164) if phone is not None and phone.e164 else "",
+        "emails": h("e", email.address) if email is not None and email.address else "",
+    }
+    spellings = tuple(
+        h("s", f"{field}|{value.strip()}")
+        for field, value in (
+            ("name", buyer.name),
+            ("phone", buyer.phone or ""),
+            ("email", buyer.email or ""),
+            ("street", a.street),
+        )
+        if value
+    )
+    return PersonKeys(tuple(h(k, v) for k, v in raw), attributes["names"], attributes, spellings)
+
+
+class IdentityGraph:
+    """The shared identity graph in Redis, resolved a batch per script call."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, fanout_limit: int = 3) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.fanout_limit = fanout_limit
+        self._script = client.register_script(SCRIPT)
+
+    async def resolve(
+        self, people: list[PersonKeys], times_ms: list[int], now_ms: int
+    ) -> list[Identity]:
+        """Resolve a batch atomically; waits and retries while Redis is unreachable."""
+        if not people:
+            return []
+        batch = [
+            {"k": list(p.keys), "n": p.name, "t": t, "a": p.attributes, "s": list(p.spellings)}
+            for p, t in zip(people, times_ms, strict=True)
+        ]
+        payload = orjson.dumps(batch)
+        backoff = 0.1
+        while True:
+            try:
+                raw = await self._script(args=[self.namespace, self.fanout_limit, now_ms, payload])
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                REDIS_RETRIES.inc()
+                log.warning(
+                    "Redis unavailable for identity resolution (%s); retrying in %.1fs",
+                    type(exc).__name__,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        results = orjson.loads(raw) or []
+        return [to_identity(r) for r in results]
+
+    async def root(self, identity_id: str) -> str:
+        """The identity an id now belongs to (ids absorbed by a merge point to the survivor)."""
+        root = identity_id
+        while (parent := await self.client.hget(f"{self.namespace}:parent", root)) is not None:
+            root = parent.decode()
+        return root
+
+    async def summary(self, identity_id: str) -> dict[str, Any] | None:
+        """Counts, first/last seen and merges of an identity (following merges), no PII."""
+        root = await self.root(identity_id)
+        data = await self.client.hgetall(f"{self.namespace}:id:{root}")
+        if not data:
+            return None
+        out: dict[str, Any] = {"identity_id": root, "requested": identity_id}
+        out.update({k.decode(): int(v) for k, v in data.items()})
+        for attr in ("names", "addresses", "phones", "emails"):
+            out[attr] = await self.client.scard(f"{self.namespace}:id:{root}:{attr}")
+        return out
+
+    async def stats(self) -> dict[str, int]:
+        data = await self.client.hgetall(f"{self.namespace}:stats")
+        return {k.decode(): int(v) for k, v in data.items()}
+
+
+def to_identity(r: dict[str, Any]) -> Identity:
+    return Identity(
+        identity_id=r["id"],
+        new=bool(r["new"]),
+        merged=int(r["merged"]),
+        first_seen_ms=int(r["first"]),
+        orders=int(r["orders"]),
+        names=int(r["names"]),
+        addresses=int(r["addresses"]),
+        phones=int(r["phones"]),
+        emails=int(r["emails"]),
+        new_variation=bool(r["variation"]),
+        saturated_keys=int(r["saturated"]),
+    )

@@ -1,0 +1,124 @@
+-- Identity graph (名寄せ): union-find over hashed match keys, one batch of records per call.
+--
+-- Atomic: Redis runs a script alone, so concurrent workers never split a person or lose a link.
+-- ARGV[1] namespace, ARGV[2] fan-out limit, ARGV[3] now (ms), ARGV[4] JSON batch:
+--   [{"k": [match key hashes], "n": person-name hash, "t": event time ms,
+--     "a": {"names": h, "addresses": h, "phones": h, "emails": h}, "s": [spelling hashes]}]
+-- Returns a JSON list, per record: {"id", "new", "merged", "first", "orders", "names",
+--   "addresses", "phones", "emails", "variation", "saturated"}.
+--
+-- A key seen with more than `limit` distinct person names (a help-desk phone, a shared office
+-- mailbox, a disposable address) is saturated: it stops merging and stops being assigned.
+
+local ns = ARGV[1]
+local limit = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local batch = cjson.decode(ARGV[4])
+local KEY, PARENT, SAT = ns .. ':key', ns .. ':parent', ns .. ':saturated'
+local ATTRS = {'names', 'addresses', 'phones', 'emails'}
+
+local function find(id)
+  local root, path = id, {}
+  while true do
+    local p = redis.call('HGET', PARENT, root)
+    if not p then break end
+    path[#path + 1] = root
+    root = p
+  end
+  for _, node in ipairs(path) do redis.call('HSET', PARENT, node, root) end
+  return root
+end
+
+local function seq(id) return tonumber(string.sub(id, 2)) end
+
+-- Whether `key` still merges, after counting the person name it is seen with now.
+local function usable(key, name)
+  if redis.call('SISMEMBER', SAT, key) == 1 then return false end
+  local names = ns .. ':kn:' .. key
+  if redis.call('SISMEMBER', names, name) == 0 then
+    if redis.call('SCARD', names) >= limit then
+      redis.call('SADD', SAT, key)
+      redis.call('DEL', names)
+      redis.call('HINCRBY', ns .. ':stats', 'saturated_keys', 1)
+      return false
+    end
+    redis.call('SADD', names, name)
+  end
+  return true
+end
+
+local function absorb(winner, loser, t)
+  redis.call('HSET', PARENT, loser, winner)
+  local w, l = ns .. ':id:' .. winner, ns .. ':id:' .. loser
+  for _, attr in ipairs(ATTRS) do
+    redis.call('SUNIONSTORE', w .. ':' .. attr, w .. ':' .. attr, l .. ':' .. attr)
+    redis.call('DEL', l .. ':' .. attr)
+  end
+  redis.call('SUNIONSTORE', w .. ':spell', w .. ':spell', l .. ':spell')
+  redis.call('DEL', l .. ':spell')
+  local lf = tonumber(redis.call('HGET', l, 'first') or t)
+  local wf = tonumber(redis.call('HGET', w, 'first') or t)
+  if lf < wf then redis.call('HSET', w, 'first', lf) end
+  redis.call('HINCRBY', w, 'orders', tonumber(redis.call('HGET', l, 'orders') or 0))
+  redis.call('HINCRBY', w, 'merges', 1 + tonumber(redis.call('HGET', l, 'merges') or 0))
+  redis.call('DEL', l)
+  redis.call('HINCRBY', ns .. ':stats', 'merges', 1)
+  redis.call('XADD', ns .. ':merges', 'MAXLEN', '~', 100000, '*',
+             'winner', winner, 'loser', loser, 'at', now)
+end
+
+local out = {}
+for i, rec in ipairs(batch) do
+  local roots, order, keys, saturated = {}, {}, {}, 0
+  for _, key in ipairs(rec.k) do
+    if usable(key, rec.n) then
+      keys[#keys + 1] = key
+      local id = redis.call('HGET', KEY, key)
+      if id then
+        local root = find(id)
+        if not roots[root] then
+          roots[root] = true
+          order[#order + 1] = root
+        end
+      end
+    else
+      saturated = saturated + 1
+    end
+  end
+  local root, new, merged = nil, 0, 0
+  if #order == 0 then
+    root = 'i' .. redis.call('INCR', ns .. ':seq')
+    new = 1
+    redis.call('HINCRBY', ns .. ':stats', 'identities', 1)
+  else
+    table.sort(order, function(a, b) return seq(a) < seq(b) end)
+    root = order[1]  -- the oldest identity survives: ids stay stable
+    for j = 2, #order do
+      absorb(root, order[j], rec.t)
+      merged = merged + 1
+    end
+  end
+  for _, key in ipairs(keys) do redis.call('HSET', KEY, key, root) end
+  local h = ns .. ':id:' .. root
+  local first = tonumber(redis.call('HGET', h, 'first') or rec.t)
+  if rec.t < first then first = rec.t end
+  redis.call('HSET', h, 'first', first)
+  local last = tonumber(redis.call('HGET', h, 'last') or rec.t)
+  if rec.t > last then last = rec.t end
+  redis.call('HSET', h, 'last', last)
+  local orders = redis.call('HINCRBY', h, 'orders', 1)
+  local result = {id = root, new = new, merged = merged, first = first, orders = orders,
+                  saturated = saturated}
+  for _, attr in ipairs(ATTRS) do
+    local value = rec.a[attr]
+    if value and value ~= '' then redis.call('SADD', h .. ':' .. attr, value) end
+    result[attr] = redis.call('SCARD', h .. ':' .. attr)
+  end
+  local variation = 0
+  for _, s in ipairs(rec.s) do
+    if redis.call('SADD', h .. ':spell', s) == 1 and new == 0 then variation = 1 end
+  end
+  result.variation = variation
+  out[i] = result
+end
+return cjson.encode(out)

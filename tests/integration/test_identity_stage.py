@@ -1,0 +1,112 @@
+"""The identity stage inside the running pipeline: shared ids, re-keying, Redis outages."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from streams.clients import prepare
+from streams.settings import load_settings
+from tests.integration.conftest import Worker, collect, produce
+from tests.integration.test_pipeline import order_json
+
+pytestmark = pytest.mark.integration
+
+
+def person_orders(registry, prefix: str) -> list:
+    """Three orders of one person written three ways, and one of somebody else."""
+    a = order_json(f"{prefix}-a")
+    b = order_json(f"{prefix}-b")
+    b["buyer"] |= {
+        "name": "やまだ たろう",
+        "phone": "09012345678",
+        "email": "TaroYamada@example.co.jp",
+    }
+    c = order_json(f"{prefix}-c")
+    c["buyer"] |= {"name": "山田\u3000太郎", "phone": "+81 90-1234-5678", "email": None}
+    other = order_json(f"{prefix}-other")
+    other["buyer"] = {
+        "name": "佐藤 花子",
+        "phone": "080-9876-5432",
+        "email": "hanako@example.co.jp",
+        "address": {"postal_code": "530-0001", "street": "梅田1-1-1"},
+    }
+    return [prepare(registry, "orders", o) for o in (a, b, c, other)]
+
+
+def decided(registry, env, n: int, worker: Worker) -> dict[str, dict]:
+    msgs = collect(env, "decisions", n, worker=worker)
+    return {d["order_id"]: d for d in (registry.decode("Decision", m.value()) for m in msgs)}
+
+
+def test_one_person_written_three_ways_gets_one_identity_id(env, worker, registry):
+    worker.start()
+    produce(env, [(p.topic, p.key, p.value) for p in person_orders(registry, "p1")])
+    d = decided(registry, env, 4, worker)
+    assert d["p1-a"]["identity_id"] == d["p1-b"]["identity_id"] == d["p1-c"]["identity_id"]
+    assert d["p1-other"]["identity_id"] != d["p1-a"]["identity_id"]
+    assert worker.errors() == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(port: int, tmp_path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("test redis did not start")
+
+
+def test_redis_outage_stalls_the_stage_and_loses_nothing(env, registry, tmp_path):
+    port = free_port()
+    redis_proc = start_redis(port, tmp_path)
+    settings = load_settings(
+        topic_prefix=env.topic_prefix, app_id=env.app_id, metrics_port=0, redis_port=port
+    )
+    worker = Worker(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        produce(env, [(p.topic, p.key, p.value) for p in person_orders(registry, "before")])
+        decided(registry, env, 4, worker)
+        redis_proc.terminate()
+        redis_proc.wait()
+        produce(env, [(p.topic, p.key, p.value) for p in person_orders(registry, "during")])
+        worker.wait_for("Redis unavailable for identity resolution", timeout=60)
+        assert len(collect(env, "decisions", 4, worker=worker)) == 4  # nothing decided meanwhile
+        redis_proc = start_redis(port, tmp_path)
+        d = decided(registry, env, 8, worker)
+        assert {f"during-{s}" for s in ("a", "b", "c", "other")} <= set(d)
+        assert d["during-a"]["identity_id"] == d["during-c"]["identity_id"]
+        assert "[ERROR]" not in worker.text() and "Traceback" not in worker.text()
+    finally:
+        worker.stop()
+        redis_proc.terminate()
