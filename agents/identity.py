@@ -208,3 +208,39 @@ def to_identity(r: dict[str, Any]) -> Identity:
         new_variation=bool(r["variation"]),
         saturated_keys=int(r["saturated"]),
     )
+
+
+async def resolve_buyers(
+    client: aioredis.Redis,
+    namespace: str,
+    buyers: list[Buyer],
+    secret: bytes,
+    *,
+    fanout_limit: int = 3,
+    batch: int = 1000,
+    on_batch: Any = None,
+) -> list[str]:
+    """Resolve buyers in order, a batch per script call; returns each one's final identity id.
+
+    Final: an id absorbed by a later merge is reported as the identity it was merged into.
+    """
+    graph = IdentityGraph(client, namespace, fanout_limit)
+    ids: list[str] = []
+    for start in range(0, len(buyers), batch):
+        chunk = [person_keys(b, secret) for b in buyers[start : start + batch]]
+        found = await graph.resolve(chunk, [0] * len(chunk), 0)
+        ids.extend(i.identity_id for i in found)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    roots: dict[str, str] = {}
+    for identity_id in set(ids):
+        roots[identity_id] = await graph.root(identity_id)
+    return [roots[i] for i in ids]
+
+
+async def drop_namespace(client: aioredis.Redis, namespace: str) -> int:
+    """Delete every key of a namespace (a scratch graph); returns how many."""
+    keys = [k async for k in client.scan_iter(f"{namespace}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await client.delete(*keys[start : start + 1000])
+    return len(keys)

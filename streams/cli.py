@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local Kafka + Redis stack.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+identity_app = typer.Typer(help="Identity resolution (名寄せ).", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
 console = Console()
 err = Console(stderr=True)
 
@@ -416,6 +418,125 @@ def dlq(
     console.print(table)
 
 
+# ---------------------------------------------------------------- identity
+
+
+@identity_app.command("resolve")
+def identity_resolve(
+    file: Annotated[Path, typer.Argument(help="JSON lines of person records; '-' for stdin.")],
+) -> None:
+    """Resolve person records in a fresh namespace; print each line with its identity_id.
+
+    Fields are those of the Order schema's buyer (name, name_kana, email, phone, birth_date,
+    address{postal_code, prefecture, city, street, building}); other fields pass through.
+    """
+    import asyncio
+    import uuid
+
+    import orjson
+    from redis import asyncio as aioredis
+
+    from agents.identity import drop_namespace, resolve_buyers
+    from streams.codec import CodecError, SchemaRegistry
+    from streams.records import Buyer, record_from_datum
+
+    s = settings()
+    registry = SchemaRegistry(s.schema_dir)
+    fields = set(Buyer.__dataclass_fields__)
+    text = sys.stdin.read() if str(file) == "-" else read_text(file)
+    lines, buyers, problems = [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+            if not isinstance(obj, dict):
+                raise CodecError("invalid_json", "each line must be a JSON object")
+            datum = registry.from_json_type(
+                "Order", "Buyer", {k: obj[k] for k in fields & set(obj)}
+            )
+            buyers.append(record_from_datum(Buyer, datum))
+            lines.append(obj)
+        except orjson.JSONDecodeError as exc:
+            problems.append(f"line {number}: not valid JSON ({exc.msg})")
+        except CodecError as exc:
+            problems.append(f"line {number}: {exc.reason}: {exc.detail}")
+    if problems:
+        raise UserError(
+            f"{len(problems)} invalid line(s), nothing resolved:\n" + "\n".join(problems[:50])
+        )
+    namespace = f"{s.identity_namespace}:resolve:{uuid.uuid4().hex[:12]}"
+
+    async def run() -> list[str]:
+        client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=3)
+        try:
+            with progress() as bar:
+                task = bar.add_task("resolving", total=len(buyers), rate="")
+                return await resolve_buyers(
+                    client,
+                    namespace,
+                    buyers,
+                    s.hash_key.get_secret_value().encode(),
+                    fanout_limit=s.identity_fanout_limit,
+                    on_batch=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await drop_namespace(client, namespace)
+            await client.aclose()
+
+    ids = asyncio.run(run())
+    for obj, identity_id in zip(lines, ids, strict=True):
+        sys.stdout.write(orjson.dumps(obj | {"identity_id": identity_id}).decode() + "\n")
+    err.print(f"{len(lines)} records, {len(set(ids))} identities")
+
+
+@identity_app.command("show")
+def identity_show(
+    identity_id: Annotated[str, typer.Argument(help="An identity id, e.g. i42.")],
+) -> None:
+    """An identity's summary without PII: counts, first/last seen, merges."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from redis import asyncio as aioredis
+
+    from agents.identity import IdentityGraph
+
+    s = settings()
+
+    async def run() -> dict[str, Any] | None:
+        client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=3)
+        try:
+            return await IdentityGraph(client, s.identity_namespace).summary(identity_id)
+        finally:
+            await client.aclose()
+
+    summary = asyncio.run(run())
+    if summary is None:
+        raise UserError(
+            f"no identity {identity_id!r} in {s.identity_namespace} "
+            "(ids appear in decisions: `shinsa decisions`)"
+        )
+    table = Table("field", "value", title=f"identity {summary['identity_id']}")
+    if summary["requested"] != summary["identity_id"]:
+        table.add_row("merged from", summary["requested"])
+    for key in ("orders", "merges", "names", "addresses", "phones", "emails"):
+        table.add_row(key, str(summary.get(key, 0)))
+    for key in ("first", "last"):
+        if key in summary:
+            stamp = datetime.fromtimestamp(summary[key] / 1000, tz=UTC).isoformat(
+                timespec="seconds"
+            )
+            table.add_row(f"{key} seen", stamp)
+    console.print(table)
+
+
+def read_text(file: Path) -> str:
+    if not file.exists():
+        raise UserError(f"{file}: no such file")
+    return file.read_text("utf-8")
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -434,13 +555,14 @@ def demo(
 
 def main() -> None:
     from confluent_kafka import KafkaException
+    from redis.exceptions import RedisError
 
     from streams.codec import CodecError
     from streams.stack import StackError
 
     try:
         app()
-    except (UserError, StackError, CodecError, KafkaException, OSError) as exc:
+    except (UserError, StackError, CodecError, KafkaException, OSError, RedisError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
     except KeyboardInterrupt:

@@ -157,6 +157,11 @@ class SchemaRegistry:
             raise CodecError(INVALID_JSON, "top level must be a JSON object")
         return _convert(self._readers[name], obj, name, self._named[name])
 
+    def from_json_type(self, record: str, type_name: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Natural JSON validated as a named type nested in `record` (e.g. Order's Buyer)."""
+        named = self._named[record]
+        return _convert(named[f"jp.shinsa.{type_name}"], obj, type_name, named)
+
 
 def _convert(schema: Any, value: Any, path: str, named: dict[str, Any]) -> Any:
     """One natural-JSON value as the Avro datum of `schema`, or a CodecError naming `path`."""

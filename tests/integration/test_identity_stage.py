@@ -7,11 +7,13 @@ import socket
 import subprocess
 import time
 
+import orjson
 import pytest
 
 from streams.clients import prepare
 from streams.settings import load_settings
 from tests.integration.conftest import Worker, collect, produce
+from tests.integration.test_clients import shinsa
 from tests.integration.test_pipeline import order_json
 
 pytestmark = pytest.mark.integration
@@ -110,3 +112,50 @@ def test_redis_outage_stalls_the_stage_and_loses_nothing(env, registry, tmp_path
     finally:
         worker.stop()
         redis_proc.terminate()
+
+
+def test_identity_show_summarizes_a_decided_identity_without_pii(env, worker, registry):
+    worker.start()
+    produce(env, [(p.topic, p.key, p.value) for p in person_orders(registry, "s1")])
+    d = decided(registry, env, 4, worker)
+    result = shinsa(env, "identity", "show", d["s1-a"]["identity_id"])
+    assert result.returncode == 0, result.stderr
+    assert "orders" in result.stdout and "│ 3 " in result.stdout  # three orders of one person
+    for secret in ("山田", "やまだ", "090", "Yamada", "千代田"):
+        assert secret not in result.stdout
+    missing = shinsa(env, "identity", "show", "i999999")
+    assert missing.returncode == 1 and "no identity" in missing.stderr
+
+
+def test_identity_resolve_cli_adds_ids_and_keeps_other_fields(env, tmp_path):
+    rows = [
+        {
+            "ref": "a",
+            "name": "山田 太郎",
+            "phone": "090-1234-5678",
+            "address": {"postal_code": "100-0001", "street": "千代田1-1-1"},
+        },
+        {
+            "ref": "b",
+            "name": "やまだ たろう",
+            "phone": "+81 90 1234 5678",
+            "address": {"postal_code": "〒1000001", "street": "千代田一丁目1番1号"},
+        },
+        {
+            "ref": "c",
+            "name": "佐藤 花子",
+            "phone": "080-9876-5432",
+            "address": {"postal_code": "530-0001", "street": "梅田1-1-1"},
+        },
+    ]
+    path = tmp_path / "people.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    result = shinsa(env, "identity", "resolve", str(path))
+    assert result.returncode == 0, result.stderr
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [o["ref"] for o in out] == ["a", "b", "c"]
+    assert out[0]["identity_id"] == out[1]["identity_id"] != out[2]["identity_id"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"ref": 1, "name": "x"}\n')
+    refused = shinsa(env, "identity", "resolve", str(bad))
+    assert refused.returncode == 1 and "line 1: missing_field" in refused.stderr
