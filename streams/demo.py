@@ -213,8 +213,13 @@ def show_kpis(console: Console, url: str) -> None:
         "shinsa_dlq_total",
         "shinsa_events_in_total",
         "shinsa_merchants_known",
+        "shinsa_identit",
     )
-    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith(wanted) and not line.split("{")[0].split()[0].endswith("_created")
+    ]
     console.print(f"[bold]KPIs from the worker[/bold] ({url}, {datetime.now(UTC):%H:%M:%S} UTC):")
-    for line in lines[:40]:
+    for line in lines[:60]:
         console.print(f"  {line}", highlight=False)
