@@ -1,13 +1,18 @@
 """The screening pipeline, one module per stage.
 
-    orders ──> screen_orders (screen.py) ─────────────────────────────> decisions
-                 │ decode + validate (validate.py)   bad input ────────> dlq
-                 │ enrich with merchant attributes (enrich.py) <── merchants (merchants.py)
-                 └ decide by policy (decide.py)
-    payments, logins, outcomes ──> check_events (ingest.py): validated, counted; bad ──> dlq
+    orders ──> resolve_orders (intake.py)                          bad input ──> dlq
+                 decode + validate (validate.py)
+                 external attributes (attributes.py, normalize.py)
+                 resolve identity (identity.py → Redis identity graph)
+           ──> identified-orders   (Kafka hop: re-keyed by identity)
+           ──> screen_orders (screen.py)
+                 enrich with merchant attributes (enrich.py) <── merchants (merchants.py)
+                 decide by policy (decide.py)
+           ──> decisions
+    payments, logins, outcomes, merchants ──> check_events (ingest.py); bad input ──> dlq
 
-Every stage function is pure (no I/O) and is tested alone; the agents in screen.py, ingest.py
-and merchants.py do the Kafka I/O. Stages that share a key are function calls inside one agent;
-a Kafka hop is added only where the key changes (identity resolution will re-key by identity).
-Reason codes come from one catalogue, reasons.py.
+Stage functions are pure (no I/O) and tested alone; the agents in intake.py, screen.py,
+ingest.py and merchants.py do the Kafka and Redis I/O. Stages that share a key are function
+calls inside one agent; the only internal hop is where the key changes. Reason codes come from
+one catalogue, reasons.py.
 """
