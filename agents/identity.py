@@ -189,6 +189,14 @@ class IdentityGraph:
             out[attr] = await self.client.scard(f"{self.namespace}:id:{root}:{attr}")
         return out
 
+    async def merges(self, limit: int = 20) -> list[dict[str, str]]:
+        """The newest merges (winner, loser, when), newest first."""
+        entries = await self.client.xrevrange(f"{self.namespace}:merges", count=limit)
+        return [
+            {"event": eid.decode()} | {k.decode(): v.decode() for k, v in fields.items()}
+            for eid, fields in entries
+        ]
+
     async def stats(self) -> dict[str, int]:
         data = await self.client.hgetall(f"{self.namespace}:stats")
         return {k.decode(): int(v) for k, v in data.items()}

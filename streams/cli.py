@@ -531,6 +531,42 @@ def identity_show(
     console.print(table)
 
 
+@identity_app.command("merges")
+def identity_merges(
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1)] = 20,
+) -> None:
+    """Recent merges of the identity graph and its totals (identities, merges, saturated keys)."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from redis import asyncio as aioredis
+
+    from agents.identity import IdentityGraph
+
+    s = settings()
+
+    async def run() -> tuple[list[dict[str, str]], dict[str, int]]:
+        client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=3)
+        try:
+            graph = IdentityGraph(client, s.identity_namespace)
+            return await graph.merges(limit), await graph.stats()
+        finally:
+            await client.aclose()
+
+    merges, stats = asyncio.run(run())
+    table = Table(
+        "at",
+        "survivor",
+        "absorbed",
+        title="identity merges, newest first; totals: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())),
+    )
+    for m in merges:
+        at = datetime.fromtimestamp(int(m["event"].split("-")[0]) / 1000, tz=UTC)
+        table.add_row(at.isoformat(timespec="seconds"), m["winner"], m["loser"])
+    console.print(table)
+
+
 def read_text(file: Path) -> str:
     if not file.exists():
         raise UserError(f"{file}: no such file")

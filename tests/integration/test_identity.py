@@ -105,6 +105,7 @@ async def test_a_record_linking_two_identities_merges_them_into_the_older(graph)
     summary = await graph.summary(second)
     assert summary["orders"] == 3 and summary["merges"] == 1 and summary["phones"] == 2
     assert (await graph.stats())["merges"] == 1
+    assert [(m["winner"], m["loser"]) for m in await graph.merges()] == [(first, second)]
 
 
 async def test_a_shared_phone_stops_merging_past_the_limit(graph):
