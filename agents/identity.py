@@ -143,14 +143,30 @@ class IdentityGraph:
         self._script = client.register_script(SCRIPT)
 
     async def resolve(
-        self, people: list[PersonKeys], times_ms: list[int], now_ms: int
+        self,
+        people: list[PersonKeys],
+        times_ms: list[int],
+        now_ms: int,
+        order_ids: list[str] | None = None,
     ) -> list[Identity]:
-        """Resolve a batch atomically; waits and retries while Redis is unreachable."""
+        """Resolve a batch atomically; waits and retries while Redis is unreachable.
+
+        With `order_ids`, an order resolved before (a redelivery after a crash) is reported
+        without being counted twice.
+        """
         if not people:
             return []
+        refs = order_ids or [""] * len(people)
         batch = [
-            {"k": list(p.keys), "n": p.name, "t": t, "a": p.attributes, "s": list(p.spellings)}
-            for p, t in zip(people, times_ms, strict=True)
+            {
+                "k": list(p.keys),
+                "n": p.name,
+                "t": t,
+                "a": p.attributes,
+                "s": list(p.spellings),
+                "o": o,
+            }
+            for p, t, o in zip(people, times_ms, refs, strict=True)
         ]
         payload = orjson.dumps(batch)
         backoff = 0.1

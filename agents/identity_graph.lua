@@ -2,7 +2,7 @@
 --
 -- Atomic: Redis runs a script alone, so concurrent workers never split a person or lose a link.
 -- ARGV[1] namespace, ARGV[2] fan-out limit, ARGV[3] now (ms), ARGV[4] JSON batch:
---   [{"k": [match key hashes], "n": person-name hash, "t": event time ms,
+--   [{"k": [match key hashes], "n": person-name hash, "t": event time ms, "o": order id or "",
 --     "a": {"names": h, "addresses": h, "phones": h, "emails": h}, "s": [spelling hashes]}]
 -- Returns a JSON list, per record: {"id", "new", "merged", "first", "orders", "names",
 --   "addresses", "phones", "emails", "variation", "saturated"}.
@@ -14,6 +14,7 @@ local ns = ARGV[1]
 local limit = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local batch = cjson.decode(ARGV[4])
+local ORDER_TTL = 86400  -- seconds an order id is remembered, to ignore redeliveries
 local KEY, PARENT, SAT = ns .. ':key', ns .. ':parent', ns .. ':saturated'
 local ATTRS = {'names', 'addresses', 'phones', 'emails'}
 
@@ -67,8 +68,16 @@ local function absorb(winner, loser, t)
              'winner', winner, 'loser', loser, 'at', now)
 end
 
-local out = {}
-for i, rec in ipairs(batch) do
+local function summary(root, t)
+  local h = ns .. ':id:' .. root
+  local result = {id = root, new = 0, merged = 0, saturated = 0, variation = 0,
+                  first = tonumber(redis.call('HGET', h, 'first') or t),
+                  orders = tonumber(redis.call('HGET', h, 'orders') or 0)}
+  for _, attr in ipairs(ATTRS) do result[attr] = redis.call('SCARD', h .. ':' .. attr) end
+  return result
+end
+
+local function resolve(rec)
   local roots, order, keys, saturated = {}, {}, {}, 0
   for _, key in ipairs(rec.k) do
     if usable(key, rec.n) then
@@ -119,6 +128,21 @@ for i, rec in ipairs(batch) do
     if redis.call('SADD', h .. ':spell', s) == 1 and new == 0 then variation = 1 end
   end
   result.variation = variation
-  out[i] = result
+  return result
+end
+
+-- An order seen before (redelivered after a crash) is reported, not counted again.
+local out = {}
+for i, rec in ipairs(batch) do
+  local seen = nil
+  if rec.o and rec.o ~= '' then seen = redis.call('GET', ns .. ':o:' .. rec.o) end
+  if seen then
+    out[i] = summary(find(seen), rec.t)
+  else
+    out[i] = resolve(rec)
+    if rec.o and rec.o ~= '' then
+      redis.call('SET', ns .. ':o:' .. rec.o, out[i].id, 'EX', ORDER_TTL)
+    end
+  end
 end
 return cjson.encode(out)

@@ -102,11 +102,26 @@ async def resolve_orders(stream: Any) -> None:
                 log.exception("intake failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 order = Rejection(reasons.PROCESSING_ERROR, type(exc).__name__)
             outgoing.append(dead_letter(dead_letters, msg, "orders", order.reason, order.detail))
-        identities = await graph.resolve(
-            [a[2] for a in accepted],
-            [int(a[1].event_time.timestamp() * 1000) for a in accepted],
-            int(now.timestamp() * 1000),
-        )
+        try:
+            identities = await graph.resolve(
+                [a[2] for a in accepted],
+                [int(a[1].event_time.timestamp() * 1000) for a in accepted],
+                int(now.timestamp() * 1000),
+                [a[1].order_id for a in accepted],
+            )
+        except Exception as exc:  # not an outage (that waits inside): a bug; lose nothing
+            log.exception("identity resolution failed for a batch of %d orders", len(accepted))
+            for msg, *_ in accepted:
+                outgoing.append(
+                    dead_letter(
+                        dead_letters,
+                        msg,
+                        "orders",
+                        reasons.PROCESSING_ERROR,
+                        f"identity: {type(exc).__name__}",
+                    )
+                )
+            accepted, identities = [], []
         for (msg, _order, _keys, attributes), identity in zip(accepted, identities, strict=True):
             record_identity_metrics(identity)
             headers = hop_headers(identity, attributes, msg.timestamp * 1000)

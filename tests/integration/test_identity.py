@@ -225,3 +225,13 @@ def test_two_processes_end_with_the_partition_of_one(local_stack, pool, order, s
         await client.aclose()
 
     asyncio.run(check())
+
+
+async def test_a_redelivered_order_is_not_counted_twice(graph):
+    person = person_keys(buyer(), SECRET)
+    first = await graph.resolve([person], [1], 0, ["o-1"])
+    again = await graph.resolve([person], [1], 0, ["o-1"])
+    assert again[0].identity_id == first[0].identity_id
+    assert again[0].orders == first[0].orders == 1
+    later = await graph.resolve([person], [2], 0, ["o-2"])
+    assert later[0].orders == 2
