@@ -15,7 +15,7 @@ each contender reads the same pre-loaded backlog, one contender at a time:
   decision. With a backlog, `latency_ingest_ms` is mostly queueing, so a paced phase then
   produces more orders below capacity and reports their decision latency on its own.
 
-Also times the pure per-order function (agents.screen.screen_order) in-process, without Kafka.
+Also times the per-order work of both agents (intake, screen) in-process, without Kafka.
 Prints a table, the ratios and the targets of the issue, and as the last line one JSON object
 with every number. The run's topics and consumer groups are deleted at the end unless
 `--keep-topics`.
@@ -452,11 +452,14 @@ def pipeline_measured(run: PipelineRun) -> Measured:
 def screen_cost(
     settings: Settings, orders: Sequence[Prepared], merchants: Sequence[Prepared]
 ) -> Measured:
-    """µs per order of the agent's per-message work, without Kafka and Faust."""
+    """µs per order of both agents' per-message work (intake then screen), without Kafka,
+    Faust or the Redis call of identity resolution (tests/bench/bench_identity.py times that)."""
+    from agents.attributes import order_attributes
     from agents.decide import Policy
+    from agents.identity import person_keys
     from agents.merchants import apply_merchant
     from agents.screen import record_decision_metrics, screen_order
-    from agents.validate import decode_event
+    from agents.validate import check_order, decode_event
 
     registry = SchemaRegistry(settings.schema_dir)
     table: dict[str, Any] = {}
@@ -464,23 +467,41 @@ def screen_cost(
         apply_merchant(table, m.key, decode_event(registry, "Merchant", m.value, 65536))
     policy = Policy()
     raws = [o.value for o in orders]
+    secret = b"bench"
+    identity = {
+        "identity_id": "i1",
+        "new": False,
+        "merged": 0,
+        "first_seen_ms": 0,
+        "orders": 2,
+        "names": 1,
+        "addresses": 1,
+        "phones": 1,
+        "emails": 1,
+        "new_variation": False,
+        "saturated_keys": 0,
+    }
 
     def screen_all(encode: bool) -> float:
         now = datetime.now(UTC)
         ingest_ms = now.timestamp() * 1000
         started = time.perf_counter()
         for raw in raws:
+            order = decode_event(registry, "Order", raw, settings.max_event_bytes)  # intake
+            assert check_order(order, now) is None
+            person_keys(order.buyer, secret)
+            attributes = order_attributes(order)
+            order = decode_event(registry, "Order", raw, None)  # screen, after the hop
             result = screen_order(
-                raw,
+                order,
+                identity=identity,
+                attributes=attributes,
                 ingest_ms=ingest_ms,
                 now=now,
                 merchants=table,
                 policy=policy,
-                registry=registry,
-                max_bytes=settings.max_event_bytes,
             )
             if encode:
-                assert isinstance(result, dict), result
                 registry.encode("Decision", result)
                 record_decision_metrics(result)
         return (time.perf_counter() - started) / len(raws) * 1e6
@@ -497,10 +518,11 @@ def screen_cost(
         _ = policy.version
     version_us = (time.perf_counter() - started) / len(raws) * 1e6
     return Measured(
-        "screen_order in-process",
+        "intake + screen in-process",
         len(raws),
         total_us * len(raws) / 1e6,
-        f"{len(raws):,} orders, screen_order + Decision encode + metrics, one thread, no Kafka",
+        f"{len(raws):,} orders, intake + screen work + Decision encode + metrics, one thread, "
+        "no Kafka, no Redis",
         {
             "us_per_order": round(total_us, 1),
             "screen_order_us": round(screen_us, 1),
@@ -571,7 +593,7 @@ def report(results: dict[str, Measured], args: argparse.Namespace, prefix: str) 
         f"{pipe.extra['msgs_per_s_by_kafka_timestamps']:,.0f} msgs/s; dead letters "
         f"{pipe.extra['dead_letters']}; worker start → first decision "
         f"{pipe.extra['startup_s']:.1f}s",
-        f"[dim]screen_order[/dim] {screen.extra['screen_order_us']:.0f} µs/order alone (Avro "
+        f"[dim]intake + screen[/dim] {screen.extra['screen_order_us']:.0f} µs/order (Avro "
         f"decode of the order {screen.extra['order_decode_us']:.0f} µs, Policy.version "
         f"{screen.extra['policy_version_us']:.0f} µs); {screen.extra['us_per_order']:.0f} µs "
         "with the Decision encode and metrics",
