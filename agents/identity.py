@@ -20,10 +20,10 @@ A key seen with more than `fanout_limit` distinct names stops merging (see the s
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,20 @@ class Identity:
     saturated_keys: int
 
 
+@lru_cache(maxsize=8)
+def _hmac_base(secret: bytes) -> Any:
+    return hmac.new(secret, digestmod="sha256")
+
+
 def keyed_hash(secret: bytes, kind: str, value: str) -> str:
-    return hmac.new(secret, f"{kind}\x1f{value}".encode(), hashlib.sha256).hexdigest()[:32]
+    """HMAC-SHA256 of `kind` and `value`, 128 bits in hex."""
+    # copying a keyed state costs ~1.1 µs; hmac.new(...) per value ~5 µs (14 per order)
+    mac = _hmac_base(secret).copy()
+    mac.update(f"{kind}\x1f{value}".encode())
+    return mac.digest()[:16].hex()
 
 
+@lru_cache(maxsize=65536)  # returning buyers cost a lookup instead of ~80 µs
 def person_keys(buyer: Buyer, secret: bytes) -> PersonKeys:
     """Match keys and attribute hashes of a buyer, from its normalized fields."""
     name = normalize_name(buyer.name)
