@@ -50,10 +50,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Pipeline vs a Faust forwarder vs a plain aiokafka passthrough on the local broker.
+## Benchmarks (numbers, not tests): the pipeline vs a Faust forwarder vs a plain aiokafka
+## passthrough; identity resolutions per second; identity resolution quality (P/R/F1).
 bench: setup
 	$(BIN)/shinsa stack up
 	$(BIN)/python -m tests.bench.bench_pipeline
+	$(BIN)/python -m tests.bench.bench_identity
+	$(BIN)/python -m tests.bench.eval_identity
 
 stack-up: setup
 	$(BIN)/shinsa stack up

@@ -9,8 +9,9 @@ and why each is safe to merge on:
 - `email`: normalized address (gmail dots and +tags folded). A mailbox is personal.
 - `name_birth`, `kana_birth`: name or kana reading + birth date. Namesakes rarely share a
   birthday; the kana key catches a name written in kana instead of kanji.
-- `name_address`, `kana_address`: name or reading + postal code + street + building. Family
-  members at one address differ by name; namesakes differ by address.
+- `name_address`, `kana_address`: name or reading + postal code + street (not the building,
+  which people drop or split differently). Family members at one address differ by name;
+  namesakes differ by address.
 - `landline_name`: fixed-line phone + kana reading: a shared landline plus the person's name.
 
 I/O part: `IdentityGraph` runs `identity_graph.lua` (union-find with atomic merges) on a batch.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +47,7 @@ from streams.records import Buyer
 
 log = logging.getLogger(__name__)
 
+KATAKANA_ONLY = re.compile("[\u30a1-\u30fa\u30fc]+")
 SCRIPT = (Path(__file__).parent / "identity_graph.lua").read_text(encoding="utf-8")
 
 REDIS_RETRIES = Counter(
@@ -98,12 +101,16 @@ def person_keys(buyer: Buyer, secret: bytes) -> PersonKeys:
     """Match keys and attribute hashes of a buyer, from its normalized fields."""
     name = normalize_name(buyer.name)
     kana = normalize_kana(buyer.name_kana) if buyer.name_kana else ""
+    if not kana and KATAKANA_ONLY.fullmatch(name):
+        kana = name  # a name typed in kana is its own reading
     birth = normalize_birth_date(buyer.birth_date) if buyer.birth_date else None
     phone = normalize_phone(buyer.phone) if buyer.phone else None
     email = normalize_email(buyer.email) if buyer.email else None
     a = buyer.address
     addr = normalize_address(a.postal_code, a.prefecture, a.city, a.street, a.building)
     place = f"{addr.postal_code}|{addr.street}|{addr.building or ''}"
+    # address keys leave the building out: it is the part people drop or split differently
+    street = f"{addr.postal_code}|{addr.street}"
 
     raw: list[tuple[str, str]] = []
     if phone is not None and phone.e164 and phone.kind == "mobile":
@@ -115,9 +122,9 @@ def person_keys(buyer: Buyer, secret: bytes) -> PersonKeys:
         if kana:
             raw.append(("kana_birth", f"{kana}|{birth}"))
     if addr.postal_code and addr.street:
-        raw.append(("name_address", f"{name}|{place}"))
+        raw.append(("name_address", f"{name}|{street}"))
         if kana:
-            raw.append(("kana_address", f"{kana}|{place}"))
+            raw.append(("kana_address", f"{kana}|{street}"))
     if phone is not None and phone.e164 and phone.kind == "fixed" and kana:
         raw.append(("landline_name", f"{phone.e164}|{kana}"))
 

@@ -44,6 +44,12 @@ from phonenumbers import PhoneNumberType
 # "sei" and 斎 "sai") but are mixed up in names so often that matching them is the safer call.
 KANJI_VARIANTS: dict[str, str] = {
     "髙": "高",
+    "槗": "橋",
+    "瀨": "瀬",
+    "淸": "清",
+    "凉": "涼",
+    "聰": "聡",
+    "栁": "柳",
     "﨑": "崎",
     "嵜": "崎",
     "碕": "崎",
@@ -327,7 +333,10 @@ _MARK_ANY = re.compile(r"[丁番号のー]|\d[\s-]|-\s")
 _STREET_RE = re.compile(
     r"(?P<town>.*?)(?P<num>\d+(?:-\d+)*)(?!\d|-\d|条|線|地割|番|町|丁|区|軒)(?P<rest>.*)"
 )
-_KANJI_KE_RE = re.compile(f"(?<=[{_KANJI}])[ヶケヵが](?=[{_KANJI}])")
+# ヶ/ケ/ヵ between kanji (霞ヶ関) or before a number (谷ヶ122番地) is one sound, typed many ways
+_KANJI_KE_RE = re.compile(
+    f"(?<=[{_KANJI}])[ヶケヵが](?=[{_KANJI}])|(?<=[{_KANJI}])[ヶケヵ](?=\\d|\\s|-|$)"
+)
 _KANJI_NO_RE = re.compile(f"(?<=[{_KANJI}])[ノの](?=[{_KANJI}])")
 _ROOM_RE = re.compile(r"(\d)\s*(?:号室|号|室)")
 _ROOM_MARK_RE = re.compile(r"(?<=\D)[-#№]\s*(?=\d)")
