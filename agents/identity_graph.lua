@@ -1,5 +1,7 @@
 -- Identity graph (名寄せ): union-find over hashed match keys, one batch of records per call.
 --
+-- Calls are batched (SMISMEMBER, HMGET, multi-field HSET/SADD): the per-call overhead of a
+-- script, not the commands, is most of its cost. Needs Redis ≥ 6.2.
 -- Atomic: Redis runs a script alone, so concurrent workers never split a person or lose a link.
 -- ARGV[1] namespace, ARGV[2] fan-out limit, ARGV[3] now (ms), ARGV[4] JSON batch:
 --   [{"k": [match key hashes], "n": person-name hash, "t": event time ms, "o": order id or "",
@@ -32,22 +34,6 @@ end
 
 local function seq(id) return tonumber(string.sub(id, 2)) end
 
--- Whether `key` still merges, after counting the person name it is seen with now.
-local function usable(key, name)
-  if redis.call('SISMEMBER', SAT, key) == 1 then return false end
-  local names = ns .. ':kn:' .. key
-  if redis.call('SISMEMBER', names, name) == 0 then
-    if redis.call('SCARD', names) >= limit then
-      redis.call('SADD', SAT, key)
-      redis.call('DEL', names)
-      redis.call('HINCRBY', ns .. ':stats', 'saturated_keys', 1)
-      return false
-    end
-    redis.call('SADD', names, name)
-  end
-  return true
-end
-
 local function absorb(winner, loser, t)
   redis.call('HSET', PARENT, loser, winner)
   local w, l = ns .. ':id:' .. winner, ns .. ':id:' .. loser
@@ -79,19 +65,43 @@ end
 
 local function resolve(rec)
   local roots, order, keys, saturated = {}, {}, {}, 0
-  for _, key in ipairs(rec.k) do
-    if usable(key, rec.n) then
-      keys[#keys + 1] = key
-      local id = redis.call('HGET', KEY, key)
-      if id then
-        local root = find(id)
-        if not roots[root] then
-          roots[root] = true
-          order[#order + 1] = root
+  local n = #rec.k
+  local sat = {}
+  -- a key still merges unless saturated: seen with more than `limit` distinct person names
+  if n > 0 then sat = redis.call('SMISMEMBER', SAT, unpack(rec.k)) end
+  for i, key in ipairs(rec.k) do
+    local ok = false
+    if sat[i] == 0 then
+      local names = ns .. ':kn:' .. key
+      ok = true
+      if redis.call('SISMEMBER', names, rec.n) == 0 then
+        if redis.call('SCARD', names) >= limit then
+          redis.call('SADD', SAT, key)
+          redis.call('DEL', names)
+          redis.call('HINCRBY', ns .. ':stats', 'saturated_keys', 1)
+          ok = false
+        else
+          redis.call('SADD', names, rec.n)
         end
       end
-    else
-      saturated = saturated + 1
+    end
+    if ok then keys[#keys + 1] = key else saturated = saturated + 1 end
+  end
+  local current = {}
+  if #keys > 0 then current = redis.call('HMGET', KEY, unpack(keys)) end
+  local found = {}
+  for i = 1, #keys do
+    local id = current[i]
+    if id then
+      local root = found[id]
+      if not root then
+        root = find(id)
+        found[id] = root
+      end
+      if not roots[root] then
+        roots[root] = true
+        order[#order + 1] = root
+      end
     end
   end
   local root, new, merged = nil, 0, 0
@@ -107,14 +117,21 @@ local function resolve(rec)
       merged = merged + 1
     end
   end
-  for _, key in ipairs(keys) do redis.call('HSET', KEY, key, root) end
+  local set = {}
+  for i, key in ipairs(keys) do
+    if current[i] ~= root then
+      set[#set + 1] = key
+      set[#set + 1] = root
+    end
+  end
+  if #set > 0 then redis.call('HSET', KEY, unpack(set)) end
   local h = ns .. ':id:' .. root
-  local first = tonumber(redis.call('HGET', h, 'first') or rec.t)
+  local fl = redis.call('HMGET', h, 'first', 'last')
+  local first = tonumber(fl[1] or rec.t)
   if rec.t < first then first = rec.t end
-  redis.call('HSET', h, 'first', first)
-  local last = tonumber(redis.call('HGET', h, 'last') or rec.t)
+  local last = tonumber(fl[2] or rec.t)
   if rec.t > last then last = rec.t end
-  redis.call('HSET', h, 'last', last)
+  redis.call('HSET', h, 'first', first, 'last', last)
   local orders = redis.call('HINCRBY', h, 'orders', 1)
   local result = {id = root, new = new, merged = merged, first = first, orders = orders,
                   saturated = saturated}
@@ -124,8 +141,8 @@ local function resolve(rec)
     result[attr] = redis.call('SCARD', h .. ':' .. attr)
   end
   local variation = 0
-  for _, s in ipairs(rec.s) do
-    if redis.call('SADD', h .. ':spell', s) == 1 and new == 0 then variation = 1 end
+  if #rec.s > 0 and redis.call('SADD', h .. ':spell', unpack(rec.s)) > 0 and new == 0 then
+    variation = 1
   end
   result.variation = variation
   return result
