@@ -488,3 +488,23 @@ def test_varied_addresses_normalize_equal(variations):
             # agrees with the prefecture typed before.
             assert lookup_postal_code(args[0])[0].prefecture == args[1]
         assert varied == original
+
+
+@given(
+    prefix=st.sampled_from(["070", "080", "090"]),
+    rest=st.integers(0, 99_999_999),
+    form=st.sampled_from(
+        ["{p}{r}", "{p}-{a}-{b}", "+81 {q}-{a}-{b}", "({p}){a}-{b}", "{p} {a} {b}"]
+    ),
+)
+def test_mobile_fast_path_agrees_with_phonenumbers(prefix, rest, form):
+    import phonenumbers
+
+    r = f"{rest:08d}"
+    text = form.format(p=prefix, q=prefix[1:], r=r, a=r[:4], b=r[4:])
+    number = phonenumbers.parse(text, "JP")
+    expected_mobile = phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE
+    got = normalize_phone(text)
+    assert (got.kind == "mobile") == expected_mobile
+    if expected_mobile:
+        assert got.e164 == phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
