@@ -35,14 +35,6 @@ LATENCY = Histogram(
 MERCHANTS_KNOWN = Gauge("shinsa_merchants_known", "Merchants in this worker's merchant view.")
 WORKER_UP = Gauge("shinsa_worker_up", "1 while the worker's agents run.")
 
-BOUNDED_LABELS = {
-    "topic": "input topic logical names",
-    "reason": "codec and validation reason codes",
-    "decision": "APPROVE / REVIEW / DECLINE",
-    "merchant_category": "MerchantCategory symbols plus UNKNOWN",
-    "source": "event / ingest",
-}
-
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -143,3 +143,10 @@ def test_policy_version_changes_with_a_threshold(changed):
 def test_thresholds_come_from_the_policy():
     strict = Policy(name="strict", review_amount=3_000)
     assert verdict(4980, m=merchant(), policy=strict).decision == "REVIEW"
+
+
+def test_every_rule_is_described_in_the_reason_catalogue():
+    from agents.decide import RULE_SCORES
+    from agents.reasons import DECISION_REASONS, SCORE_RULES_ONLY
+
+    assert set(RULE_SCORES) | {SCORE_RULES_ONLY} == set(DECISION_REASONS)
