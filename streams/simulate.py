@@ -256,6 +256,9 @@ class Simulator:
         self.fake.seed_instance(cfg.seed)
         self.start = cfg.end - timedelta(days=cfg.days)
         self.merchants = [self._merchant(i) for i in range(cfg.merchants)]
+        self.active_merchants = [
+            m for m in self.merchants if m["status"] == "ACTIVE"
+        ] or self.merchants
         pool = max(20, cfg.orders // 3)
         self.people = [self._person(i) for i in range(pool)]
         self._seq = 0
@@ -557,7 +560,8 @@ class Simulator:
         rng = self.rng
         p = rng.choice(self.people)
         when = self._when()
-        merchant = rng.choice(self.merchants)
+        # a suspended merchant's shop is closed: buyers rarely reach it
+        merchant = rng.choice(self.active_merchants)
         method = rng.choices(METHODS, weights=METHOD_WEIGHTS)[0]
         gift = self.people[rng.randrange(len(self.people))] if rng.random() < 0.05 else None
         events = [self._login(p, when - timedelta(minutes=rng.uniform(1, 30)))]
