@@ -13,6 +13,7 @@ from typing import Any
 from agents import reasons
 from agents.validate import Rejection, check_any, decode_event
 from streams.app import app, registry, settings
+from streams.clients import TOPIC_RECORDS
 from streams.delivery import send_all
 from streams.dlq import dead_letter
 from streams.metrics import EVENTS_IN
@@ -27,11 +28,15 @@ from streams.topics import (
 
 log = logging.getLogger(__name__)
 
+# full topic name → (logical topic, record name), from the one topic → record table
 RECORD_OF_TOPIC = {
-    payments_topic.get_topic_name(): ("payments", "Payment"),
-    logins_topic.get_topic_name(): ("logins", "Login"),
-    outcomes_topic.get_topic_name(): ("outcomes", "Outcome"),
-    merchants_topic.get_topic_name(): ("merchants", "Merchant"),
+    topic.get_topic_name(): (logical, TOPIC_RECORDS[logical][0])
+    for logical, topic in (
+        ("payments", payments_topic),
+        ("logins", logins_topic),
+        ("outcomes", outcomes_topic),
+        ("merchants", merchants_topic),
+    )
 }
 
 

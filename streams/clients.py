@@ -8,7 +8,7 @@ would put it elsewhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +94,11 @@ class DeliveryTracker:
 
 
 def produce_one(
-    producer: Producer, topic: str, key: bytes | None, value: bytes, on_delivery: DeliveryTracker
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    on_delivery: Callable[[KafkaError | None, Any], None],
 ) -> None:
     """Produce, waiting for queue space instead of failing when the local queue is full."""
     while True:

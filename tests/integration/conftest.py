@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from streams import stack
-from streams.clients import DeliveryTracker, make_producer, read_topic
+from streams.clients import DeliveryTracker, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
 from streams.demo import start_worker, stop_worker
 from streams.settings import Settings, load_settings
@@ -140,17 +140,7 @@ def produce(
     for topic, key, value in events:
         record = Produced(settings.topic(topic), key, value)
         out.append(record)
-        while True:
-            try:
-                producer.produce(
-                    record.topic,
-                    key=key,
-                    value=value,
-                    on_delivery=lambda e, m, r=record: report(e, m, r),
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_one(producer, record.topic, key, value, lambda e, m, r=record: report(e, m, r))
     assert producer.flush(60) == 0
     assert not tracker.failed, tracker.failed
     return out
@@ -159,6 +149,14 @@ def produce(
 def simulated(orders: int, seed: int = 7, **kw: Any) -> list[Any]:
     cfg = SimConfig(orders=orders, seed=seed, end=datetime.now(UTC), **kw)
     return list(Simulator(cfg).events())
+
+
+def simulated_backlog(registry: SchemaRegistry, orders: int, seed: int) -> tuple[list, list, set]:
+    """Simulated merchants and orders: (the events, as (topic, key, Avro) to send, order ids)."""
+    events = [e for e in simulated(orders, seed=seed) if e.topic in ("orders", "merchants")]
+    prepared = [prepare(registry, e.topic, e.value) for e in events]
+    ids = {e.value["order_id"] for e in events if e.topic == "orders"}
+    return events, [(p.topic, p.key, p.value) for p in prepared], ids
 
 
 def collect(

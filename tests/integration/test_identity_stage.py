@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from streams.clients import prepare
+from streams.metrics import free_port
 from streams.settings import load_settings
 from tests.integration.conftest import Worker, collect, produce
 from tests.integration.test_clients import shinsa
@@ -52,12 +53,6 @@ def test_one_person_written_three_ways_gets_one_identity_id(env, worker, registr
     assert d["p1-a"]["identity_id"] == d["p1-b"]["identity_id"] == d["p1-c"]["identity_id"]
     assert d["p1-other"]["identity_id"] != d["p1-a"]["identity_id"]
     assert worker.errors() == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(port: int, tmp_path) -> subprocess.Popen:

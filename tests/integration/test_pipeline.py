@@ -13,7 +13,13 @@ import pytest
 
 from streams.clients import prepare
 from streams.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
-from tests.integration.conftest import collect, env_vars, produce, simulated
+from tests.integration.conftest import (
+    collect,
+    env_vars,
+    produce,
+    simulated,
+    simulated_backlog,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +109,10 @@ def test_every_valid_order_one_decision_every_invalid_event_in_dlq(env, worker, 
 
 
 def test_decisions_carry_no_pii(env, worker, registry):
-    orders = [e for e in simulated(100, seed=11) if e.topic in ("orders", "merchants")]
+    orders, sendable, ids = simulated_backlog(registry, 100, seed=11)
     worker.start()
-    produce(
-        env,
-        [(p.topic, p.key, p.value) for p in (prepare(registry, e.topic, e.value) for e in orders)],
-    )
-    n = sum(1 for e in orders if e.topic == "orders")
-    blob = b"".join(m.value() for m in collect(env, "decisions", n, worker=worker)).decode(
+    produce(env, sendable)
+    blob = b"".join(m.value() for m in collect(env, "decisions", len(ids), worker=worker)).decode(
         "utf-8", "replace"
     )
     for e in orders:
@@ -126,14 +128,10 @@ def test_decisions_carry_no_pii(env, worker, registry):
 
 
 def test_decisions_cli_prints_json_lines(env, worker, registry):
-    orders = [e for e in simulated(50, seed=3) if e.topic in ("orders", "merchants")]
+    _, sendable, ids = simulated_backlog(registry, 50, seed=3)
     worker.start()
-    produce(
-        env,
-        [(p.topic, p.key, p.value) for p in (prepare(registry, e.topic, e.value) for e in orders)],
-    )
-    n = sum(1 for e in orders if e.topic == "orders")
-    collect(env, "decisions", n, worker=worker)
+    produce(env, sendable)
+    collect(env, "decisions", len(ids), worker=worker)
     out = subprocess.run(
         [sys.executable, "-m", "streams.cli", "decisions", "--json"],
         env={**os.environ, **env_vars(env)},
@@ -143,5 +141,5 @@ def test_decisions_cli_prints_json_lines(env, worker, registry):
         check=True,
     )
     lines = [orjson.loads(line) for line in out.stdout.splitlines()]
-    assert len(lines) == n
+    assert len(lines) == len(ids)
     assert {line["decision"] for line in lines} <= {"APPROVE", "REVIEW", "DECLINE"}

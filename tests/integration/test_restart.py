@@ -6,22 +6,14 @@ from collections import Counter
 
 import pytest
 
-from streams.clients import prepare
-from tests.integration.conftest import collect, produce, simulated
+from tests.integration.conftest import collect, produce, simulated_backlog
 
 pytestmark = pytest.mark.integration
 
 
-def backlog(registry, orders: int, seed: int) -> tuple[list, set[str]]:
-    events = [e for e in simulated(orders, seed=seed) if e.topic in ("orders", "merchants")]
-    prepared = [prepare(registry, e.topic, e.value) for e in events]
-    ids = {e.value["order_id"] for e in events if e.topic == "orders"}
-    return [(p.topic, p.key, p.value) for p in prepared], ids
-
-
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_worker_restart_mid_stream_loses_no_order(env, worker, registry, how):
-    events, ids = backlog(registry, 6000, seed=5)
+    _, events, ids = simulated_backlog(registry, 6000, seed=5)
     produce(env, events)
     worker.start()
     collect(env, "decisions", 1000, worker=worker)  # mid-stream
