@@ -19,6 +19,8 @@ def create_app(settings: Settings) -> faust.App:
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        # Faust's default is ./<app id>-data in the working directory: keep it in the stack's data.
+        datadir=str(settings.data_dir / "faust" / settings.app_id),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.partitions,

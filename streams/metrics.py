@@ -32,6 +32,51 @@ LATENCY = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+# Model (agents/score.py scores, agents/learn.py learns; see agents/model.py).
+MODEL_SCORE = Histogram(
+    "shinsa_model_score",
+    "Fraud probability the model gave each scored order (cold start included).",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+)
+MODEL_INFO = Gauge(
+    "shinsa_model_info",
+    "1 for the model version this process scores (or learns) with.",
+    ["version"],
+)
+MODEL_WARM = Gauge(
+    "shinsa_model_warm", "1 once the model has learned enough labels to decide (else rules only)."
+)
+MODEL_LABELS = Gauge("shinsa_model_labels_learned", "Labels the current model has learned from.")
+MODEL_ROC_AUC = Gauge(
+    "shinsa_model_roc_auc", "Progressive ROC AUC of scores given before each label was known."
+)
+MODEL_AVERAGE_PRECISION = Gauge(
+    "shinsa_model_average_precision",
+    "Progressive average precision over the most recent labelled predictions.",
+)
+MODEL_LOG_LOSS = Gauge(
+    "shinsa_model_log_loss", "Progressive log loss of scores given before each label was known."
+)
+MODEL_LOAD_FAILURES = Counter(
+    "shinsa_model_load_failures_total",
+    "Model checkpoints rejected (bad signature, unreadable); the previous model is kept.",
+)
+OUTCOMES = Counter(
+    "shinsa_outcomes_total", "Outcomes (labels) read by the learner, by kind.", ["kind"]
+)
+LABELS = Counter(
+    "shinsa_labels_total",
+    "What became of each label: learned, waiting for its snapshot, or unmatched.",
+    ["result"],
+)
+LABEL_DELAY = Histogram(
+    "shinsa_label_delay_seconds",
+    "Time from an order's event time to its outcome's event time.",
+    buckets=(3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400),
+)
+POLICY_INFO = Gauge(
+    "shinsa_policy_info", "1 for the policy version this worker decides with.", ["version"]
+)
 MERCHANTS_KNOWN = Gauge("shinsa_merchants_known", "Merchants in this worker's merchant view.")
 WORKER_UP = Gauge("shinsa_worker_up", "1 while the worker's agents run.")
 
