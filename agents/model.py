@@ -1,0 +1,252 @@
+"""Stage 5: the online fraud model (River), its progressive validation and its checkpoints.
+
+`ModelState` is what the one learner owns and every scorer loads: a River pipeline plus what
+it has learned from (labels, positives), its progressive-validation window and its version.
+Pure logic, no Kafka or Redis: agents/learn.py feeds it labels, agents/scorer.py scores with
+the newest checkpoint, `shinsa eval` replays a history through the same class.
+
+Estimators (chosen by `shinsa eval` on simulated traffic; figures in README):
+- `logreg` (default): standard scaling + logistic regression. Fast (tens of µs to score and to
+  learn), calibrated probabilities, and each feature's contribution to the score is exact
+  (weight × scaled value), so decisions can name their strongest reasons.
+- `tree`: a Hoeffding adaptive tree; `forest`: a 10-tree adaptive random forest. Kept for the
+  comparison; their contributions are not linear, so their decisions carry no MODEL: reasons.
+
+Progressive validation: each label is scored with the score the model gave *before* the label
+was known (the score in the decision's snapshot), never with the model that learned from it.
+ROC AUC, average precision and log loss are computed over the most recent `window` labels, so
+a falling AUC shows a model getting worse now, not diluted by months of history.
+
+Checkpoints are signed: HMAC-SHA256 (SHINSA_HASH_KEY) over a JSON header and the pickled
+model. Unpickling runs code, so an unsigned or tampered checkpoint is refused before it is
+read, with a clear reason, and the previous model stays in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import pickle
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from river import forest, linear_model, optim, preprocessing, tree
+
+MAGIC = b"SHM1"
+ESTIMATORS = ("logreg", "tree", "forest")
+PROBA_EPS = 1e-7
+
+
+def build_estimator(kind: str = "logreg") -> Any:
+    """A fresh, untrained River pipeline of the given kind."""
+    if kind == "logreg":
+        return preprocessing.StandardScaler() | linear_model.LogisticRegression(
+            optimizer=optim.SGD(0.02), l2=1e-4
+        )
+    if kind == "tree":
+        return tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=1)
+    if kind == "forest":
+        return forest.ARFClassifier(n_models=10, seed=1)
+    raise ValueError(f"unknown estimator {kind!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
+def label_of(kind: str) -> int | None:
+    """The model's target: 1 for a loss (fraud, chargeback, unpaid), 0 for a good order."""
+    return {
+        "FRAUD_CONFIRMED": 1,
+        "CHARGEBACK": 1,
+        "UNPAID": 1,
+        "PAID": 0,
+        "LEGIT_CONFIRMED": 0,
+    }.get(kind)
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """Exact ROC AUC (ties count half); None without both classes."""
+    pos = sum(labels)
+    neg = len(labels) - pos
+    if not pos or not neg:
+        return None
+    pairs = sorted(zip(scores, labels, strict=True))
+    rank_sum = 0.0
+    i = 0
+    while i < len(pairs):  # average ranks over ties
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        avg_rank = (i + j + 1) / 2  # 1-based ranks i+1 .. j
+        rank_sum += avg_rank * sum(label for _, label in pairs[i:j])
+        i = j
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """Average precision (area under the precision-recall steps, as scikit-learn defines it)."""
+    pos = sum(labels)
+    if not pos:
+        return None
+    pairs = sorted(zip(scores, labels, strict=True), key=lambda p: -p[0])
+    ap = 0.0
+    hits = 0
+    i = 0
+    while i < len(pairs):  # a group of tied scores is one threshold
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        group_hits = sum(label for _, label in pairs[i:j])
+        hits += group_hits
+        ap += (hits / j) * (group_hits / pos)
+        i = j
+    return ap
+
+
+def log_loss(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    if not labels:
+        return None
+    total = 0.0
+    for p, y in zip(scores, labels, strict=True):
+        p = min(max(p, PROBA_EPS), 1 - PROBA_EPS)
+        total -= math.log(p) if y else math.log(1 - p)
+    return total / len(labels)
+
+
+def recall_at_review_rate(scores: Sequence[float], labels: Sequence[int], rate: float) -> float:
+    """Share of the positives caught when the top `rate` of orders by score are reviewed."""
+    pos = sum(labels)
+    if not pos:
+        return 0.0
+    k = max(1, round(len(scores) * rate))
+    top = sorted(zip(scores, labels, strict=True), key=lambda p: -p[0])[:k]
+    return sum(label for _, label in top) / pos
+
+
+@dataclass
+class ModelState:
+    """The model with everything a scorer and the learner need to know about it."""
+
+    kind: str = "logreg"
+    estimator: Any = None
+    version: int = 0
+    labels: int = 0
+    positives: int = 0
+    window: int = 20_000
+    recent: deque[tuple[float, int]] = field(default_factory=deque)
+    features: set[str] = field(default_factory=set)
+    updated_at: float = 0.0
+    # where the learner stands in the outcomes topic, and labels still waiting for snapshots
+    offsets: dict[int, int] = field(default_factory=dict)
+    pending: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.estimator is None:
+            self.estimator = build_estimator(self.kind)
+        self.recent = deque(self.recent, maxlen=self.window)
+
+    # scoring ---------------------------------------------------------------------------------
+    def score(self, x: Mapping[str, float]) -> float:
+        """Fraud probability of one order's features."""
+        proba = self.estimator.predict_proba_one(x)
+        return float(proba.get(True, proba.get(1, 0.0)))
+
+    def contributions(self, x: Mapping[str, float], top: int = 3) -> list[tuple[str, float]]:
+        """The features that raise this score most (logit units), strongest first."""
+        if self.kind != "logreg" or not self.labels:
+            return []
+        scaler, lr = self.estimator["StandardScaler"], self.estimator["LogisticRegression"]
+        scaled = scaler.transform_one(dict(x))
+        weights = lr.weights
+        parts = [(name, weights.get(name, 0.0) * value) for name, value in scaled.items()]
+        parts = [p for p in parts if p[1] > 0.05]
+        parts.sort(key=lambda p: -p[1])
+        return parts[:top]
+
+    # learning --------------------------------------------------------------------------------
+    def learn(self, x: Mapping[str, float], label: int, prior_score: float | None) -> None:
+        """Learn one label; `prior_score` is the score given before the label was known."""
+        if prior_score is not None:
+            self.recent.append((prior_score, label))
+        self.estimator.learn_one(dict(x), bool(label))
+        self.labels += 1
+        self.positives += label
+        self.features.update(x)
+        self.updated_at = time.time()
+
+    def metrics(self) -> dict[str, float | None]:
+        scores = [s for s, _ in self.recent]
+        labels = [y for _, y in self.recent]
+        return {
+            "roc_auc": roc_auc(scores, labels),
+            "average_precision": average_precision(scores, labels),
+            "log_loss": log_loss(scores, labels),
+            "window_labels": float(len(labels)),
+        }
+
+    def warm(self, min_labels: int, min_positives: int) -> bool:
+        """Enough labels of both kinds to be trusted with decisions."""
+        return self.labels >= min_labels and self.positives >= min_positives
+
+    @property
+    def name(self) -> str:
+        """The version as decisions report it."""
+        return f"{self.kind}-v{self.version}"
+
+    def summary(self) -> dict[str, Any]:
+        """What `shinsa model status` and the metrics show (no model internals, no PII)."""
+        return {
+            "version": self.name,
+            "kind": self.kind,
+            "labels": self.labels,
+            "positives": self.positives,
+            "features": len(self.features),
+            "updated_at": self.updated_at,
+            **self.metrics(),
+        }
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that must not be loaded; the message says why."""
+
+
+def encode_checkpoint(state: ModelState, secret: bytes) -> bytes:
+    """MAGIC, HMAC-SHA256, header length, JSON header (the summary), pickled state."""
+    header = orjson.dumps(state.summary())
+    body = struct.pack(">I", len(header)) + header + pickle.dumps(state, protocol=5)
+    tag = hmac.new(secret, body, hashlib.sha256).digest()
+    return MAGIC + tag + body
+
+
+def checkpoint_header(blob: bytes) -> dict[str, Any]:
+    """The summary of a checkpoint, readable without unpickling (for `shinsa model status`)."""
+    body = blob[len(MAGIC) + 32 :]
+    (size,) = struct.unpack(">I", body[:4])
+    return orjson.loads(body[4 : 4 + size])
+
+
+def decode_checkpoint(blob: bytes | None, secret: bytes) -> ModelState:
+    """Verify and load a checkpoint, or raise CheckpointError saying what is wrong."""
+    if not blob or not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 36:
+        raise CheckpointError("not a Shinsa model checkpoint (bad magic or truncated)")
+    tag, body = blob[len(MAGIC) : len(MAGIC) + 32], blob[len(MAGIC) + 32 :]
+    expected = hmac.new(secret, body, hashlib.sha256).digest()
+    if not hmac.compare_digest(tag, expected):
+        raise CheckpointError(
+            "signature does not match: written with another SHINSA_HASH_KEY, or tampered with"
+        )
+    (size,) = struct.unpack(">I", body[:4])
+    try:
+        state = pickle.loads(body[4 + size :])
+    except Exception as exc:  # a signed but unreadable model: another River version, say
+        raise CheckpointError(f"model cannot be unpickled: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, ModelState):
+        raise CheckpointError(f"checkpoint holds a {type(state).__name__}, not a ModelState")
+    return state
+
+
+def newest(states: Iterable[ModelState]) -> ModelState | None:
+    return max(states, key=lambda s: s.version, default=None)
