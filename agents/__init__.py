@@ -7,12 +7,17 @@
            ──> identified-orders   (Kafka hop: re-keyed by identity)
            ──> screen_orders (screen.py)
                  enrich with merchant attributes (enrich.py) <── merchants (merchants.py)
+                 features + per-identity velocity table (features.py)
+                 score with the newest model (model.py) <── models (scorer.py)
                  decide by policy (decide.py)
+                 feature snapshot ──> Redis (snapshots.py)
            ──> decisions
+    outcomes ──> learn_outcomes (learn.py, one worker holds the lease)
+                 join snapshot, learn ──> models (checkpoints, every worker loads them)
     payments, logins, outcomes, merchants ──> check_events (ingest.py); bad input ──> dlq
 
-Stage functions are pure (no I/O) and tested alone; the agents in intake.py, screen.py,
-ingest.py and merchants.py do the Kafka and Redis I/O. Stages that share a key are function
-calls inside one agent; the only internal hop is where the key changes. Reason codes come from
-one catalogue, reasons.py.
+Stage functions are pure (no I/O) and tested alone; the agents and tasks in intake.py,
+screen.py, learn.py, scorer.py, ingest.py and merchants.py do the Kafka and Redis I/O. Stages
+that share a key are function calls inside one agent; the only internal hop is where the key
+changes. Reason codes come from one catalogue, reasons.py.
 """

@@ -18,6 +18,14 @@ per-merchant policies build on; the rules:
 | (floor)                     | always: 0.4 × amount / review_amount, ≤ 0.4     |       |
 
 Thresholds: score ≥ 0.9 declines, score ≥ 0.5 reviews, otherwise approve.
+
+With the online model (agents/model.py) warm — it has learned `SHINSA_MODEL_MIN_LABELS`
+labels, `SHINSA_MODEL_MIN_POSITIVES` of them frauds — the order's score is the higher of the
+model's fraud probability and the policy limits above; the two fraud heuristics
+(IDENTITY_MANY_CONTACTS, FIRST_ORDER_SHIPS_ELSEWHERE) and the amount floor give way to the
+model, which learns those signals and their weight from outcomes. The reasons then name the
+features that raised the score most (`MODEL:<feature>`) and end with SCORE_MODEL. Until then
+(cold start) the rules above decide alone and the reasons end with MODEL_COLD_START.
 """
 
 from __future__ import annotations
@@ -74,6 +82,20 @@ RULE_SCORES = {
 }
 
 
+# Fraud heuristics the warm model replaces (it learns these signals from outcomes).
+HEURISTICS = frozenset({reasons.IDENTITY_MANY_CONTACTS, reasons.FIRST_ORDER_SHIPS_ELSEWHERE})
+
+
+@dataclass(slots=True, frozen=True)
+class ModelOpinion:
+    """What the model says of one order (agents/screen.py asks it)."""
+
+    score: float
+    version: str
+    warm: bool
+    contributions: tuple[str, ...] = ()  # features that raised the score most, strongest first
+
+
 def fired_rules(enriched: EnrichedOrder, policy: Policy) -> list[str]:
     """Codes of the policy rules that fire for this order (enrichment reasons included)."""
     order, merchant = enriched.order, enriched.merchant
@@ -107,14 +129,28 @@ def rule_score(amount: int, fired: list[str], policy: Policy) -> float:
     return max([floor, *(RULE_SCORES.get(code, 0.0) for code in fired)])
 
 
-def decide_order(enriched: EnrichedOrder, policy: Policy) -> Verdict:
+def decide_order(
+    enriched: EnrichedOrder, policy: Policy, model: ModelOpinion | None = None
+) -> Verdict:
     fired = fired_rules(enriched, policy)
-    score = rule_score(enriched.order.amount, fired, policy)
-    if score >= policy.decline_score:
-        decision = DECLINE
-    elif score >= policy.review_score:
-        decision = REVIEW
+    if model is not None and model.warm:
+        fired = [code for code in fired if code not in HEURISTICS]
+        limits = max((RULE_SCORES.get(code, 0.0) for code in fired), default=0.0)
+        score = max(model.score, limits)
+        explained = [reasons.model_reason(name) for name in model.contributions]
+        ordered = sorted(fired, key=lambda code: -RULE_SCORES.get(code, 0.0))
+        ordered = [*explained, *ordered] if model.score >= limits else [*ordered, *explained]
+        tail = reasons.SCORE_MODEL
     else:
-        decision = APPROVE
-    ordered = sorted(fired, key=lambda code: -RULE_SCORES.get(code, 0.0))
-    return Verdict(decision, round(score, 4), (*ordered, reasons.SCORE_RULES_ONLY))
+        score = rule_score(enriched.order.amount, fired, policy)
+        ordered = sorted(fired, key=lambda code: -RULE_SCORES.get(code, 0.0))
+        tail = reasons.SCORE_RULES_ONLY if model is None else reasons.MODEL_COLD_START
+    return Verdict(decision_for(score, policy), round(score, 4), (*ordered, tail))
+
+
+def decision_for(score: float, policy: Policy) -> str:
+    if score >= policy.decline_score:
+        return DECLINE
+    if score >= policy.review_score:
+        return REVIEW
+    return APPROVE

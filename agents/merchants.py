@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer
-
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
+from streams.follow import follow_topic
 from streams.metrics import MERCHANTS_KNOWN
 from streams.records import Merchant
 from streams.topics import merchants_topic
@@ -36,47 +35,24 @@ def apply_merchant(table: dict[str, Merchant], key: bytes | None, value: Merchan
         table.pop(key.decode("utf-8", "replace"), None)
 
 
-async def caught_up(consumer: AIOKafkaConsumer, ends: dict) -> bool:
-    positions = [await consumer.position(tp) for tp in ends]
-    return all(pos >= end for pos, end in zip(positions, ends.values(), strict=True))
+def apply_messages(messages: list) -> None:
+    for msg in messages:
+        merchant = None
+        if msg.value is not None:
+            merchant = decode_event(registry, "Merchant", msg.value, settings.max_event_bytes)
+        # invalid ones are dead-lettered once by agents/ingest.py, not per worker
+        if not isinstance(merchant, Rejection):
+            apply_merchant(merchant_by_id, msg.key, merchant)
+    MERCHANTS_KNOWN.set(len(merchant_by_id))
 
 
 @app.task
 async def follow_merchants() -> None:
-    topic = merchants_topic.get_topic_name()
-    # No group: aiokafka then assigns this consumer every partition of the topic.
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    await follow_topic(
+        app,
+        settings.kafka_bootstrap,
+        merchants_topic.get_topic_name(),
+        apply_messages,
+        merchants_loaded,
+        "merchant table",
     )
-    await consumer.start()
-    try:
-        catch_up = await consumer.end_offsets(list(consumer.assignment()))
-        while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-            for messages in batches.values():
-                for msg in messages:
-                    merchant = None
-                    if msg.value is not None:
-                        merchant = decode_event(
-                            registry, "Merchant", msg.value, settings.max_event_bytes
-                        )
-                    # invalid ones are dead-lettered once by agents/ingest.py, not per worker
-                    if not isinstance(merchant, Rejection):
-                        apply_merchant(merchant_by_id, msg.key, merchant)
-            MERCHANTS_KNOWN.set(len(merchant_by_id))
-            if not merchants_loaded.is_set() and await caught_up(consumer, catch_up):
-                merchants_loaded.set()
-                log.info("merchant table loaded: %d merchants", len(merchant_by_id))
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        # Faust logs a failing app task as merely "cancelled"; a worker without its merchant
-        # table must not keep running, so crash it loudly.
-        log.exception("merchant table failed")
-        await app.crash(exc)
-    finally:
-        await consumer.stop()

@@ -30,6 +30,7 @@ import math
 import pickle
 import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class ModelState:
     version: int = 0
     labels: int = 0
     positives: int = 0
-    window: int = 20_000
+    window: int = 10_000
     recent: deque[tuple[float, int]] = field(default_factory=deque)
     features: set[str] = field(default_factory=set)
     updated_at: float = 0.0
@@ -214,9 +215,10 @@ class CheckpointError(ValueError):
 
 
 def encode_checkpoint(state: ModelState, secret: bytes) -> bytes:
-    """MAGIC, HMAC-SHA256, header length, JSON header (the summary), pickled state."""
+    """MAGIC, HMAC-SHA256, header length, JSON header (the summary), zlib'd pickled state."""
     header = orjson.dumps(state.summary())
-    body = struct.pack(">I", len(header)) + header + pickle.dumps(state, protocol=5)
+    model = zlib.compress(pickle.dumps(state, protocol=5), 1)
+    body = struct.pack(">I", len(header)) + header + model
     tag = hmac.new(secret, body, hashlib.sha256).digest()
     return MAGIC + tag + body
 
@@ -240,7 +242,7 @@ def decode_checkpoint(blob: bytes | None, secret: bytes) -> ModelState:
         )
     (size,) = struct.unpack(">I", body[:4])
     try:
-        state = pickle.loads(body[4 + size :])
+        state = pickle.loads(zlib.decompress(body[4 + size :]))
     except Exception as exc:  # a signed but unreadable model: another River version, say
         raise CheckpointError(f"model cannot be unpickled: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, ModelState):

@@ -16,8 +16,17 @@ IDENTITY_MANY_CONTACTS = "IDENTITY_MANY_CONTACTS"
 FIRST_ORDER_SHIPS_ELSEWHERE = "FIRST_ORDER_SHIPS_ELSEWHERE"
 # Enrichment (enrich.py).
 MERCHANT_UNKNOWN = "MERCHANT_UNKNOWN"
-# How the score was made: rules only until a model is trained.
+# How the score was made.
 SCORE_RULES_ONLY = "SCORE_RULES_ONLY"
+MODEL_COLD_START = "MODEL_COLD_START"
+SCORE_MODEL = "SCORE_MODEL"
+# A feature that raised the model's score: MODEL:<feature name from agents/features.py>.
+MODEL_PREFIX = "MODEL:"
+
+
+def model_reason(feature: str) -> str:
+    return f"{MODEL_PREFIX}{feature}"
+
 
 DECISION_REASONS: dict[str, str] = {
     AMOUNT_OVER_REVIEW_LIMIT: "Order amount is above the policy's review limit.",
@@ -28,7 +37,10 @@ DECISION_REASONS: dict[str, str] = {
     IDENTITY_MANY_CONTACTS: "The buyer's identity has used many phones, emails or addresses.",
     FIRST_ORDER_SHIPS_ELSEWHERE: "A first order shipped to another person in another prefecture.",
     MERCHANT_UNKNOWN: "No attributes for the merchant yet; screened with cautious defaults.",
-    SCORE_RULES_ONLY: "Score comes from policy rules only (no model in this version).",
+    SCORE_RULES_ONLY: "Score comes from policy rules only (no model consulted).",
+    MODEL_COLD_START: "The model has not learned enough labels yet; policy rules decided alone.",
+    SCORE_MODEL: "Score is the online model's fraud probability (or a policy limit, if higher).",
+    MODEL_PREFIX: "MODEL:<feature>: this feature raised the model's score most (strongest first).",
 }
 
 # Dead-letter reasons beyond the codec's (streams/codec.py): domain validation (validate.py).

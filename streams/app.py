@@ -11,7 +11,7 @@ import faust
 
 from streams.codec import SchemaRegistry
 from streams.records import register_codecs
-from streams.settings import Settings, load_settings
+from streams.settings import MODEL_MESSAGE_BYTES, Settings, load_settings
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -29,6 +29,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_max_poll_records=2000,
         producer_linger=0.005,
         producer_acks=-1,
+        producer_max_request_size=MODEL_MESSAGE_BYTES,  # model checkpoints are one message
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
         web_host="127.0.0.1",

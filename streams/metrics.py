@@ -7,11 +7,25 @@ fixed sets; no order, buyer, identity or merchant id is ever a label.
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from streams.settings import TOPIC_NAMES
+
 EVENTS_IN = Counter(
     "shinsa_events_in_total", "Events read from an input topic, valid or not.", ["topic"]
+)
+EVENTS_OUT = Counter(
+    "shinsa_events_out_total",
+    "Events the broker acknowledged on an output topic (decisions, dead letters, the hop).",
+    ["topic"],
+)
+CONSUMER_LAG = Gauge(
+    "shinsa_consumer_lag_messages",
+    "Messages of a partition assigned to this worker not yet committed: end offset minus "
+    "committed offset (the log start offset while nothing is committed).",
+    ["topic", "partition"],
 )
 DLQ = Counter(
     "shinsa_dlq_total",
@@ -61,6 +75,7 @@ MODEL_LOAD_FAILURES = Counter(
     "shinsa_model_load_failures_total",
     "Model checkpoints rejected (bad signature, unreadable); the previous model is kept.",
 )
+LEARNER_ACTIVE = Gauge("shinsa_learner_active", "1 in the one worker that holds the learner lease.")
 OUTCOMES = Counter(
     "shinsa_outcomes_total", "Outcomes (labels) read by the learner, by kind.", ["kind"]
 )
@@ -79,6 +94,17 @@ POLICY_INFO = Gauge(
 )
 MERCHANTS_KNOWN = Gauge("shinsa_merchants_known", "Merchants in this worker's merchant view.")
 WORKER_UP = Gauge("shinsa_worker_up", "1 while the worker's agents run.")
+
+
+@lru_cache(maxsize=256)
+def logical_topic(full_name: str) -> str | None:
+    """The pipeline's name ('orders', 'identified-orders', ...) of a full topic name, or None.
+
+    Metrics are labelled with logical names so that a topic prefix (one per environment or
+    test) never multiplies series; Faust's internal topics are not ours and map to None.
+    """
+    matches = [name for name in TOPIC_NAMES if full_name.endswith(name)]
+    return max(matches, key=len) if matches else None
 
 
 def free_port() -> int:

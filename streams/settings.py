@@ -7,6 +7,7 @@ values from a `Settings` object passed in, never from `os.environ`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,7 @@ TOPIC_NAMES = (
     "models",
 )
 COMPACTED_TOPICS = frozenset({"merchants", "policies", "models"})
+MODEL_MESSAGE_BYTES = 8 * 1024 * 1024  # largest model checkpoint (models topic, producer)
 
 
 class Settings(BaseSettings):
@@ -64,16 +66,66 @@ class Settings(BaseSettings):
         ge=0,
         description="Worker /metrics port; 0 picks a free one (several workers per host).",
     )
+    lag_interval: float = Field(
+        5.0, gt=0, description="Seconds between consumer-lag measurements of a worker."
+    )
+    prometheus_port: int = Field(
+        9090, ge=1, description="Port of the Prometheus `stack up --monitoring` starts."
+    )
+    alertmanager_port: int = Field(
+        9095,
+        ge=1,
+        description="Port of the Alertmanager `stack up --monitoring` starts (9093, its "
+        "default, is the Kafka controller's here).",
+    )
+    alert_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="Chat incoming-webhook URL (Slack-compatible) Alertmanager posts alerts "
+        "to; empty: alerts are evaluated but not sent.",
+    )
     web_port: int = Field(0, ge=0, description="Faust web UI port; 0 disables it.")
     hash_key: SecretStr = Field(
         SecretStr("shinsa-local-development-key"),
-        description="Secret of the keyed hashes (HMAC) of match keys; set it in production.",
+        description="Secret of the keyed hashes (HMAC) of match keys and of model "
+        "checkpoint signatures; set it in production.",
     )
     identity_namespace: str = Field(
-        "", description="Redis key prefix of the identity graph; empty means the app id."
+        "",
+        description="Redis key prefix of the identity graph, feature snapshots and learner "
+        "lease; empty means shinsa:<app id>.",
     )
     identity_fanout_limit: int = Field(
         3, ge=1, description="Distinct names a match key may link before it stops merging."
+    )
+    model_estimator: Literal["logreg", "tree", "forest"] = Field(
+        "logreg", description="River estimator of a new model: logreg, tree or forest."
+    )
+    model_min_labels: int = Field(
+        500, ge=0, description="Labels the model must learn before it decides (cold start)."
+    )
+    model_min_positives: int = Field(
+        20, ge=0, description="Fraud labels among them before the model decides."
+    )
+    model_checkpoint_labels: int = Field(
+        500, ge=1, description="The learner publishes a checkpoint every this many labels …"
+    )
+    model_checkpoint_seconds: float = Field(
+        30.0, gt=0, description="… or this many seconds after the last, if it learned anything."
+    )
+    snapshot_ttl_days: float = Field(
+        60.0, gt=0, description="How long an order's feature snapshot waits for its outcome."
+    )
+    label_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long a label that arrives before its order's snapshot waits for it.",
+    )
+    learner: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: this worker may become the one learner (Redis lease); off: never.",
+    )
+    learner_lease_seconds: float = Field(
+        15.0, gt=1, description="The learner's lease; a standby takes over after it lapses."
     )
     batch_size: int = Field(1000, ge=1, description="Events taken per agent batch.")
     batch_timeout: float = Field(0.05, gt=0, description="Seconds to wait to fill a batch.")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.settings import COMPACTED_TOPICS, TOPIC_NAMES, Settings
+from streams.settings import COMPACTED_TOPICS, MODEL_MESSAGE_BYTES, TOPIC_NAMES, Settings
 
 
 class StackError(RuntimeError):
@@ -327,9 +327,12 @@ def redis_up(settings: Settings, say: Callable[[str], None] = print) -> bool:
 
 
 def topic_configs(name: str) -> dict[str, str]:
+    configs: dict[str, str] = {}
     if name in COMPACTED_TOPICS:
-        return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
-    return {}
+        configs = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+    if name == "models":  # a checkpoint is one message; a forest can outgrow Kafka's 1 MB
+        configs["max.message.bytes"] = str(MODEL_MESSAGE_BYTES)
+    return configs
 
 
 def create_topics(settings: Settings) -> list[str]:

@@ -14,11 +14,14 @@ def run_worker(loglevel: str = "info") -> None:
 
     import agents.ingest
     import agents.intake
+    import agents.lag
+    import agents.learn
     import agents.merchants
     import agents.screen  # noqa: F401  (registers the agents)
     from streams.app import app, settings
     from streams.metrics import WORKER_UP, serve_metrics
 
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes one level
     port = serve_metrics(settings.metrics_port)
     logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     print(f"shinsa worker: metrics on http://127.0.0.1:{port}/metrics", flush=True)

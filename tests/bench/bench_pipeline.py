@@ -456,8 +456,11 @@ def screen_cost(
     Faust or the Redis call of identity resolution (tests/bench/bench_identity.py times that)."""
     from agents.attributes import order_attributes
     from agents.decide import Policy
+    from agents.enrich import enrich_order
+    from agents.features import order_features
     from agents.identity import person_keys
     from agents.merchants import apply_merchant
+    from agents.model import ModelState
     from agents.screen import record_decision_metrics, screen_order
     from agents.validate import check_order, decode_event
 
@@ -482,6 +485,13 @@ def screen_cost(
         "saturated_keys": 0,
     }
 
+    # a model that has learned (so contributions are computed, as in a warm worker)
+    model = ModelState()
+    for i, raw in enumerate(raws[:1000]):
+        order = decode_event(registry, "Order", raw, None)
+        x = order_features(enrich_order(order, table, identity, order_attributes(order)))
+        model.learn(x, int(i % 50 == 0), 0.5)
+
     def screen_all(encode: bool) -> float:
         now = datetime.now(UTC)
         ingest_ms = now.timestamp() * 1000
@@ -500,7 +510,10 @@ def screen_cost(
                 now=now,
                 merchants=table,
                 policy=policy,
-            )
+                history=[],
+                model=model,
+                warm=True,
+            ).decision
             if encode:
                 registry.encode("Decision", result)
                 record_decision_metrics(result)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.decide import Policy, decide_order
+from agents.decide import ModelOpinion, Policy, decide_order
 from agents.enrich import enrich_order
 from streams.records import Address, Buyer, Merchant, Order
 
@@ -146,7 +146,60 @@ def test_thresholds_come_from_the_policy():
 
 
 def test_every_rule_is_described_in_the_reason_catalogue():
+    from agents import reasons
     from agents.decide import RULE_SCORES
-    from agents.reasons import DECISION_REASONS, SCORE_RULES_ONLY
 
-    assert set(RULE_SCORES) | {SCORE_RULES_ONLY} == set(DECISION_REASONS)
+    how_scored = {
+        reasons.SCORE_RULES_ONLY,
+        reasons.MODEL_COLD_START,
+        reasons.SCORE_MODEL,
+        reasons.MODEL_PREFIX,
+    }
+    assert set(RULE_SCORES) | how_scored == set(reasons.DECISION_REASONS)
+
+
+def opinion(score: float, warm: bool = True, top: tuple[str, ...] = ()) -> ModelOpinion:
+    return ModelOpinion(score=score, version="logreg-v3", warm=warm, contributions=top)
+
+
+def decide_with(amount: int, model: ModelOpinion, identity: dict | None = None, **kw):
+    order = Order(
+        order_id="o-1",
+        merchant_id="m0001",
+        event_time=datetime(2026, 10, 31, tzinfo=UTC),
+        amount=amount,
+        payment_method=kw.get("method", "CARD"),
+        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
+    )
+    enriched = enrich_order(order, {"m0001": merchant()}, identity or {}, {})
+    return decide_order(enriched, DEFAULT, model)
+
+
+def test_a_cold_model_leaves_the_rules_to_decide_and_says_so():
+    cold = decide_with(3_000, opinion(0.99, warm=False))
+    assert cold.decision == "APPROVE"
+    assert cold.reasons == ("MODEL_COLD_START",)
+
+
+def test_a_warm_model_decides_with_its_probability_and_names_its_reasons():
+    risky = decide_with(3_000, opinion(0.93, top=("velocity_count_1h", "identity_new")))
+    assert risky.decision == "DECLINE"
+    assert risky.score == 0.93
+    assert risky.reasons == ("MODEL:velocity_count_1h", "MODEL:identity_new", "SCORE_MODEL")
+    assert decide_with(3_000, opinion(0.6)).decision == "REVIEW"
+    assert decide_with(3_000, opinion(0.1)).decision == "APPROVE"
+
+
+def test_policy_limits_still_apply_when_the_model_is_confident():
+    limited = decide_with(600_000, opinion(0.01, top=("amount_log",)))
+    assert limited.decision == "DECLINE"
+    assert limited.reasons[0] == "AMOUNT_OVER_DECLINE_LIMIT"
+    assert limited.reasons[-2:] == ("MODEL:amount_log", "SCORE_MODEL")
+
+
+def test_the_warm_model_replaces_the_fraud_heuristics():
+    many = {"orders": 5, "phones": 4, "emails": 1, "addresses": 1}
+    assert "IDENTITY_MANY_CONTACTS" in decide_with(3_000, opinion(0.2, warm=False), many).reasons
+    warm = decide_with(3_000, opinion(0.2), many)
+    assert warm.decision == "APPROVE"
+    assert "IDENTITY_MANY_CONTACTS" not in warm.reasons

@@ -1,0 +1,315 @@
+"""outcomes → join feature snapshot → learn → checkpoint on `models` (one learner for all).
+
+River models are not safe to share, so exactly one learner owns the model: every worker runs
+this task, and the one holding a Redis lease learns while the others stand by and take over
+when its lease lapses. The learner starts from the newest checkpoint on the `models` topic,
+which also records where it stood in the outcomes topic and the labels still waiting for their
+snapshots, so a restart neither skips nor repeats a label. It reads every partition of the
+outcomes topic in order (no consumer group; the checkpoint holds the offsets) and publishes a
+new signed checkpoint every `model_checkpoint_labels` labels or `model_checkpoint_seconds`.
+
+Each outcome becomes a label (agents/model.py `label_of`) and is joined to the order's feature
+snapshot (agents/snapshots.py):
+
+- snapshot found, not learned before: learn, scored progressively with the order's own score;
+- learned before with the same label (a repeated outcome): counted as `duplicate`;
+- learned before with another label (paid, then charged back): the model learns the correction
+  once, outside the progressive metrics (the order was already counted there);
+- no snapshot yet (the outcome arrived before its order was screened): the label waits up to
+  `label_grace_seconds`, retried every few seconds, then counts as `unmatched` — as do labels
+  for orders never screened or whose snapshot expired (`snapshot_ttl_days`).
+
+Invalid outcome events are skipped here: agents/ingest.py dead-letters them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis import asyncio as aioredis
+
+from agents.model import CheckpointError, ModelState, decode_checkpoint, encode_checkpoint, label_of
+from agents.scorer import MODEL_KEY, models_loaded
+from agents.snapshots import SnapshotStore, retrying
+from agents.validate import Rejection, decode_event
+from streams.app import app, registry, settings
+from streams.metrics import LABEL_DELAY, LABELS, LEARNER_ACTIVE, OUTCOMES
+from streams.settings import MODEL_MESSAGE_BYTES
+from streams.topics import models_topic, outcomes_topic
+
+log = logging.getLogger(__name__)
+
+PENDING_RETRY_SECONDS = 2.0
+PENDING_MAX = 20_000  # waiting labels ride in the checkpoint, which must stay small
+
+
+class LeaseLost(Exception):
+    """Another worker holds the learner lease now: stop learning."""
+
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class Lease:
+    """A Redis lease naming the one learner; renewed while it learns."""
+
+    def __init__(self, client: aioredis.Redis, key: str, ttl_seconds: float) -> None:
+        self.client, self.key = client, key
+        self.token = uuid.uuid4().hex
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self._renew = client.register_script(RENEW)
+
+    async def acquire(self) -> bool:
+        got = await retrying(
+            lambda: self.client.set(self.key, self.token, nx=True, px=self.ttl_ms), "learner lease"
+        )
+        return bool(got)
+
+    async def renew(self) -> None:
+        ok = await retrying(
+            lambda: self._renew(keys=[self.key], args=[self.token, self.ttl_ms]), "learner lease"
+        )
+        if not ok:
+            raise LeaseLost(self.key)
+
+
+@dataclass(slots=True)
+class Label:
+    order_id: str
+    label: int
+    kind: str
+    event_ms: int
+
+
+def to_label(value: bytes | None) -> Label | None:
+    outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
+    if isinstance(outcome, Rejection):
+        return None
+    label = label_of(outcome.kind)
+    if label is None:
+        return None
+    return Label(outcome.order_id, label, outcome.kind, int(outcome.event_time.timestamp() * 1000))
+
+
+def join_label(
+    state: ModelState, snapshot: dict[str, Any], label: Label, uncommitted: set[str]
+) -> str:
+    """Learn one label from its snapshot (updated in place); returns what happened."""
+    seen = snapshot.get("y")
+    # A label learned by a learner that died before checkpointing it is not in this model.
+    in_model = seen is not None and (
+        snapshot.get("lv", 0) <= state.version or label.order_id in uncommitted
+    )
+    if in_model and seen == label.label:
+        return "duplicate"
+    prior = None if in_model else snapshot.get("s")
+    state.learn(snapshot["x"], label.label, prior)
+    snapshot["y"], snapshot["lv"] = label.label, state.version + 1
+    uncommitted.add(label.order_id)
+    if seen is None and snapshot.get("t"):
+        LABEL_DELAY.observe(max(0.0, (label.event_ms - snapshot["t"]) / 1000))
+    return "corrected" if in_model else "learned"
+
+
+async def newest_checkpoint() -> ModelState:
+    """Read the whole models topic and load the newest checkpoint that verifies."""
+    topic = models_topic.get_topic_name()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MODEL_MESSAGE_BYTES,
+    )
+    await consumer.start()
+    secret = settings.hash_key.get_secret_value().encode()
+    best = ModelState(kind=settings.model_estimator)
+    try:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for msg in messages:
+                    if msg.key != MODEL_KEY or msg.value is None:
+                        continue
+                    try:
+                        state = decode_checkpoint(msg.value, secret)
+                    except CheckpointError as exc:
+                        log.error("learner skips a checkpoint: %s", exc)
+                        continue
+                    if state.version > best.version:
+                        best = state
+    finally:
+        await consumer.stop()
+    return best
+
+
+class Learner:
+    """The learning loop of the lease holder."""
+
+    def __init__(self, lease: Lease, store: SnapshotStore, state: ModelState) -> None:
+        self.lease, self.store, self.state = lease, store, state
+        self.uncommitted: set[str] = set()
+        self.since_checkpoint = 0  # labels learned since the last checkpoint
+        self.dirty = False  # anything else to save (offsets, waiting labels)
+        self.last_checkpoint = time.monotonic()
+        self.last_renew = time.monotonic()
+        self.last_pending = 0.0
+
+    async def run(self) -> None:
+        topic = outcomes_topic.get_topic_name()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            for tp in consumer.assignment():
+                if tp.partition in self.state.offsets:
+                    consumer.seek(tp, self.state.offsets[tp.partition])
+            log.info(
+                "learning as %s from %s (%d labels so far)",
+                self.lease.token[:8],
+                self.state.name,
+                self.state.labels,
+            )
+            while True:
+                await self.keep_lease()
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                labels = self.read(batches)
+                await self.join(labels)
+                await self.retry_pending()
+                await self.maybe_checkpoint()
+        finally:
+            await consumer.stop()
+
+    async def keep_lease(self) -> None:
+        if time.monotonic() - self.last_renew > self.lease.ttl_ms / 3000:
+            await self.lease.renew()
+            self.last_renew = time.monotonic()
+
+    def read(self, batches: dict[TopicPartition, list]) -> list[Label]:
+        labels = []
+        for tp, messages in batches.items():
+            for msg in messages:
+                label = to_label(msg.value)
+                if label is not None:
+                    OUTCOMES.labels(label.kind).inc()
+                    labels.append(label)
+            if messages:
+                self.state.offsets[tp.partition] = messages[-1].offset + 1
+                self.dirty = True
+        return labels
+
+    async def join(self, labels: list[Label], retry: bool = False) -> None:
+        if not labels:
+            return
+        snapshots = await self.store.load([label.order_id for label in labels])
+        learned: list[tuple[str, dict[str, Any]]] = []
+        by_order: dict[str, dict[str, Any]] = {}  # one order's outcomes in a batch share it
+        for label, found in zip(labels, snapshots, strict=True):
+            snapshot = by_order.setdefault(label.order_id, found) if found else None
+            if snapshot is None:
+                if not retry:
+                    self.wait_for_snapshot(label)
+                continue
+            if retry:
+                self.state.pending.pop(label.order_id, None)
+            result = join_label(self.state, snapshot, label, self.uncommitted)
+            LABELS.labels(result).inc()
+            if result != "duplicate":
+                learned.append((label.order_id, snapshot))  # a repeat rewrites the same
+                self.since_checkpoint += 1
+            await asyncio.sleep(0)  # learning must not starve scoring in this event loop
+        await self.store.mark_learned(learned)
+
+    def wait_for_snapshot(self, label: Label) -> None:
+        if len(self.state.pending) >= PENDING_MAX:
+            LABELS.labels("unmatched").inc()
+            return
+        LABELS.labels("pending").inc()
+        self.state.pending[label.order_id] = {
+            "y": label.label,
+            "k": label.kind,
+            "t": label.event_ms,
+            "until": time.time() + settings.label_grace_seconds,
+        }
+        self.dirty = True  # the pending set is part of the checkpoint: save it in time
+
+    async def retry_pending(self) -> None:
+        if not self.state.pending or time.monotonic() - self.last_pending < PENDING_RETRY_SECONDS:
+            return
+        self.last_pending = time.monotonic()
+        now = time.time()
+        for order_id, p in list(self.state.pending.items()):
+            if p["until"] < now:
+                del self.state.pending[order_id]
+                LABELS.labels("unmatched").inc()
+                self.dirty = True
+        waiting = [Label(o, p["y"], p["k"], p["t"]) for o, p in self.state.pending.items()]
+        for start in range(0, len(waiting), 1000):
+            await self.join(waiting[start : start + 1000], retry=True)
+
+    async def maybe_checkpoint(self) -> None:
+        due = self.since_checkpoint >= settings.model_checkpoint_labels or (
+            (self.since_checkpoint or self.dirty)
+            and time.monotonic() - self.last_checkpoint >= settings.model_checkpoint_seconds
+        )
+        if due:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        await self.lease.renew()  # never publish after losing the lease to another learner
+        self.state.version += 1
+        blob = encode_checkpoint(self.state, settings.hash_key.get_secret_value().encode())
+        await app.producer.send_and_wait(
+            models_topic.get_topic_name(), MODEL_KEY, blob, None, None, None
+        )
+        log.info(
+            "published model %s: %d labels, %d bytes", self.state.name, self.state.labels, len(blob)
+        )
+        self.uncommitted.clear()
+        self.since_checkpoint = 0
+        self.dirty = False
+        self.last_checkpoint = time.monotonic()
+
+
+@app.task
+async def learn_outcomes() -> None:
+    if settings.learner == "off":
+        return
+    await models_loaded.wait()
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    lease = Lease(client, f"{settings.identity_namespace}:learner", settings.learner_lease_seconds)
+    store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
+    while True:
+        try:
+            if not await lease.acquire():
+                await asyncio.sleep(lease.ttl_ms / 3000)
+                continue
+            LEARNER_ACTIVE.set(1)
+            await Learner(lease, store, await newest_checkpoint()).run()
+        except LeaseLost:
+            log.warning("learner lease lost to another worker; standing by")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a learner that silently stops would freeze the model
+            log.exception("learner failed")
+            await app.crash(exc)
+            return
+        finally:
+            LEARNER_ACTIVE.set(0)

@@ -1,0 +1,99 @@
+"""The model every worker scores with: the newest checkpoint on the compacted `models` topic.
+
+Every worker follows the whole topic (streams/follow.py) and swaps in a checkpoint as soon as
+it arrives, so all workers score with the same version within moments of its publication and
+scoring never waits for learning. Screening starts only after the first catch-up, so a
+restarted worker scores with the newest model, not a cold one. A checkpoint that fails to load
+(bad signature, unreadable) is rejected with a logged reason and counted; the previous model
+stays in use. An older version than the current one is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from agents.model import CheckpointError, ModelState, decode_checkpoint
+from streams.app import app, settings
+from streams.follow import follow_topic
+from streams.metrics import (
+    MODEL_AVERAGE_PRECISION,
+    MODEL_INFO,
+    MODEL_LABELS,
+    MODEL_LOAD_FAILURES,
+    MODEL_LOG_LOSS,
+    MODEL_ROC_AUC,
+    MODEL_WARM,
+)
+from streams.topics import models_topic
+
+log = logging.getLogger(__name__)
+
+MODEL_KEY = b"model"
+
+
+@dataclass
+class Scorer:
+    """The model in use, and the signed bytes it came from (the learner resumes from them)."""
+
+    state: ModelState = field(default_factory=lambda: ModelState(kind=settings.model_estimator))
+    blob: bytes | None = None
+
+    @property
+    def warm(self) -> bool:
+        return self.state.warm(settings.model_min_labels, settings.model_min_positives)
+
+    def apply(self, blob: bytes | None, secret: bytes) -> bool:
+        """Swap in a newer checkpoint; False (and the old model kept) if it is refused."""
+        try:
+            state = decode_checkpoint(blob, secret)
+        except CheckpointError as exc:
+            MODEL_LOAD_FAILURES.inc()
+            log.error("model checkpoint rejected: %s; still scoring with %s", exc, self.state.name)
+            return False
+        if state.version <= self.state.version and self.blob is not None:
+            return False
+        self.state, self.blob = state, blob
+        publish_model_metrics(state, self.warm)
+        log.info("scoring with model %s (%d labels)", state.name, state.labels)
+        return True
+
+
+def publish_model_metrics(state: ModelState, warm: bool) -> None:
+    MODEL_INFO.clear()
+    MODEL_INFO.labels(state.name).set(1)
+    MODEL_WARM.set(1 if warm else 0)
+    MODEL_LABELS.set(state.labels)
+    metrics = state.metrics()
+    for gauge, key in (
+        (MODEL_ROC_AUC, "roc_auc"),
+        (MODEL_AVERAGE_PRECISION, "average_precision"),
+        (MODEL_LOG_LOSS, "log_loss"),
+    ):
+        value = metrics[key]
+        gauge.set(float("nan") if value is None else value)
+
+
+scorer = Scorer()
+models_loaded = asyncio.Event()
+publish_model_metrics(scorer.state, False)
+
+
+def apply_messages(messages: list) -> None:
+    secret = settings.hash_key.get_secret_value().encode()
+    for msg in messages:
+        if msg.key == MODEL_KEY and msg.value is not None:
+            scorer.apply(msg.value, secret)
+
+
+@app.task
+async def follow_models() -> None:
+    await follow_topic(
+        app,
+        settings.kafka_bootstrap,
+        models_topic.get_topic_name(),
+        apply_messages,
+        models_loaded,
+        "newest model",
+    )
