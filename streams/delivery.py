@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
+
+from streams.metrics import EVENTS_OUT, logical_topic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,11 @@ async def send_all(producer: Any, outgoing: list[Outgoing], max_backoff: float =
         ]
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed = [o for o, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
+        count_sent(
+            o.topic
+            for o, r in zip(pending, results, strict=True)
+            if not isinstance(r, BaseException)
+        )
         if failed:
             errors = {type(r).__name__ for r in results if isinstance(r, BaseException)}
             log.error(
@@ -53,3 +62,10 @@ async def send_all(producer: Any, outgoing: list[Outgoing], max_backoff: float =
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
         pending = failed
+
+
+def count_sent(topics: Iterable[str]) -> None:
+    """Count acknowledged sends per logical topic: once per topic and batch, not per message
+    (a bound `labels()` call costs microseconds and a batch holds up to a thousand sends)."""
+    for topic, n in Tally(topics).items():
+        EVENTS_OUT.labels(logical_topic(topic) or "other").inc(n)
