@@ -32,7 +32,7 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +201,7 @@ class ModelState:
         """What `shinsa model status` and the metrics show (no model internals, no PII)."""
         return {
             "version": self.name,
+            "checkpoint": self.version,
             "kind": self.kind,
             "labels": self.labels,
             "positives": self.positives,
@@ -223,15 +224,8 @@ def encode_checkpoint(state: ModelState, secret: bytes) -> bytes:
     return MAGIC + tag + body
 
 
-def checkpoint_header(blob: bytes) -> dict[str, Any]:
-    """The summary of a checkpoint, readable without unpickling (for `shinsa model status`)."""
-    body = blob[len(MAGIC) + 32 :]
-    (size,) = struct.unpack(">I", body[:4])
-    return orjson.loads(body[4 : 4 + size])
-
-
-def decode_checkpoint(blob: bytes | None, secret: bytes) -> ModelState:
-    """Verify and load a checkpoint, or raise CheckpointError saying what is wrong."""
+def verify_checkpoint(blob: bytes | None, secret: bytes) -> tuple[dict[str, Any], bytes]:
+    """Check magic and signature; returns the summary header and the compressed model."""
     if not blob or not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 36:
         raise CheckpointError("not a Shinsa model checkpoint (bad magic or truncated)")
     tag, body = blob[len(MAGIC) : len(MAGIC) + 32], blob[len(MAGIC) + 32 :]
@@ -241,14 +235,16 @@ def decode_checkpoint(blob: bytes | None, secret: bytes) -> ModelState:
             "signature does not match: written with another SHINSA_HASH_KEY, or tampered with"
         )
     (size,) = struct.unpack(">I", body[:4])
+    return orjson.loads(body[4 : 4 + size]), body[4 + size :]
+
+
+def decode_checkpoint(blob: bytes | None, secret: bytes) -> ModelState:
+    """Verify and load a checkpoint, or raise CheckpointError saying what is wrong."""
+    _header, model = verify_checkpoint(blob, secret)
     try:
-        state = pickle.loads(zlib.decompress(body[4 + size :]))
+        state = pickle.loads(zlib.decompress(model))
     except Exception as exc:  # a signed but unreadable model: another River version, say
         raise CheckpointError(f"model cannot be unpickled: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, ModelState):
         raise CheckpointError(f"checkpoint holds a {type(state).__name__}, not a ModelState")
     return state
-
-
-def newest(states: Iterable[ModelState]) -> ModelState | None:
-    return max(states, key=lambda s: s.version, default=None)

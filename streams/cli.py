@@ -31,6 +31,8 @@ stack_app = typer.Typer(help="The local Kafka + Redis stack.", no_args_is_help=T
 app.add_typer(stack_app, name="stack")
 identity_app = typer.Typer(help="Identity resolution (名寄せ).", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
+model_app = typer.Typer(help="The online fraud model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console()
 err = Console(stderr=True)
 
@@ -490,6 +492,61 @@ def identity_resolve(
     err.print(f"{len(lines)} records, {len(set(ids))} identities")
 
 
+@model_app.command("status")
+def model_status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The newest model checkpoint: version, labels learned, progressive metrics, features."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from agents.model import CheckpointError, verify_checkpoint
+    from agents.scorer import MODEL_KEY
+    from streams.clients import read_topic
+
+    s = settings()
+    secret = s.hash_key.get_secret_value().encode()
+    newest: dict[str, Any] | None = None
+    checkpoints = rejected = 0
+    for msg in read_topic(s, s.topic("models")):
+        if msg.key() != MODEL_KEY or msg.value() is None:
+            continue
+        checkpoints += 1
+        try:
+            header, _ = verify_checkpoint(msg.value(), secret)
+        except CheckpointError:
+            rejected += 1
+            continue
+        if newest is None or header["checkpoint"] > newest["checkpoint"]:
+            newest = header
+    if newest is None:
+        raise UserError(
+            f"no model checkpoint on {s.topic('models')} yet ({rejected} rejected): the learner "
+            "publishes one once outcomes arrive (`shinsa worker`, then outcomes on "
+            f"{s.topic('outcomes')})"
+        )
+    warm = newest["labels"] >= s.model_min_labels and newest["positives"] >= s.model_min_positives
+    status = {**newest, "warm": warm, "checkpoints_on_topic": checkpoints, "rejected": rejected}
+    status["updated_at"] = datetime.fromtimestamp(newest["updated_at"], UTC).isoformat(
+        timespec="seconds"
+    )
+    if as_json:
+        sys.stdout.write(orjson.dumps(status).decode() + "\n")
+        return
+    table = Table("field", "value", title=f"model {newest['version']}")
+    for key, value in status.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        table.add_row(key, "—" if value is None else str(value))
+    console.print(table)
+    if not warm:
+        err.print(
+            f"cold start: decisions use the policy rules until {s.model_min_labels} labels "
+            f"({s.model_min_positives} frauds) are learned"
+        )
+
+
 @identity_app.command("show")
 def identity_show(
     identity_id: Annotated[str, typer.Argument(help="An identity id, e.g. i42.")],
@@ -571,6 +628,52 @@ def read_text(file: Path) -> str:
     if not file.exists():
         raise UserError(f"{file}: no such file")
     return file.read_text("utf-8")
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@app.command("eval")
+def eval_history(
+    file: Annotated[
+        Path, typer.Argument(help="`shinsa simulate --output` JSON lines, or a CSV/Parquet export.")
+    ],
+    label: Annotated[str | None, typer.Option(help="Export: the 0/1 fraud column.")] = None,
+    time_column: Annotated[
+        str | None, typer.Option("--time", help="Export: ISO 8601 or epoch seconds.")
+    ] = None,
+    amount: Annotated[str | None, typer.Option(help="Export: the amount column.")] = None,
+    entity: Annotated[
+        list[str] | None,
+        typer.Option(help="Export: velocity and risk per value of this column (repeatable)."),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option(help="Export: a column not to use (repeatable).")
+    ] = None,
+    delay: Annotated[
+        str | None,
+        typer.Option(
+            help="When a label is known: 30m, 12h, 7d, or 'outcome' (simulator).",
+            show_default="outcome for simulator files, else 7d",
+        ),
+    ] = None,
+    estimator: Annotated[str, typer.Option(help="logreg, tree or forest.")] = "logreg",
+    review_rate: Annotated[float, typer.Option(help="Share of orders reviewed.")] = 0.01,
+) -> None:
+    """Backtest: replay a labelled history through the model with delayed labels.
+
+    Prints a comparison table on stderr and one JSON object with every number on stdout.
+    """
+    import orjson
+
+    from streams.backtest import Columns, EvalOptions, report_table, run_eval
+
+    columns = Columns(label, time_column, amount, tuple(entity or ()), tuple(ignore or ()))
+    options = EvalOptions(delay, estimator, review_rate, columns)
+    with progress() as bar:
+        report = run_eval(file, options, settings(), progress=bar, say=err.print)
+    err.print(report_table(report))
+    sys.stdout.write(orjson.dumps(report).decode() + "\n")
 
 
 # ---------------------------------------------------------------- demo

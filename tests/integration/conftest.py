@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,12 +53,25 @@ def registry(local_stack: Settings) -> SchemaRegistry:
     return SchemaRegistry(local_stack.schema_dir)
 
 
+# Settings a test may change for its worker (the rest are the local stack's defaults).
+PASSED_SETTINGS = (
+    "model_min_labels",
+    "model_min_positives",
+    "model_checkpoint_labels",
+    "model_checkpoint_seconds",
+    "label_grace_seconds",
+    "learner",
+    "learner_lease_seconds",
+)
+
+
 def env_vars(settings: Settings) -> dict[str, str]:
     return {
         "SHINSA_TOPIC_PREFIX": settings.topic_prefix,
         "SHINSA_APP_ID": settings.app_id,
         "SHINSA_METRICS_PORT": "0",
         "SHINSA_REDIS_URL": settings.redis_url,
+        **{f"SHINSA_{name.upper()}": str(getattr(settings, name)) for name in PASSED_SETTINGS},
     }
 
 
@@ -86,6 +100,18 @@ class Worker:
                 f"worker never said {text!r}:\n{self.text()[-3000:]}"
             )
             time.sleep(0.2)
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's /metrics now, as {'name{labels}': value} (the port is in its log)."""
+        found = re.search(r"metrics on (http://\S+/metrics)", self.text())
+        assert found, "the worker did not say where its metrics are"
+        body = urllib.request.urlopen(found.group(1), timeout=5).read().decode()
+        samples = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def text(self) -> str:
         return self.log.read_text("utf-8", "replace") if self.log.exists() else ""

@@ -1,0 +1,228 @@
+"""The online model on the real broker and Redis: delayed labels train it, every worker scores
+with the newest checkpoint, and a restart keeps it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from agents.model import label_of, verify_checkpoint
+from streams.clients import prepare, read_topic
+from streams.settings import Settings, load_settings
+from tests.integration.conftest import Worker, collect, produce, simulated
+
+pytestmark = pytest.mark.integration
+
+TRAINED = {
+    "model_min_labels": 100,
+    "model_min_positives": 5,
+    "model_checkpoint_labels": 200,
+    "model_checkpoint_seconds": 1.0,
+    "label_grace_seconds": 3.0,
+}
+
+
+@pytest.fixture
+def model_env(env: Settings) -> Settings:
+    return load_settings(
+        topic_prefix=env.topic_prefix, app_id=env.app_id, metrics_port=0, **TRAINED
+    )
+
+
+def newest_model(settings: Settings) -> dict[str, Any] | None:
+    """The summary of the newest checkpoint on the models topic."""
+    secret = settings.hash_key.get_secret_value().encode()
+    headers = [
+        verify_checkpoint(m.value(), secret)[0]
+        for m in read_topic(settings, settings.topic("models"))
+    ]
+    return max(headers, key=lambda h: h["checkpoint"], default=None)
+
+
+def wait_for_model(settings: Settings, labels: int, timeout: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        model = newest_model(settings)
+        if model and model["labels"] >= labels:
+            return model
+        assert time.monotonic() < deadline, f"model never learned {labels} labels: {model}"
+        time.sleep(0.5)
+
+
+def wait_for_metric(worker: Worker, name: str, at_least: float, timeout: float = 60) -> float:
+    deadline = time.monotonic() + timeout
+    while (value := worker.metrics().get(name, 0.0)) < at_least:
+        assert time.monotonic() < deadline, f"{name} stayed at {value}, wanted {at_least}"
+        time.sleep(0.3)
+    return value
+
+
+def split_history(registry, orders: int, seed: int, late: int):
+    """A simulated history cut in two: merchants and early orders with their outcomes, then
+    `late` orders placed after every early outcome is known."""
+    events = simulated(orders, seed=seed)
+    order_events = [e for e in events if e.topic == "orders"]
+    early_ids = {e.value["order_id"] for e in order_events[:-late]}
+    late_ids = {e.value["order_id"] for e in order_events[-late:]}
+
+    def send(es):
+        return [
+            (p.topic, p.key, p.value) for p in (prepare(registry, e.topic, e.value) for e in es)
+        ]
+
+    merchants = send(e for e in events if e.topic == "merchants")
+    early = send(e for e in order_events if e.value["order_id"] in early_ids)
+    outcomes = [e for e in events if e.topic == "outcomes" and e.value["order_id"] in early_ids]
+    late_orders = send(e for e in order_events if e.value["order_id"] in late_ids)
+    return merchants, early, outcomes, send(outcomes), late_orders, order_events
+
+
+def decisions_of(registry, settings, want, worker) -> dict[str, dict]:
+    msgs = collect(settings, "decisions", want, worker=worker)
+    return {d["order_id"]: d for d in (registry.decode("Decision", m.value()) for m in msgs)}
+
+
+def test_delayed_labels_train_the_model_and_a_restart_keeps_it(model_env, registry, tmp_path):
+    merchants, early, outcomes, outcome_msgs, late, orders = split_history(registry, 1500, 21, 200)
+    worker = Worker(model_env, tmp_path / "worker.log").start()
+    try:
+        produce(model_env, merchants + early)
+        cold = decisions_of(registry, model_env, len(early), worker)
+        assert {d["reasons"][-1] for d in cold.values()} == {"MODEL_COLD_START"}
+        assert {d["model_version"] for d in cold.values()} == {"logreg-v0"}
+
+        # labels arrive after their decisions: the learner joins each to its snapshot
+        produce(model_env, outcome_msgs)
+        labelled = [o for o in outcomes if label_of(o.value["kind"]) is not None]
+        model = wait_for_model(model_env, len(labelled))
+        assert model["labels"] == len(labelled), "every label learned exactly once"
+        assert model["positives"] == sum(label_of(o.value["kind"]) for o in labelled)
+        assert model["roc_auc"] is not None and model["window_labels"] == len(labelled)
+        wait_for_metric(worker, f'shinsa_model_info{{version="{model["version"]}"}}', 1)
+        learned = worker.metrics()['shinsa_labels_total{result="learned"}']
+        assert learned == len(labelled)
+
+        # the feature snapshots are in Redis, velocity included, and hold no PII
+        r = redis.Redis.from_url(model_env.redis_url)
+        bursts = [
+            o.value["order_id"]
+            for o in orders
+            if o.fraud_pattern == "velocity_burst" and o.value["order_id"] in cold
+        ]
+        snaps = [
+            orjson.loads(r.get(f"{model_env.identity_namespace}:snap:{oid}")) for oid in bursts
+        ]
+        assert max(s["x"]["velocity_count_1h"] for s in snaps) >= 2
+        assert all(set(s) >= {"x", "s", "v", "t", "y"} for s in snaps if s.get("y") is not None)
+
+        # orders after training are decided by the warm model, with its reasons
+        produce(model_env, late)
+        warm = decisions_of(registry, model_env, len(early) + len(late), worker)
+        late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
+        for oid in late_ids:
+            assert warm[oid]["model_version"] == model["version"]
+            assert warm[oid]["reasons"][-1] == "SCORE_MODEL"
+        assert any(r.startswith("MODEL:") for oid in late_ids for r in warm[oid]["reasons"]), (
+            "warm decisions name the features that raised their score"
+        )
+
+        # a restart restores the newest model and its metrics, and does not relearn
+        before = worker.metrics()
+        assert worker.stop() == 0
+        worker.start()
+        worker.wait_for(f"scoring with model {model['version']}")
+        after = worker.metrics()
+        assert after[f'shinsa_model_info{{version="{model["version"]}"}}'] == 1
+        for name in (
+            "shinsa_model_roc_auc",
+            "shinsa_model_labels_learned",
+            "shinsa_model_log_loss",
+        ):
+            assert after[name] == before[name]
+        time.sleep(3)  # longer than a checkpoint interval: nothing new to publish
+        assert newest_model(model_env)["checkpoint"] == model["checkpoint"]
+        assert worker.errors() == []
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.stop()
+
+
+def test_two_workers_score_with_the_same_model_version(model_env, registry, tmp_path: Path):
+    merchants, early, _, outcome_msgs, late, _ = split_history(registry, 1200, 22, 300)
+    workers = [Worker(model_env, tmp_path / f"worker-{i}.log").start() for i in range(2)]
+    try:
+        produce(model_env, merchants + early)
+        decisions_of(registry, model_env, len(early), workers[0])
+        produce(model_env, outcome_msgs)
+        model = wait_for_model(model_env, 150)
+        time.sleep(2)  # let the last checkpoint of the outcomes land
+        model = newest_model(model_env)
+        for w in workers:
+            wait_for_metric(w, f'shinsa_model_info{{version="{model["version"]}"}}', 1)
+        learners = [w.metrics().get("shinsa_learner_active", 0) for w in workers]
+        assert sorted(learners) == [0, 1], "exactly one worker learns"
+        produce(model_env, late)
+        decided = decisions_of(registry, model_env, len(early) + len(late), workers[0])
+        late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
+        assert {decided[oid]["model_version"] for oid in late_ids} == {model["version"]}
+        for w in workers:  # both took part in screening the late orders
+            assert sum(v for k, v in w.metrics().items() if k.startswith("shinsa_decisions_total"))
+            assert w.errors() == []
+    finally:
+        for w in workers:
+            if w.proc and w.proc.poll() is None:
+                w.stop()
+
+
+def outcome_for(registry, order_id: str, kind: str = "FRAUD_CONFIRMED") -> tuple:
+    p = prepare(
+        registry,
+        "outcomes",
+        {
+            "order_id": order_id,
+            "event_time": "2026-11-01T10:00:00.000+09:00",
+            "kind": kind,
+            "source": "REVIEWER",
+            "note": None,
+        },
+    )
+    return (p.topic, p.key, p.value)
+
+
+def test_a_label_before_its_order_waits_then_unknown_labels_are_counted(
+    model_env, registry, tmp_path
+):
+    events = simulated(30, seed=23)
+    merchants = [e for e in events if e.topic == "merchants"]
+    first = next(e for e in events if e.topic == "orders")
+    worker = Worker(model_env, tmp_path / "worker.log").start()
+    try:
+        send = [
+            (p.topic, p.key, p.value)
+            for p in (prepare(registry, e.topic, e.value) for e in merchants)
+        ]
+        produce(model_env, send)
+        # the outcome comes first: it waits for the snapshot instead of being dropped
+        produce(model_env, [outcome_for(registry, first.value["order_id"])])
+        wait_for_metric(worker, 'shinsa_labels_total{result="pending"}', 1)
+        order = prepare(registry, "orders", first.value)
+        produce(model_env, [(order.topic, order.key, order.value)])
+        wait_for_metric(worker, 'shinsa_labels_total{result="learned"}', 1)
+        model = wait_for_model(model_env, 1)
+        assert (model["labels"], model["positives"]) == (1, 1)
+        # a label for an order never screened is reported once its grace period ends
+        produce(model_env, [outcome_for(registry, "o-never-screened", "PAID")])
+        wait_for_metric(worker, 'shinsa_labels_total{result="unmatched"}', 1, timeout=30)
+        assert worker.metrics()['shinsa_labels_total{result="learned"}'] == 1
+        # a repeated outcome is not learned twice
+        produce(model_env, [outcome_for(registry, first.value["order_id"])])
+        wait_for_metric(worker, 'shinsa_labels_total{result="duplicate"}', 1)
+        assert newest_model(model_env)["labels"] == 1
+        assert worker.errors() == []
+    finally:
+        worker.stop()
