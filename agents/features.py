@@ -118,7 +118,7 @@ def order_features(enriched: EnrichedOrder, history: Sequence[PastOrder] = ()) -
     order = enriched.order
     now_ms = int(order.event_time.timestamp() * 1000)
     amount = float(order.amount)
-    past = [h[1] for h in history if h[0] > now_ms - WINDOWS_MS["7d"]]
+    past = [h[1] for h in history if now_ms - HISTORY_MS < h[0] <= now_ms]
     mean_past = sum(past) / len(past) if past else 0.0
     features = {
         "amount_10k": amount / 10_000,

@@ -23,7 +23,7 @@ TRAINED = {
     "model_min_positives": 5,
     "model_checkpoint_labels": 200,
     "model_checkpoint_seconds": 1.0,
-    "label_grace_seconds": 3.0,
+    "label_grace_seconds": 15.0,
 }
 
 
@@ -207,16 +207,16 @@ def test_a_label_before_its_order_waits_then_unknown_labels_are_counted(
             for p in (prepare(registry, e.topic, e.value) for e in merchants)
         ]
         produce(model_env, send)
+        # a label for an order never screened: reported once its grace period ends (below)
+        produce(model_env, [outcome_for(registry, "o-never-screened", "PAID")])
         # the outcome comes first: it waits for the snapshot instead of being dropped
         produce(model_env, [outcome_for(registry, first.value["order_id"])])
-        wait_for_metric(worker, 'shinsa_labels_total{result="pending"}', 1)
+        wait_for_metric(worker, 'shinsa_labels_total{result="pending"}', 2)
         order = prepare(registry, "orders", first.value)
         produce(model_env, [(order.topic, order.key, order.value)])
         wait_for_metric(worker, 'shinsa_labels_total{result="learned"}', 1)
         model = wait_for_model(model_env, 1)
         assert (model["labels"], model["positives"]) == (1, 1)
-        # a label for an order never screened is reported once its grace period ends
-        produce(model_env, [outcome_for(registry, "o-never-screened", "PAID")])
         wait_for_metric(worker, 'shinsa_labels_total{result="unmatched"}', 1, timeout=30)
         assert worker.metrics()['shinsa_labels_total{result="learned"}'] == 1
         # a repeated outcome is not learned twice
@@ -224,5 +224,11 @@ def test_a_label_before_its_order_waits_then_unknown_labels_are_counted(
         wait_for_metric(worker, 'shinsa_labels_total{result="duplicate"}', 1)
         assert newest_model(model_env)["labels"] == 1
         assert worker.errors() == []
+        # a checkpoint that does not verify is refused, loudly, and the model in use kept
+        version = newest_model(model_env)["version"]
+        produce(model_env, [("models", b"model", b"SHM1" + b"\0" * 64)])
+        wait_for_metric(worker, "shinsa_model_load_failures_total", 1)
+        assert worker.metrics()[f'shinsa_model_info{{version="{version}"}}'] == 1
+        assert any("model checkpoint rejected: signature" in e for e in worker.errors())
     finally:
         worker.stop()

@@ -1,0 +1,136 @@
+"""agents/model.py, the learner's join (agents/learn.py) and the scorer's checkpoint swap."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import struct
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents.model import (
+    MAGIC,
+    CheckpointError,
+    ModelState,
+    average_precision,
+    decode_checkpoint,
+    encode_checkpoint,
+    label_of,
+    log_loss,
+    recall_at_review_rate,
+    roc_auc,
+    verify_checkpoint,
+)
+
+KEY = b"test-key"
+
+
+def trained(n: int = 600, seed: int = 3) -> ModelState:
+    """A model that learned 'fraud when velocity is high', with noise features."""
+    rng = random.Random(seed)
+    state = ModelState()
+    for _ in range(n):
+        fraud = rng.random() < 0.2
+        x = {"velocity_count_1h": rng.gauss(4 if fraud else 0.5, 1), "noise": rng.random()}
+        state.learn(x, int(fraud), state.score(x))
+    return state
+
+
+def test_roc_auc_and_average_precision_by_hand():
+    scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    assert roc_auc(scores, labels) == 0.75
+    assert average_precision(scores, labels) == pytest.approx((1 + 2 / 3) / 2)
+    assert roc_auc([0.5] * 4, labels) == 0.5  # ties count half
+    assert roc_auc([1, 2], [1, 1]) is None  # one class only
+    assert log_loss([0.5, 0.5], [0, 1]) == pytest.approx(0.693147, abs=1e-6)
+    assert recall_at_review_rate([0.9, 0.8, 0.1, 0.2], [1, 0, 1, 0], 0.25) == 0.5
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 1)), min_size=2, max_size=60))
+def test_auc_is_the_share_of_correctly_ordered_pairs(pairs):
+    scores = [s for s, _ in pairs]
+    labels = [y for _, y in pairs]
+    pos = [s for s, y in pairs if y]
+    neg = [s for s, y in pairs if not y]
+    if not pos or not neg:
+        assert roc_auc(scores, labels) is None
+        return
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    assert roc_auc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+def test_outcomes_become_loss_labels():
+    assert [label_of(k) for k in ("FRAUD_CONFIRMED", "CHARGEBACK", "UNPAID")] == [1, 1, 1]
+    assert [label_of(k) for k in ("PAID", "LEGIT_CONFIRMED")] == [0, 0]
+    assert label_of("SOMETHING_ELSE") is None
+
+
+def test_the_model_learns_and_names_the_feature_behind_a_high_score():
+    state = trained()
+    risky = {"velocity_count_1h": 5.0, "noise": 0.5}
+    calm = {"velocity_count_1h": 0.0, "noise": 0.5}
+    assert state.score(risky) > 0.8 > 0.2 > state.score(calm)
+    assert state.contributions(risky)[0][0] == "velocity_count_1h"
+    assert state.contributions(calm) == []  # nothing raised it
+    summary = state.summary()
+    assert summary["labels"] == 600 and summary["features"] == 2
+    assert summary["roc_auc"] > 0.9  # progressive: each score given before its label
+
+
+def test_an_untrained_model_says_nothing_about_contributions():
+    assert ModelState().contributions({"velocity_count_1h": 5.0}) == []
+
+
+def test_warm_needs_labels_of_both_kinds():
+    state = trained(200)
+    assert state.warm(100, 5)
+    assert not state.warm(300, 5)
+    assert not state.warm(100, 10_000)
+
+
+def test_a_checkpoint_round_trips_with_its_summary_readable_without_unpickling():
+    state = trained()
+    state.version, state.offsets, state.pending = 7, {0: 12, 3: 4}, {"o1": {"y": 1}}
+    blob = encode_checkpoint(state, KEY)
+    header, _ = verify_checkpoint(blob, KEY)
+    assert header["version"] == "logreg-v7" and header["labels"] == 600
+    loaded = decode_checkpoint(blob, KEY)
+    x = {"velocity_count_1h": 3.0, "noise": 0.1}
+    assert loaded.score(x) == state.score(x)
+    assert (loaded.offsets, loaded.pending) == (state.offsets, state.pending)
+
+
+@pytest.mark.parametrize(
+    ("blob", "why"),
+    [
+        (None, "bad magic"),
+        (b"not a model", "bad magic"),
+        (MAGIC + b"x" * 10, "truncated"),
+    ],
+)
+def test_garbage_is_refused_with_a_reason(blob, why):
+    with pytest.raises(CheckpointError, match=why):
+        decode_checkpoint(blob, KEY)
+
+
+def test_a_tampered_or_foreign_checkpoint_is_refused_before_unpickling():
+    blob = bytearray(encode_checkpoint(trained(50), KEY))
+    with pytest.raises(CheckpointError, match="another SHINSA_HASH_KEY"):
+        decode_checkpoint(bytes(blob), b"other-key")
+    blob[-5] ^= 0xFF
+    with pytest.raises(CheckpointError, match="signature does not match"):
+        decode_checkpoint(bytes(blob), KEY)
+
+
+def test_a_signed_checkpoint_of_something_else_is_refused():
+    import hashlib
+    import hmac
+
+    header = b"{}"
+    body = struct.pack(">I", len(header)) + header + zlib.compress(pickle.dumps({"not": "a model"}))
+    blob = MAGIC + hmac.new(KEY, body, hashlib.sha256).digest() + body
+    with pytest.raises(CheckpointError, match="not a ModelState"):
+        decode_checkpoint(blob, KEY)
