@@ -33,6 +33,8 @@ identity_app = typer.Typer(help="Identity resolution (名寄せ).", no_args_is_h
 app.add_typer(identity_app, name="identity")
 model_app = typer.Typer(help="The online fraud model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+monitoring_app = typer.Typer(help="Prometheus and Alertmanager setup.", no_args_is_help=True)
+app.add_typer(monitoring_app, name="monitoring")
 console = Console()
 err = Console(stderr=True)
 
@@ -61,7 +63,16 @@ def progress() -> Progress:
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--monitoring",
+            help="Also Prometheus (SHINSA_PROMETHEUS_PORT) scraping the worker, and "
+            "Alertmanager when SHINSA_ALERT_WEBHOOK_URL is set.",
+        ),
+    ] = False,
+) -> None:
     """Start Kafka (KRaft) and Redis on loopback if not running, and create the topics."""
     from streams import stack
 
@@ -69,6 +80,8 @@ def stack_up() -> None:
     created = stack.up(s, say=lambda m: err.print(f"[dim]{m}[/dim]"))
     if created:
         err.print(f"created topics: {', '.join(created)}")
+    if monitoring:
+        stack.monitoring_up(s, say=lambda m: err.print(f"[dim]{m}[/dim]"))
     show_status(s)
 
 
@@ -674,6 +687,43 @@ def eval_history(
         report = run_eval(file, options, settings(), progress=bar, say=err.print)
     err.print(report_table(report))
     sys.stdout.write(orjson.dumps(report).decode() + "\n")
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+@app.command()
+def kpi(
+    url: Annotated[
+        str | None,
+        typer.Option(help="A worker's /metrics URL (default: this host's SHINSA_METRICS_PORT)."),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(help="A Prometheus base URL: all workers over --window instead."),
+    ] = None,
+    window: Annotated[str, typer.Option(help="With --prometheus: e.g. 15m, 1h, 1d.")] = "1h",
+) -> None:
+    """Business KPIs as a table, from a worker's /metrics or from Prometheus."""
+    from streams.kpi import show_kpis
+
+    show_kpis(settings(), console, url=url, prometheus=prometheus, window=window)
+
+
+@monitoring_app.command("render")
+def monitoring_render(
+    output: Annotated[
+        Path | None, typer.Option(help="Directory (default: $SHINSA_DATA_DIR/monitoring).")
+    ] = None,
+) -> None:
+    """Write this host's prometheus.yml and alertmanager.yml (webhook: SHINSA_ALERT_WEBHOOK_URL)."""
+    from streams import stack
+
+    s = settings()
+    for path in stack.render_monitoring(s, output):
+        console.print(f"wrote {path}")
+    if not s.alert_webhook_url.get_secret_value():
+        err.print("[yellow]SHINSA_ALERT_WEBHOOK_URL is not set: no alertmanager.yml written")
 
 
 # ---------------------------------------------------------------- demo

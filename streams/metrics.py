@@ -6,12 +6,14 @@ fixed sets; no order, buyer, identity or merchant id is ever a label.
 
 from __future__ import annotations
 
+import json
 import socket
 from functools import lru_cache
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from streams.settings import TOPIC_NAMES
+from streams.settings import ROOT, TOPIC_NAMES
 
 EVENTS_IN = Counter(
     "shinsa_events_in_total", "Events read from an input topic, valid or not.", ["topic"]
@@ -105,6 +107,50 @@ def logical_topic(full_name: str) -> str | None:
     """
     matches = [name for name in TOPIC_NAMES if full_name.endswith(name)]
     return max(matches, key=len) if matches else None
+
+
+def enum_symbols(schema: Path, enum_name: str) -> list[str]:
+    """The symbols of a named enum anywhere in an Avro schema file."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "enum" and node.get("name") == enum_name:
+                found.extend(node["symbols"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(schema.read_text("utf-8")))
+    return found
+
+
+def zero_series(schema_dir: Path = ROOT / "schemas") -> None:
+    """Expose every bounded series of the business counters at 0 from the start.
+
+    Prometheus cannot count the first value of a series it has never seen at 0: a decisions
+    counter that first appears at 400 would add nothing to increase() or rate(), and KPIs
+    would undercount every worker start. The label values come from the Avro contracts.
+    """
+    verdicts = enum_symbols(schema_dir / "Decision.avsc", "Verdict")
+    categories = [*enum_symbols(schema_dir / "Merchant.avsc", "MerchantCategory"), "UNKNOWN"]
+    for decision in verdicts:
+        for category in categories:
+            DECISIONS.labels(decision, category)
+            DECIDED_AMOUNT.labels(decision, category)
+    for kind in enum_symbols(schema_dir / "Outcome.avsc", "OutcomeKind"):
+        OUTCOMES.labels(kind)
+    for topic in ("orders", "payments", "logins", "outcomes", "merchants"):
+        EVENTS_IN.labels(topic)
+    for topic in ("identified-orders", "decisions", "dlq"):
+        EVENTS_OUT.labels(topic)
+    for source in ("event", "ingest"):
+        LATENCY.labels(source)
+
+
+zero_series()
 
 
 def free_port() -> int:

@@ -4,12 +4,15 @@ Kafka's broker jars come from Maven Central through `mvn` into a cache reused by
 the storage directory is formatted on first start. Redis is Debian's `redis-server`. Each
 service this module starts gets a pid file under the data directory, which is how `status`
 tells "started by shinsa" from "already running" and why `down` stops only its own.
+With `--monitoring`, Debian's Prometheus (and Alertmanager, when a chat webhook is set) run the
+same way, on loopback, with their data under the data directory and the rules of monitoring/.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,8 +23,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from streams.settings import COMPACTED_TOPICS, MODEL_MESSAGE_BYTES, TOPIC_NAMES, Settings
+from streams.settings import (
+    COMPACTED_TOPICS,
+    MODEL_MESSAGE_BYTES,
+    ROOT,
+    TOPIC_NAMES,
+    Settings,
+)
 
 
 class StackError(RuntimeError):
@@ -375,6 +385,184 @@ def _have_leaders(admin: object, names: list[str]) -> bool:
     )
 
 
+# ---------------------------------------------------------------- monitoring
+
+MONITORING_DIR = ROOT / "monitoring"
+RULES_DIR = MONITORING_DIR / "prometheus" / "rules"
+ALERTMANAGER_TEMPLATE = MONITORING_DIR / "alertmanager" / "alertmanager.yml"
+WEBHOOK_PLACEHOLDER = '"${SHINSA_ALERT_WEBHOOK_URL}"'
+WORKER_JOB = "shinsa-worker"
+
+
+def monitoring_dir(settings: Settings) -> Path:
+    """Rendered configuration (it may hold the webhook secret): kept out of the repository."""
+    return settings.data_dir / "monitoring"
+
+
+def prometheus_dir(settings: Settings) -> Path:
+    return settings.data_dir / "prometheus"
+
+
+def alertmanager_dir(settings: Settings) -> Path:
+    return settings.data_dir / "alertmanager"
+
+
+def prometheus_config(
+    targets: list[str],
+    alertmanagers: list[str],
+    interval: str = "5s",
+    rules: str = "rules/*.yml",
+) -> dict[str, Any]:
+    """Shinsa's Prometheus configuration as data.
+
+    monitoring/prometheus/prometheus.yml is this with the local defaults (a unit test keeps
+    them equal), so the stack, the tests and Docker users scrape and alert the same way.
+    """
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": interval,
+            "evaluation_interval": interval,
+            "external_labels": {"system": "shinsa"},
+        },
+        "rule_files": [rules],
+        "scrape_configs": [{"job_name": WORKER_JOB, "static_configs": [{"targets": targets}]}],
+    }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
+    return config
+
+
+def write_prometheus_config(path: Path, config: dict[str, Any]) -> Path:
+    """Write `config` as JSON, which is YAML too: no YAML library needed at run time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def render_alertmanager_config(template: str, webhook_url: str) -> str:
+    """The template with the webhook URL filled in (what `envsubst` would do, but quoted
+    safely: a JSON string is a YAML double-quoted scalar whatever the URL contains)."""
+    if WEBHOOK_PLACEHOLDER not in template:
+        raise StackError(f"{ALERTMANAGER_TEMPLATE} lost its {WEBHOOK_PLACEHOLDER} placeholder")
+    if not webhook_url.startswith(("https://", "http://")):
+        raise StackError(
+            "SHINSA_ALERT_WEBHOOK_URL must be the chat's incoming-webhook URL (https://...)"
+        )
+    return template.replace(WEBHOOK_PLACEHOLDER, json.dumps(webhook_url))
+
+
+def render_monitoring(settings: Settings, out: Path | None = None) -> list[Path]:
+    """Write the local stack's prometheus.yml and, with a webhook URL, alertmanager.yml.
+
+    Prometheus scrapes the worker on SHINSA_METRICS_PORT and sends alerts to Alertmanager on
+    SHINSA_ALERTMANAGER_PORT; the rules are read from the repository where they are reviewed.
+    """
+    out = out or monitoring_dir(settings)
+    if settings.metrics_port == 0:
+        raise StackError(
+            "SHINSA_METRICS_PORT=0 lets each worker pick a port Prometheus cannot know: "
+            "set the port of the worker to scrape (default 9464)"
+        )
+    url = settings.alert_webhook_url.get_secret_value()
+    config = prometheus_config(
+        [f"127.0.0.1:{settings.metrics_port}"],
+        [f"127.0.0.1:{settings.alertmanager_port}"] if url else [],
+        rules=str(RULES_DIR / "*.yml"),
+    )
+    written = [write_prometheus_config(out / "prometheus.yml", config)]
+    if url:
+        path = out / "alertmanager.yml"
+        path.write_text(render_alertmanager_config(ALERTMANAGER_TEMPLATE.read_text(), url))
+        path.chmod(0o600)  # the webhook URL is a credential
+        written.append(path)
+    return written
+
+
+def ensure_installed(binary: str, package: str, say: Callable[[str], None] = print) -> str:
+    """The path of a Debian package's program, installed with apt-get when run as root."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(f"{binary} is not installed: sudo apt-get install -y {package}")
+    say(f"installing {package} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise StackError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+    return shutil.which(binary) or f"/usr/bin/{binary}"
+
+
+def prometheus_cmd(binary: str, config: Path, data: Path, port: int) -> list[str]:
+    """Prometheus on loopback only, with its own data directory (never the system one)."""
+    return [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=15d",
+        "--web.enable-lifecycle",
+    ]
+
+
+def start_service(name: str, cmd: list[str], home: Path, port: int, timeout: float = 30.0) -> None:
+    """Spawn a service with its pid file and log in `home`; wait until its port answers."""
+    pid_file, log = home / f"{name}.pid", home / f"{name}.log"
+    spawn(cmd, log, pid_file)
+
+    def answering() -> bool:
+        if read_pid(pid_file) is None:
+            raise StackError(f"{name} exited on start; see {log}")
+        return port_open("127.0.0.1", port)
+
+    wait_until(answering, timeout, name)
+
+
+def prometheus_up(settings: Settings, say: Callable[[str], None] = print) -> bool:
+    """Start Prometheus unless something answers on its port; True if this call started it."""
+    if port_open("127.0.0.1", settings.prometheus_port):
+        return False
+    binary = ensure_installed("prometheus", "prometheus", say)
+    config = render_monitoring(settings)[0]
+    home = prometheus_dir(settings)
+    say(f"starting Prometheus on 127.0.0.1:{settings.prometheus_port}")
+    cmd = prometheus_cmd(binary, config, home / "data", settings.prometheus_port)
+    start_service("prometheus", cmd, home, settings.prometheus_port)
+    return True
+
+
+def alertmanager_up(settings: Settings, say: Callable[[str], None] = print) -> bool:
+    """Start Alertmanager when a webhook URL is set; True if this call started it."""
+    if not settings.alert_webhook_url.get_secret_value():
+        say(
+            "no SHINSA_ALERT_WEBHOOK_URL: alerts are evaluated by Prometheus (see its /alerts "
+            "page) but not sent, and Alertmanager is not started"
+        )
+        return False
+    if port_open("127.0.0.1", settings.alertmanager_port):
+        return False
+    binary = ensure_installed("prometheus-alertmanager", "prometheus-alertmanager", say)
+    config = render_monitoring(settings)[1]
+    home = alertmanager_dir(settings)
+    say(f"starting Alertmanager on 127.0.0.1:{settings.alertmanager_port}")
+    cmd = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{settings.alertmanager_port}",
+        "--cluster.listen-address=",  # one instance: no gossip port
+    ]
+    start_service("alertmanager", cmd, home, settings.alertmanager_port)
+    return True
+
+
+def monitoring_up(settings: Settings, say: Callable[[str], None] = print) -> None:
+    """Alertmanager first, so Prometheus's first alert has somewhere to go."""
+    alertmanager_up(settings, say)
+    prometheus_up(settings, say)
+
+
 # ---------------------------------------------------------------- the whole stack
 
 
@@ -398,6 +586,12 @@ def _kafka_metadata_ok(settings: Settings) -> bool:
 
 def down(settings: Settings) -> list[str]:
     stopped = []
+    for name, home in (
+        ("prometheus", prometheus_dir(settings)),
+        ("alertmanager", alertmanager_dir(settings)),
+    ):
+        if stop_pid(home / f"{name}.pid"):
+            stopped.append(name)
     if stop_pid(redis_dir(settings) / "redis.pid"):
         stopped.append("redis")
     if stop_pid(kafka_dir(settings) / "kafka.pid", timeout=60):
@@ -427,4 +621,19 @@ def status(settings: Settings) -> list[ServiceStatus]:
             redis_pid,
             redis_dir(settings) / "redis.log",
         ),
+        service_status("prometheus", prometheus_dir(settings), settings.prometheus_port),
+        service_status("alertmanager", alertmanager_dir(settings), settings.alertmanager_port),
     ]
+
+
+def service_status(name: str, home: Path, port: int) -> ServiceStatus:
+    """A loopback service whose pid file and log live in `home` (monitoring services)."""
+    pid = read_pid(home / f"{name}.pid")
+    return ServiceStatus(
+        name,
+        f"127.0.0.1:{port}",
+        port_open("127.0.0.1", port),
+        pid is not None,
+        pid,
+        home / f"{name}.log",
+    )

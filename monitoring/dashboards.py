@@ -1,0 +1,853 @@
+"""Shinsa's Grafana dashboards as code (grafana-foundation-sdk, Grafana 11.6 schema).
+
+    python -m monitoring.dashboards           # rewrite monitoring/grafana/dashboards/*.json
+    python -m monitoring.dashboards --check   # exit 1 if the committed JSON is out of date
+
+The JSON is committed so Grafana can provision it without Python; a unit test fails when it
+differs from what this file generates, and tests/integration/test_monitoring.py evaluates every
+query below against a real Prometheus scraping a real worker. Edit here, never the JSON.
+
+Three dashboards: Business KPIs (for managers and risk operations), Pipeline health (for
+whoever is on call) and Model (for the data scientists). Every panel has a description that
+says what it shows and what a normal value looks like; every dashboard marks the moments the
+model or the policy version changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    dashboard,
+    heatmap,
+    prometheus,
+    stat,
+    timeseries,
+)
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DashboardSpecialValueMapOptions,
+    DataSourceRef,
+    DynamicConfigValue,
+    SpecialValueMap,
+    SpecialValueMatch,
+    Threshold,
+    ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
+)
+from grafana_foundation_sdk.models.heatmap import HeatmapColorMode, HeatmapColorScale
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+OUT = Path(__file__).resolve().parent / "grafana" / "dashboards"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="shinsa-prometheus")
+RATE = "$__rate_interval"  # Grafana: 4 scrape intervals at least, so rate() always has data
+RANGE = "$__range"  # Grafana: the dashboard's selected time range
+DECISION_COLOURS = {"APPROVE": "green", "REVIEW": "yellow", "DECLINE": "red"}
+REF_IDS = "ABCDEFGH"
+
+Panel = Any  # a grafana-foundation-sdk panel builder
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> Any:
+    """A PromQL target on Shinsa's Prometheus."""
+    q = prometheus.Dataquery().expr(" ".join(expr.split())).ref_id(ref).datasource(DATASOURCE)
+    if legend:
+        q = q.legend_format(legend)
+    return q.instant() if instant else q.range()
+
+
+def with_queries(panel: Panel, queries: list[tuple[str, str]], instant: bool = False) -> Panel:
+    for ref, (expr, legend) in zip(REF_IDS, queries, strict=False):
+        panel = panel.with_target(query(expr, legend, ref, instant))
+    return panel
+
+
+def steps(*pairs: tuple[float | None, str]) -> Any:
+    """Absolute thresholds: (None, colour) is the base, then (from value, colour)."""
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(ThresholdsMode.ABSOLUTE)
+        .steps([Threshold(value=v, color=c) for v, c in pairs])
+    )
+
+
+def colour_by_decision(panel: Panel) -> Panel:
+    """Approve green, review yellow, decline red, on every panel split by decision."""
+    for decision, colour in DECISION_COLOURS.items():
+        panel = panel.override_by_name(
+            decision,
+            [DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour})],
+        )
+    return panel
+
+
+def graph(
+    title: str,
+    description: str,
+    unit: str,
+    queries: list[tuple[str, str]],
+    *,
+    span: int = 12,
+    stacked: bool = False,
+    axis: str = "",
+    min_value: float | None = 0,
+    max_value: float | None = None,
+) -> Panel:
+    """A time series panel; legend as a table with the last and the highest value."""
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .height(8)
+        .span(span)
+        .fill_opacity(20 if stacked else 10)
+        .line_width(2)
+        .show_points(common.VisibilityMode.NEVER)
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
+        .tooltip(common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI))
+    )
+    if stacked:
+        panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    if axis:
+        panel = panel.axis_label(axis)
+    if min_value is not None:
+        panel = panel.min(min_value)
+    if max_value is not None:
+        panel = panel.max(max_value)
+    return with_queries(panel, queries)
+
+
+def number(
+    title: str,
+    description: str,
+    unit: str,
+    expr: str,
+    *,
+    thresholds: Any = None,
+    mappings: list[Any] | None = None,
+    legend: str = "",
+    text_mode: common.BigValueTextMode = common.BigValueTextMode.VALUE,
+    decimals: float | None = None,
+    span: int = 4,
+    height: int = 4,
+) -> Panel:
+    """A big number with its trend underneath (the last value of the selected range);
+    a name (a version) alone when `text_mode` is NAME."""
+    trend = text_mode != common.BigValueTextMode.NAME
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .height(height)
+        .span(span)
+        .graph_mode(common.BigValueGraphMode.AREA if trend else common.BigValueGraphMode.NONE)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .text_mode(text_mode)
+        .no_value("no data yet")
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(thresholds or steps((None, "blue")))
+    )
+    if mappings:
+        panel = panel.mappings(mappings)
+    if decimals is not None:
+        panel = panel.decimals(decimals)
+    return with_queries(panel, [(expr, legend)])
+
+
+def bars(title: str, description: str, unit: str, expr: str, legend: str, **kw: Any) -> Panel:
+    """Horizontal bars, one per label value, of an instant query over the selected range."""
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .height(8)
+        .span(kw.get("span", 12))
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .show_unfilled(True)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(kw.get("thresholds") or steps((None, "blue")))
+        .min(0)
+    )
+    if "max_value" in kw:
+        panel = panel.max(kw["max_value"])
+    return with_queries(panel, [(expr, legend)], instant=True)
+
+
+def text_map(**texts: tuple[str, str]) -> list[Any]:
+    """Value → (text, colour) mappings, plus 'no data' for NaN."""
+    options = {
+        value: ValueMappingResult(text=text, color=colour, index=i)
+        for i, (value, (text, colour)) in enumerate(texts.items())
+    }
+    return [
+        ValueMap(options=options),
+        SpecialValueMap(
+            options=dashboard_special(SpecialValueMatch.NA_N, "no data yet", len(options))
+        ),
+    ]
+
+
+def dashboard_special(match: SpecialValueMatch, text: str, index: int) -> Any:
+    return DashboardSpecialValueMapOptions(
+        match=match, result=ValueMappingResult(text=text, index=index)
+    )
+
+
+# ---------------------------------------------------------------- shared queries
+
+
+def share(decision: str, window: str = RATE) -> str:
+    """Share of decided orders with `decision` (0 when none, not 'no data')."""
+    return (
+        f'(sum(rate(shinsa_decisions_total{{decision="{decision}"}}[{window}])) or vector(0))'
+        f" / (sum(rate(shinsa_decisions_total[{window}])) > 0)"
+    )
+
+
+def latency(quantile: float, source: str) -> str:
+    return (
+        f"histogram_quantile({quantile}, sum by (le) "
+        f'(rate(shinsa_decision_latency_seconds_bucket{{source="{source}"}}[{RATE}])))'
+    )
+
+
+def first_appearance(info_metric: str) -> str:
+    """Versions seen now that were not seen a minute ago: the moment a version took over.
+
+    An info metric gets a new series per version (the old one disappears), so `changes()` of
+    one series never sees a switch; comparing the version sets does.
+    """
+    return f"count by (version) ({info_metric}) unless count by (version) ({info_metric} offset 1m)"
+
+
+ANNOTATIONS = (
+    ("Model version", "purple", "shinsa_model_info", "model"),
+    ("Policy version", "orange", "shinsa_policy_info", "policy"),
+)
+
+
+def version_annotation(name: str, colour: str, metric: str) -> Any:
+    return (
+        dashboard.AnnotationQuery()
+        .name(name)
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color(colour)
+        .expr(first_appearance(metric))
+    )
+
+
+def finish(built: dict[str, Any]) -> dict[str, Any]:
+    """What the SDK leaves out: unique panel ids (Grafana's links and "view panel" need them)
+    and how Prometheus annotations are titled and stepped."""
+    for number_, panel in enumerate(built["panels"], 1):
+        panel["id"] = number_
+    for annotation, (_, _, _, what) in zip(built["annotations"]["list"], ANNOTATIONS, strict=True):
+        annotation.update(
+            {"step": "1m", "titleFormat": f"{what} {{{{version}}}}", "tagKeys": "version"}
+        )
+    return built
+
+
+def new_dashboard(title: str, uid: str, description: str) -> Any:
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["shinsa"])
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("browser")
+        .readonly()
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+    )
+    for name, colour, metric, _ in ANNOTATIONS:
+        board = board.annotation(version_annotation(name, colour, metric))
+    return board
+
+
+# ---------------------------------------------------------------- Business KPIs
+
+
+def business() -> Any:
+    board = new_dashboard(
+        "Shinsa — Business KPIs",
+        "shinsa-business",
+        "Orders, money and decisions as they happen; what became of them later.",
+    )
+    board = board.with_row(dashboard.Row("Right now"))
+    for panel in (
+        number(
+            "Orders per minute",
+            "Orders screened per minute across all workers. Every order gets exactly one "
+            "decision, so this is the order flow itself.",
+            "short",
+            f"60 * sum(rate(shinsa_decisions_total[{RATE}]))",
+        ),
+        number(
+            "GMV per minute",
+            "Yen value of the orders screened per minute, whatever the decision "
+            "(gross merchandise value).",
+            "currencyJPY",
+            f"60 * sum(rate(shinsa_decided_amount_yen_total[{RATE}]))",
+        ),
+        number(
+            "Approved",
+            "Share of orders approved automatically. Usually above 90 %; a sudden drop means "
+            "good customers are refused or a fraud wave is being stopped (see the reasons).",
+            "percentunit",
+            share("APPROVE"),
+            thresholds=steps((None, "red"), (0.8, "yellow"), (0.9, "green")),
+            decimals=1,
+        ),
+        number(
+            "Sent to review",
+            "Share of orders held for a person to look at. Reviews cost staff time and delay "
+            "the buyer.",
+            "percentunit",
+            share("REVIEW"),
+            thresholds=steps((None, "green"), (0.05, "yellow"), (0.15, "red")),
+            decimals=1,
+        ),
+        number(
+            "Declined",
+            "Share of orders refused. Each one is a sale lost unless it was fraud.",
+            "percentunit",
+            share("DECLINE"),
+            thresholds=steps((None, "green"), (0.03, "yellow"), (0.1, "red")),
+            decimals=1,
+        ),
+        number(
+            "Orders in the period",
+            "Orders screened in the time range selected at the top right.",
+            "short",
+            f"sum(increase(shinsa_decisions_total[{RANGE}]))",
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Decisions over time"))
+    for panel in (
+        colour_by_decision(
+            graph(
+                "Orders per minute by decision",
+                "Orders per minute, stacked: approved (green), sent to review (yellow), "
+                "declined (red).",
+                "short",
+                [
+                    (
+                        f"60 * sum by (decision) (rate(shinsa_decisions_total[{RATE}]))",
+                        "{{decision}}",
+                    )
+                ],
+                stacked=True,
+                axis="orders / min",
+            )
+        ),
+        colour_by_decision(
+            graph(
+                "GMV per minute by decision",
+                "Yen per minute of approved, reviewed and declined orders. Declined GMV is "
+                "revenue the merchants do not get, unless it was fraud.",
+                "currencyJPY",
+                [
+                    (
+                        f"60 * sum by (decision) (rate(shinsa_decided_amount_yen_total[{RATE}]))",
+                        "{{decision}}",
+                    )
+                ],
+                stacked=True,
+            )
+        ),
+        colour_by_decision(
+            graph(
+                "Decision mix",
+                "Share of each decision over time (adds up to 100 %). Compare with the model "
+                "and policy version markers: a change of version should not move this much.",
+                "percentunit",
+                [
+                    (
+                        f"sum by (decision) (rate(shinsa_decisions_total[{RATE}])) / ignoring "
+                        f"(decision) group_left () (sum(rate(shinsa_decisions_total[{RATE}])) > 0)",
+                        "{{decision}}",
+                    )
+                ],
+                span=24,
+                stacked=True,
+                max_value=1,
+            )
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("By merchant category"))
+    for panel in (
+        graph(
+            "Orders per minute by merchant category",
+            "Where the orders come from. A category that suddenly grows is a campaign or an "
+            "attack; check its approval rate next to it.",
+            "short",
+            [
+                (
+                    f"60 * sum by (merchant_category) (rate(shinsa_decisions_total[{RATE}]))",
+                    "{{merchant_category}}",
+                )
+            ],
+            stacked=True,
+            axis="orders / min",
+        ),
+        bars(
+            "Approval rate by merchant category",
+            "Share of each category's orders approved in the selected period. Resellable goods "
+            "(electronics, digital goods, tickets) are attacked most and are approved less.",
+            "percentunit",
+            f'(sum by (merchant_category) (increase(shinsa_decisions_total{{decision="APPROVE"}}'
+            f"[{RANGE}])) or sum by (merchant_category) (increase(shinsa_decisions_total"
+            f"[{RANGE}])) * 0) / (sum by (merchant_category) "
+            f"(increase(shinsa_decisions_total[{RANGE}])) > 0)",
+            "{{merchant_category}}",
+            max_value=1,
+            thresholds=steps((None, "red"), (0.8, "yellow"), (0.9, "green")),
+        ),
+        bars(
+            "GMV by merchant category",
+            "Yen value of each category's orders in the selected period, all decisions.",
+            "currencyJPY",
+            f"sum by (merchant_category) (increase(shinsa_decided_amount_yen_total[{RANGE}]))",
+            "{{merchant_category}}",
+        ),
+        graph(
+            "GMV per minute by merchant category",
+            "Yen per minute by category, all decisions, stacked.",
+            "currencyJPY",
+            [
+                (
+                    f"60 * sum by (merchant_category) "
+                    f"(rate(shinsa_decided_amount_yen_total[{RATE}]))",
+                    "{{merchant_category}}",
+                )
+            ],
+            stacked=True,
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("What became of the orders; who ordered"))
+    for panel in (
+        graph(
+            "Outcomes per hour by kind",
+            "Outcomes reported by collections, card issuers, reviewers and merchants, days "
+            "or weeks after the order: paid and confirmed legitimate are good; unpaid, "
+            "chargebacks and confirmed fraud are losses. They are what the model learns from.",
+            "short",
+            [(f"3600 * sum by (kind) (rate(shinsa_outcomes_total[{RATE}]))", "{{kind}}")],
+            span=8,
+            stacked=True,
+            axis="outcomes / h",
+        ),
+        number(
+            "Losses among outcomes",
+            "Share of the outcomes reported in the selected period that are losses: unpaid, "
+            "chargeback or confirmed fraud.",
+            "percentunit",
+            '(sum(increase(shinsa_outcomes_total{kind=~"UNPAID|CHARGEBACK|FRAUD_CONFIRMED"}'
+            f"[{RANGE}])) or vector(0)) / (sum(increase(shinsa_outcomes_total[{RANGE}])) > 0)",
+            thresholds=steps((None, "green"), (0.02, "yellow"), (0.05, "red")),
+            decimals=1,
+            height=8,
+        ),
+        graph(
+            "New people and merges per minute",
+            "Identity resolution (名寄せ): buyers seen for the first time, and identities found "
+            "to be one person written differently (merged). A jump in merges can mean one "
+            "person ordering under many spellings.",
+            "short",
+            [
+                (f"60 * sum(rate(shinsa_identities_created_total[{RATE}]))", "new people"),
+                (f"60 * sum(rate(shinsa_identity_merges_total[{RATE}]))", "merged identities"),
+            ],
+            span=12,
+            axis="per min",
+        ),
+    ):
+        board = board.with_panel(panel)
+    return board
+
+
+# ---------------------------------------------------------------- Pipeline health
+
+
+def pipeline() -> Any:
+    board = new_dashboard(
+        "Shinsa — Pipeline health",
+        "shinsa-pipeline",
+        "Is every order screened, quickly, with nothing lost? For whoever is on call.",
+    )
+    board = board.with_row(dashboard.Row("Right now"))
+    for panel in (
+        number(
+            "Workers up",
+            "Workers Prometheus can reach. Below the number you run: see the ShinsaWorkerDown "
+            "alert's runbook.",
+            "none",
+            'sum(up{job="shinsa-worker"})',
+            thresholds=steps((None, "red"), (1, "green")),
+        ),
+        number(
+            "Consumer lag",
+            "Messages waiting to be screened, all topics. Near 0 when the workers keep up.",
+            "short",
+            "sum(shinsa_consumer_lag_messages)",
+            thresholds=steps((None, "green"), (1000, "yellow"), (10000, "red")),
+        ),
+        number(
+            "p99 latency from ingest",
+            "99 % of orders are decided within this time of reaching Kafka. Target: 1 s.",
+            "s",
+            latency(0.99, "ingest"),
+            thresholds=steps((None, "green"), (0.5, "yellow"), (1, "red")),
+        ),
+        number(
+            "Dead-letter share",
+            "Share of input events rejected as invalid (they go to the dead-letter topic with "
+            "the reason; nothing is dropped).",
+            "percentunit",
+            f"(sum(rate(shinsa_dlq_total[{RATE}])) or vector(0)) "
+            f"/ (sum(rate(shinsa_events_in_total[{RATE}])) > 0)",
+            thresholds=steps((None, "green"), (0.005, "yellow"), (0.02, "red")),
+            decimals=2,
+        ),
+        number(
+            "Merchants known",
+            "Merchants in the workers' merchant table (the fewest any worker has). 0 means "
+            "every order is reviewed as MERCHANT_UNKNOWN.",
+            "short",
+            "min(shinsa_merchants_known)",
+            thresholds=steps((None, "red"), (1, "green")),
+        ),
+        number(
+            "Send retries in the period",
+            "Results Kafka refused at first and that were sent again. Anything above 0 means "
+            "the broker had trouble; nothing was lost.",
+            "short",
+            f"sum(increase(shinsa_send_retries_total[{RANGE}])) or vector(0)",
+            thresholds=steps((None, "green"), (1, "yellow")),
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Flow"))
+    for panel in (
+        graph(
+            "Events in per topic",
+            "Events read per second from each input topic, valid or not.",
+            "short",
+            [(f"sum by (topic) (rate(shinsa_events_in_total[{RATE}]))", "{{topic}}")],
+            span=8,
+            axis="events / s",
+        ),
+        graph(
+            "Events out per topic",
+            "Events written per second and acknowledged by Kafka: decisions, dead letters and "
+            "the internal identified-orders hop. Decisions out should follow orders in.",
+            "short",
+            [(f"sum by (topic) (rate(shinsa_events_out_total[{RATE}]))", "{{topic}}")],
+            span=8,
+            axis="events / s",
+        ),
+        graph(
+            "Dead letters per minute by reason",
+            "Rejected events by source topic and reason. `shinsa dlq` lists them with their "
+            "offsets; processing_error is a bug in Shinsa.",
+            "short",
+            [
+                (
+                    f"60 * sum by (topic, reason) (rate(shinsa_dlq_total[{RATE}]))",
+                    "{{topic}}: {{reason}}",
+                )
+            ],
+            span=8,
+            axis="per min",
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Latency and backlog"))
+    for panel in (
+        graph(
+            "Decision latency",
+            "Time from the order to its decision: from the order's own time (event, includes "
+            "the producer's delays) and from its arrival in Kafka (ingest, Shinsa's part). "
+            "p50: half of the orders are faster; p99: all but 1 in 100.",
+            "s",
+            [
+                (latency(0.5, "ingest"), "p50 from ingest"),
+                (latency(0.99, "ingest"), "p99 from ingest"),
+                (latency(0.5, "event"), "p50 from event time"),
+                (latency(0.99, "event"), "p99 from event time"),
+            ],
+        ),
+        graph(
+            "Consumer lag per topic and partition",
+            "Messages not yet screened, per partition. One partition growing alone: a hot key "
+            "or a stuck worker. All growing: more traffic than the workers can take.",
+            "short",
+            [
+                (
+                    "sum by (topic, partition) (shinsa_consumer_lag_messages)",
+                    "{{topic}} / {{partition}}",
+                )
+            ],
+            axis="messages",
+        ),
+        graph(
+            "Workers",
+            "Workers Prometheus can reach, and workers whose agents run. They differ while a "
+            "worker starts or stops.",
+            "none",
+            [
+                ('sum(up{job="shinsa-worker"})', "answering"),
+                ("sum(shinsa_worker_up)", "agents running"),
+            ],
+        ),
+        graph(
+            "Retries per minute",
+            "Kafka sends retried, and identity batches that waited for Redis. Non-zero means a "
+            "dependency is struggling; the pipeline waits instead of losing orders.",
+            "short",
+            [
+                (f"60 * sum(rate(shinsa_send_retries_total[{RATE}])) or vector(0)", "Kafka sends"),
+                (
+                    f"60 * sum(rate(shinsa_identity_redis_retries_total[{RATE}]))",
+                    "identity batches (Redis)",
+                ),
+            ],
+            axis="per min",
+        ),
+    ):
+        board = board.with_panel(panel)
+    return board
+
+
+# ---------------------------------------------------------------- Model
+
+
+def model() -> Any:
+    board = new_dashboard(
+        "Shinsa — Model",
+        "shinsa-model",
+        "The online fraud model: how well it ranks, what it scores, what it learns from.",
+    )
+    board = board.with_row(dashboard.Row("Right now"))
+    for panel in (
+        number(
+            "Model version",
+            "The model checkpoint the workers score with (more than one during a roll-out).",
+            "none",
+            "max by (version) (shinsa_model_info)",
+            legend="{{version}}",
+            text_mode=common.BigValueTextMode.NAME,
+        ),
+        number(
+            "Model state",
+            "Cold start: the model has not learned enough labels yet and the policy rules "
+            "decide alone. Warm: the model's score takes part in every decision.",
+            "none",
+            "min(shinsa_model_warm)",
+            mappings=text_map(**{"0": ("cold start", "orange"), "1": ("warm", "green")}),
+        ),
+        number(
+            "Labels learned",
+            "Outcomes the current model has learned from.",
+            "short",
+            "max(shinsa_model_labels_learned)",
+        ),
+        number(
+            "ROC AUC",
+            "How well the model ranks fraud above good orders, measured on each order before "
+            "its outcome was known (1 = perfect, 0.5 = coin toss).",
+            "none",
+            "max(shinsa_model_roc_auc >= 0)",
+            thresholds=steps((None, "red"), (0.75, "yellow"), (0.85, "green")),
+            decimals=3,
+        ),
+        number(
+            "Learner",
+            "Exactly one worker learns (it holds a lease in Redis); the others only score. "
+            "0 means nobody learns and the model stands still.",
+            "none",
+            "sum(shinsa_learner_active)",
+            mappings=text_map(**{"0": ("none", "red"), "1": ("active", "green")}),
+        ),
+        number(
+            "Policy version",
+            "The rule set the workers decide with.",
+            "none",
+            "max by (version) (shinsa_policy_info)",
+            legend="{{version}}",
+            text_mode=common.BigValueTextMode.NAME,
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Quality"))
+    for panel in (
+        graph(
+            "Ranking quality",
+            "Progressive ROC AUC (fraud ranked above good orders) and average precision "
+            "(how clean the top of the ranking is), each score judged before its label was "
+            "known. Falling after a version marker: roll the model back.",
+            "none",
+            [
+                ("max(shinsa_model_roc_auc >= 0)", "ROC AUC"),
+                ("max(shinsa_model_average_precision >= 0)", "average precision"),
+            ],
+            max_value=1,
+        ),
+        graph(
+            "Log loss",
+            "How far the predicted probabilities are from what happened (lower is better); "
+            "it rises when the model is confidently wrong.",
+            "none",
+            [("max(shinsa_model_log_loss >= 0)", "log loss")],
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Scores and labels"))
+    score_heatmap = (
+        heatmap.Panel()
+        .title("Score distribution")
+        .description(
+            "How many orders got each fraud score (0 = surely good, 1 = surely fraud), over "
+            "time. Most orders should sit near 0; a shift to the right means riskier traffic "
+            "or a changed model."
+        )
+        .datasource(DATASOURCE)
+        .height(8)
+        .span(12)
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit("none").axis_label("score"))
+        .color(
+            heatmap.HeatmapColorOptions()
+            .mode(HeatmapColorMode.SCHEME)
+            .scheme("Oranges")
+            .scale(HeatmapColorScale.EXPONENTIAL)
+            .exponent(0.5)
+            .steps(64)
+        )
+        .rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
+        .cell_values(heatmap.CellValues().unit("short"))
+        # heatmap format: Grafana turns Prometheus's cumulative buckets into counts per band
+        .with_target(
+            query(f"sum by (le) (increase(shinsa_model_score_bucket[{RATE}]))", "{{le}}").format(
+                PromQueryFormat.HEATMAP
+            )
+        )
+    )
+    for panel in (
+        score_heatmap,
+        graph(
+            "Labels by result per minute",
+            "What became of each outcome: learned, corrected (the label changed), duplicate, "
+            "waiting for its order's features (pending) or never matched (unmatched).",
+            "short",
+            [(f"60 * sum by (result) (rate(shinsa_labels_total[{RATE}]))", "{{result}}")],
+            stacked=True,
+            axis="per min",
+        ),
+        graph(
+            "Labels learned",
+            "Outcomes the current model has learned from, over time. Flat while outcomes "
+            "arrive: the learner is stuck (see Learner above).",
+            "short",
+            [("max(shinsa_model_labels_learned)", "labels")],
+            span=8,
+        ),
+        graph(
+            "Label delay",
+            "Time from an order to its outcome, over the last hour: how long the model waits "
+            "to learn whether it was right. Chargebacks take weeks.",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.5, sum by (le) "
+                    "(rate(shinsa_label_delay_seconds_bucket[1h])))",
+                    "p50",
+                ),
+                (
+                    "histogram_quantile(0.9, sum by (le) "
+                    "(rate(shinsa_label_delay_seconds_bucket[1h])))",
+                    "p90",
+                ),
+            ],
+            span=8,
+        ),
+        graph(
+            "Model load failures",
+            "Checkpoints a worker refused (bad signature, unreadable) in each interval; that "
+            "worker keeps scoring with its previous model. Should stay at 0.",
+            "short",
+            [(f"sum(increase(shinsa_model_load_failures_total[{RATE}]))", "refused")],
+            span=8,
+        ),
+    ):
+        board = board.with_panel(panel)
+    return board
+
+
+# ---------------------------------------------------------------- output
+
+DASHBOARDS: dict[str, Callable[[], Any]] = {
+    "business-kpis.json": business,
+    "pipeline-health.json": pipeline,
+    "model.json": model,
+}
+
+
+def render() -> dict[str, str]:
+    """File name → the dashboard's JSON text, deterministic (sorted keys)."""
+    out = {}
+    for name, make in DASHBOARDS.items():
+        built = json.loads(json.dumps(make().build(), cls=JSONEncoder))
+        out[name] = json.dumps(finish(built), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return out
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for name, text in render().items():
+        path = OUT / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text("utf-8") != text:
+                stale.append(name)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+        print(f"wrote {path}")
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run python -m monitoring.dashboards")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
