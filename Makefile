@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test unit integration lint format bench stack-up stack-down clean
+.PHONY: setup system-deps demo test unit integration lint format bench stack-up stack-down clean \
+	monitoring
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -13,12 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## Debian packages the local stack needs (Java and Maven for Kafka, Redis); installs as root.
+## Debian packages the local stack needs (Java and Maven for Kafka, Redis; Prometheus and
+## Alertmanager with promtool/amtool for monitoring and its tests); installs as root. Debian's
+## packages may start their own services (ports 9090/9093): the tests use free ports regardless.
 system-deps:
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "please install:$$missing (sudo apt-get install -y$$missing)"; exit 1; fi; \
@@ -57,6 +62,13 @@ bench: setup
 	$(BIN)/python -m tests.bench.bench_pipeline
 	$(BIN)/python -m tests.bench.bench_identity
 	$(BIN)/python -m tests.bench.eval_identity
+
+## Regenerate the Grafana dashboards from monitoring/dashboards.py and check the Prometheus
+## configuration and rules (what tests/unit/test_monitoring_config.py checks too).
+monitoring: setup
+	$(BIN)/python -m monitoring.dashboards
+	promtool check config monitoring/prometheus/prometheus.yml
+	promtool check rules monitoring/prometheus/rules/*.yml
 
 stack-up: setup
 	$(BIN)/shinsa stack up

@@ -678,7 +678,8 @@ def model() -> Any:
         ),
         number(
             "Labels learned",
-            "Outcomes the current model has learned from.",
+            "Outcomes the model in use has learned from; it takes part in decisions once "
+            "it has learned SHINSA_MODEL_MIN_LABELS of them.",
             "short",
             "max(shinsa_model_labels_learned)",
         ),
@@ -701,7 +702,8 @@ def model() -> Any:
         ),
         number(
             "Policy version",
-            "The rule set the workers decide with.",
+            "The rule set the workers decide with (a hash of the rules: it changes with "
+            "every edit of the policy).",
             "none",
             "max by (version) (shinsa_policy_info)",
             legend="{{version}}",

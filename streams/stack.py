@@ -519,9 +519,20 @@ def start_service(name: str, cmd: list[str], home: Path, port: int, timeout: flo
     wait_until(answering, timeout, name)
 
 
+def warn_if_foreign(name: str, home: Path, port: int, say: Callable[[str], None]) -> None:
+    """Say so when the port is held by a process shinsa did not start (a system service)."""
+    if read_pid(home / f"{name}.pid") is None:
+        say(
+            f"something shinsa did not start answers on 127.0.0.1:{port} (Debian's {name} "
+            f"service?); it does not use Shinsa's configuration: set "
+            f"SHINSA_{name.upper()}_PORT to a free port"
+        )
+
+
 def prometheus_up(settings: Settings, say: Callable[[str], None] = print) -> bool:
     """Start Prometheus unless something answers on its port; True if this call started it."""
     if port_open("127.0.0.1", settings.prometheus_port):
+        warn_if_foreign("prometheus", prometheus_dir(settings), settings.prometheus_port, say)
         return False
     binary = ensure_installed("prometheus", "prometheus", say)
     config = render_monitoring(settings)[0]
@@ -541,6 +552,7 @@ def alertmanager_up(settings: Settings, say: Callable[[str], None] = print) -> b
         )
         return False
     if port_open("127.0.0.1", settings.alertmanager_port):
+        warn_if_foreign("alertmanager", alertmanager_dir(settings), settings.alertmanager_port, say)
         return False
     binary = ensure_installed("prometheus-alertmanager", "prometheus-alertmanager", say)
     config = render_monitoring(settings)[1]

@@ -1,0 +1,242 @@
+"""The metrics catalogue: bounded labels only, no PII, every metric documented in the README.
+
+Every module of streams/ and agents/ is imported, so a metric declared anywhere (not only in
+streams/metrics.py) is checked. Also the pure parts that read or feed the catalogue: consumer
+lag per partition, logical topic names, histogram quantiles of `shinsa kpi`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+import re
+from pathlib import Path
+
+import pytest
+from faust.types import TP
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from prometheus_client.metrics import MetricWrapperBase
+
+import agents
+import streams
+from streams.settings import TOPIC_NAMES
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# Label names whose values come from fixed, small sets (enums, topic names, partitions).
+ALLOWED_LABELS = frozenset(
+    {
+        "topic",
+        "partition",
+        "reason",
+        "decision",
+        "merchant_category",
+        "source",
+        "kind",
+        "result",
+        "version",
+    }
+)
+# Names that would carry personal data or unbounded identifiers.
+FORBIDDEN_LABELS = frozenset(
+    {
+        "order_id",
+        "buyer",
+        "name",
+        "name_kana",
+        "phone",
+        "email",
+        "address",
+        "postal_code",
+        "birth_date",
+        "identity",
+        "identity_id",
+        "merchant_id",
+        "merchant",
+        "account_id",
+        "payment_id",
+        "login_id",
+        "device",
+        "device_id",
+        "ip",
+        "card",
+        "user",
+        "customer",
+    }
+)
+
+
+def all_modules() -> list[str]:
+    return [
+        f"{pkg.__name__}.{m.name}"
+        for pkg in (streams, agents)
+        for m in pkgutil.iter_modules(pkg.__path__)
+    ]
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Exposed name → (type, label names) of every registered shinsa_* metric."""
+    for module in all_modules():
+        importlib.import_module(module)
+    found = {}
+    for collector in list(REGISTRY._collector_to_names):  # no public way to list labelnames
+        if isinstance(collector, MetricWrapperBase) and collector._name.startswith("shinsa_"):
+            suffix = "_total" if collector._type == "counter" else ""
+            found[collector._name + suffix] = (collector._type, tuple(collector._labelnames))
+    return found
+
+
+def readme_metrics() -> dict[str, str]:
+    """Metric name → its row in the README's metrics table."""
+    section = README.read_text("utf-8").split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\| `(shinsa_[a-z_]+)` \|", line)
+        if match:
+            rows[match.group(1)] = line
+    return rows
+
+
+def test_the_catalogue_is_found(catalogue):
+    # guards the test itself: a registry walk that finds nothing would pass everything below
+    assert {
+        "shinsa_decisions_total",
+        "shinsa_consumer_lag_messages",
+        "shinsa_events_out_total",
+    } <= set(catalogue)
+    assert len(catalogue) >= 20
+
+
+def test_the_allow_list_has_no_personal_or_id_label():
+    assert not ALLOWED_LABELS & FORBIDDEN_LABELS
+    assert not [label for label in ALLOWED_LABELS if label == "id" or label.endswith("_id")]
+
+
+def test_every_label_is_bounded_and_none_is_personal(catalogue):
+    unbounded = {
+        name: labels for name, (_, labels) in catalogue.items() if not set(labels) <= ALLOWED_LABELS
+    }
+    personal = {
+        name: labels
+        for name, (_, labels) in catalogue.items()
+        if set(labels) & FORBIDDEN_LABELS or any(lb.endswith("_id") for lb in labels)
+    }
+    assert unbounded == {}, f"labels outside the allow-list: {unbounded}"
+    assert personal == {}, f"personal or id labels: {personal}"
+
+
+def test_every_metric_is_documented_with_its_labels(catalogue):
+    rows = readme_metrics()
+    undocumented = sorted(set(catalogue) - set(rows))
+    assert undocumented == [], f"add these to README's metrics table: {undocumented}"
+    missing_labels = {
+        name: [lb for lb in labels if f"`{lb}`" not in rows[name]]
+        for name, (_, labels) in catalogue.items()
+    }
+    assert {k: v for k, v in missing_labels.items() if v} == {}
+
+
+def test_the_readme_documents_no_metric_that_does_not_exist(catalogue):
+    assert sorted(set(readme_metrics()) - set(catalogue)) == []
+
+
+# ---------------------------------------------------------------- logical topics
+
+
+@given(st.sampled_from(TOPIC_NAMES), st.from_regex(r"[a-z0-9-]{0,12}\.", fullmatch=True))
+def test_a_prefixed_topic_maps_to_its_logical_name(name, prefix):
+    from streams.metrics import logical_topic
+
+    assert logical_topic(prefix + name) == name
+
+
+def test_faust_internal_topics_are_not_pipeline_topics():
+    from streams.metrics import logical_topic
+
+    assert logical_topic("shinsa-__assignor-__leader") is None
+
+
+# ---------------------------------------------------------------- consumer lag
+
+
+def tp(topic: str, partition: int) -> TP:
+    return TP(topic, partition)
+
+
+def test_lag_is_end_minus_committed_and_the_log_start_while_nothing_is_committed():
+    from agents.lag import partition_lags
+
+    orders0, orders1, leader = tp("p.orders", 0), tp("p.orders", 1), tp("x-__assignor-__leader", 0)
+    hop = tp("p.identified-orders", 3)
+    ends = {orders0: 120, orders1: 50, hop: 7, leader: 3}
+    committed = {orders0: 100, orders1: None, hop: 9, leader: 1}
+    starts = {orders1: 20}
+    lags = partition_lags([orders0, orders1, hop, leader], ends, committed, starts)
+    assert lags == {("orders", "0"): 20, ("orders", "1"): 30, ("identified-orders", "3"): 0}
+
+
+def test_partitions_taken_away_stop_being_reported():
+    from agents.lag import publish
+    from streams.metrics import CONSUMER_LAG
+
+    before = publish({("payments", "0"): 5, ("payments", "1"): 6}, set())
+    after = publish({("payments", "1"): 2}, before)
+    assert after == {("payments", "1")}
+    series = {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for metric in CONSUMER_LAG.collect()
+        for s in metric.samples
+        if s.labels["topic"] == "payments"
+    }
+    assert series == {("payments", "1"): 2}
+
+
+# ---------------------------------------------------------------- `shinsa kpi`
+
+
+def test_histogram_quantile_interpolates_like_prometheus():
+    from streams.kpi import histogram_quantile
+
+    buckets = [(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (math.inf, 100.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.7, buckets) == pytest.approx(0.1 + 0.4 * 20 / 40)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.5 + 0.5 * 9 / 10)
+    assert math.isnan(histogram_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]))
+    assert histogram_quantile(0.99, [(0.1, 1.0), (math.inf, 10.0)]) == 0.1  # in +Inf
+
+
+def test_a_worker_page_becomes_kpis_without_personal_data():
+    from streams.kpi import from_worker, table
+
+    text = "\n".join(
+        [
+            "# TYPE shinsa_decisions_total counter",
+            'shinsa_decisions_total{decision="APPROVE",merchant_category="FOOD"} 90',
+            'shinsa_decisions_total{decision="DECLINE",merchant_category="FOOD"} 10',
+            "# TYPE shinsa_decided_amount_yen_total counter",
+            'shinsa_decided_amount_yen_total{decision="APPROVE",merchant_category="FOOD"} 9000',
+            "# TYPE shinsa_decision_latency_seconds histogram",
+            'shinsa_decision_latency_seconds_bucket{source="ingest",le="0.1"} 100',
+            'shinsa_decision_latency_seconds_bucket{source="ingest",le="+Inf"} 100',
+            'shinsa_decision_latency_seconds_count{source="ingest"} 100',
+            'shinsa_decision_latency_seconds_sum{source="ingest"} 3',
+            "",
+        ]
+    )
+    snap = from_worker(text, "http://w/metrics")
+    assert snap.decisions == {"APPROVE": 90, "DECLINE": 10}
+    assert snap.amount == {"APPROVE": 9000}
+    assert snap.latency["ingest"][0] == pytest.approx(0.05)
+    assert table(snap).row_count > 5
+
+
+def test_a_page_without_shinsa_metrics_is_a_clear_error():
+    from streams.errors import UserError
+    from streams.kpi import from_worker
+
+    with pytest.raises(UserError, match="no shinsa_"):
+        from_worker("# TYPE up gauge\nup 1\n", "http://elsewhere/metrics")
