@@ -15,9 +15,24 @@ per-merchant policies build on; the rules:
 | IDENTITY_MANY_CONTACTS      | the identity used ≥ 3 phones, emails or addresses | 0.60 |
 | FIRST_ORDER_SHIPS_ELSEWHERE | first order, to another name in another prefecture | 0.55 |
 | MERCHANT_UNKNOWN            | no attributes for the merchant                  | 0.50  |
+| BLOCK_LISTED_HARD           | a block-list entry with overridable: false matches | 1.00 |
+| METHOD_NOT_ALLOWED          | payment method not in allowed_methods           | 1.00  |
+| BLOCK_LISTED                | an overridable block-list entry matches         | 1.00  |
+| IDENTITY_HELD_UNPAID        | the identity has an unpaid (overdue) order      | 0.95  |
+| EXPOSURE_OVER_LIMIT         | DEFERRED and outstanding + amount > exposure_limit | 0.95 |
+| VELOCITY_OVER_CAP           | earlier orders (or yen) in a window > a velocity cap | 0.60 |
+| NEW_IDENTITY_OVER_LIMIT     | a new identity's first order > new_identity_max_amount | 0.60 |
 | (floor)                     | always: 0.4 × amount / review_amount, ≤ 0.4     |       |
 
-Thresholds: score ≥ 0.9 declines, score ≥ 0.5 reviews, otherwise approve.
+Thresholds: score ≥ 0.9 declines, score ≥ 0.5 reviews, otherwise approve. Limits left unset
+in the policy (velocity caps, new-identity limit) do not fire; exposure_limit is 100,000 yen.
+
+Precedence when they disagree (agents/reasons.py documents every code):
+1. BLOCK_LISTED_HARD (a block entry with `overridable: false`) and MERCHANT_SUSPENDED score
+   1.0 and decline; nothing overrides them, not even the allow list.
+2. ALLOW_LISTED approves, overriding everything below (the trace keeps what it overrode).
+3. Everything else scores: overridable blocks, limits and rules by the table, the model by
+   its probability; the highest score decides against the thresholds.
 
 With the online model (agents/model.py) warm — it has learned `SHINSA_MODEL_MIN_LABELS`
 labels, `SHINSA_MODEL_MIN_POSITIVES` of them frauds — the order's score is the higher of the
@@ -32,6 +47,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
@@ -55,6 +72,10 @@ class Policy:
         default_factory=lambda: {"HIGH_RISK": 20_000, "SMALL": 50_000}
     )
     identity_contacts_review: int = 3
+    allowed_methods: tuple[str, ...] | None = None  # None: every method
+    velocity_caps: dict[str, int] = field(default_factory=dict)  # e.g. {"count_1h": 5}
+    new_identity_max_amount: int | None = None
+    exposure_limit: int | None = 100_000
 
     @cached_property  # the hash costs ~15 µs: once per policy, not once per order
     def version(self) -> str:
@@ -68,6 +89,7 @@ class Verdict:
     decision: str
     score: float
     reasons: tuple[str, ...]
+    fired: tuple[str, ...] = ()  # every rule that fired, those overridden included (the trace)
 
 
 RULE_SCORES = {
@@ -79,6 +101,13 @@ RULE_SCORES = {
     reasons.IDENTITY_MANY_CONTACTS: 0.6,
     reasons.FIRST_ORDER_SHIPS_ELSEWHERE: 0.55,
     reasons.MERCHANT_UNKNOWN: 0.5,
+    reasons.BLOCK_LISTED_HARD: 1.0,
+    reasons.METHOD_NOT_ALLOWED: 1.0,
+    reasons.BLOCK_LISTED: 1.0,
+    reasons.IDENTITY_HELD_UNPAID: 0.95,
+    reasons.EXPOSURE_OVER_LIMIT: 0.95,
+    reasons.VELOCITY_OVER_CAP: 0.6,
+    reasons.NEW_IDENTITY_OVER_LIMIT: 0.6,
 }
 
 
@@ -96,10 +125,75 @@ class ModelOpinion:
     contributions: tuple[str, ...] = ()  # features that raised the score most, strongest first
 
 
-def fired_rules(enriched: EnrichedOrder, policy: Policy) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class ListHits:
+    """Kinds (phone, email, device, identity) of the list entries an order matched."""
+
+    hard_blocks: tuple[str, ...] = ()  # block entries with overridable: false
+    allows: tuple[str, ...] = ()
+    blocks: tuple[str, ...] = ()  # overridable block entries
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """Per-identity state the policy's limits look at (from agents/screen.py's tables)."""
+
+    velocity: Mapping[str, float] = field(default_factory=dict)  # agents/features.py velocity
+    outstanding: int = 0  # deferred balance (yen) of the identity before this order
+    held: bool = False  # the identity has an unpaid (overdue) order
+    lists: ListHits = ListHits()
+
+
+NO_SIGNALS = Signals()
+
+
+def velocity_over_cap(velocity: Mapping[str, float], caps: Mapping[str, int]) -> bool:
+    for cap, limit in caps.items():
+        kind, window = cap.split("_", 1)
+        value = velocity.get(f"velocity_{kind}_{window}", 0.0)
+        if kind == "amount":
+            value = math.expm1(value)  # features keep log(1 + yen)
+        if value > limit + 1e-6:
+            return True
+    return False
+
+
+def limit_rules(enriched: EnrichedOrder, policy: Policy, signals: Signals) -> list[str]:
+    """Codes of the policy's limits and lists (beyond the amount and tier rules)."""
+    order = enriched.order
+    fired = []
+    if policy.allowed_methods is not None and order.payment_method not in policy.allowed_methods:
+        fired.append(reasons.METHOD_NOT_ALLOWED)
+    if signals.lists.hard_blocks:
+        fired.append(reasons.BLOCK_LISTED_HARD)
+    if signals.lists.blocks:
+        fired.append(reasons.BLOCK_LISTED)
+    if signals.held:
+        fired.append(reasons.IDENTITY_HELD_UNPAID)
+    if (
+        policy.exposure_limit is not None
+        and order.payment_method == "DEFERRED"
+        and signals.outstanding + order.amount > policy.exposure_limit
+    ):
+        fired.append(reasons.EXPOSURE_OVER_LIMIT)
+    if policy.velocity_caps and velocity_over_cap(signals.velocity, policy.velocity_caps):
+        fired.append(reasons.VELOCITY_OVER_CAP)
+    if (
+        policy.new_identity_max_amount is not None
+        and enriched.identity.get("orders", 1) <= 1
+        and order.amount > policy.new_identity_max_amount
+    ):
+        fired.append(reasons.NEW_IDENTITY_OVER_LIMIT)
+    return fired
+
+
+def fired_rules(
+    enriched: EnrichedOrder, policy: Policy, signals: Signals = NO_SIGNALS
+) -> list[str]:
     """Codes of the policy rules that fire for this order (enrichment reasons included)."""
     order, merchant = enriched.order, enriched.merchant
     fired = list(enriched.reasons)
+    fired += limit_rules(enriched, policy, signals)
     if merchant is not None and merchant.status == "SUSPENDED":
         fired.append(reasons.MERCHANT_SUSPENDED)
     if order.amount > policy.decline_amount:
@@ -130,9 +224,15 @@ def rule_score(amount: int, fired: list[str], policy: Policy) -> float:
 
 
 def decide_order(
-    enriched: EnrichedOrder, policy: Policy, model: ModelOpinion | None = None
+    enriched: EnrichedOrder,
+    policy: Policy,
+    model: ModelOpinion | None = None,
+    signals: Signals = NO_SIGNALS,
 ) -> Verdict:
-    fired = fired_rules(enriched, policy)
+    fired = fired_rules(enriched, policy, signals)
+    unstoppable = reasons.BLOCK_LISTED_HARD in fired or reasons.MERCHANT_SUSPENDED in fired
+    if signals.lists.allows and not unstoppable:  # precedence 2 (1 scores 1.0 below)
+        return Verdict(APPROVE, 0.0, (reasons.ALLOW_LISTED,), tuple(fired))
     if model is not None and model.warm:
         fired = [code for code in fired if code not in HEURISTICS]
         limits = max((RULE_SCORES.get(code, 0.0) for code in fired), default=0.0)
@@ -145,7 +245,7 @@ def decide_order(
         score = rule_score(enriched.order.amount, fired, policy)
         ordered = sorted(fired, key=lambda code: -RULE_SCORES.get(code, 0.0))
         tail = reasons.SCORE_RULES_ONLY if model is None else reasons.MODEL_COLD_START
-    return Verdict(decision_for(score, policy), round(score, 4), (*ordered, tail))
+    return Verdict(decision_for(score, policy), round(score, 4), (*ordered, tail), tuple(fired))
 
 
 def decision_for(score: float, policy: Policy) -> str:

@@ -133,8 +133,38 @@ class Decision:
     merchant_category: str | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class ShadowDecision:
+    policy_version: str
+    decision: str
+    score: float
+    reasons: list[str]
+
+
+@dataclass(slots=True, frozen=True)
+class DecisionTrace:
+    order_id: str
+    decided_at: datetime
+    decision: str
+    score: float
+    reasons: list[str]
+    policy_version: str
+    merchant_override: bool
+    thresholds: dict[str, float]
+    inputs: dict[str, float]
+    fired: list[str]
+    list_hits: dict[str, list[str]]
+    model_version: str
+    model_warm: bool
+    model_score: float
+    contributions: dict[str, float]
+    features: dict[str, float]
+    allowed_methods: list[str] | None = None
+    shadow: ShadowDecision | None = None
+
+
 RECORD_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Order, Payment, Login, Outcome, Merchant, Decision)
+    cls.__name__: cls for cls in (Order, Payment, Login, Outcome, Merchant, Decision, DecisionTrace)
 }
 
 

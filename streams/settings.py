@@ -23,8 +23,10 @@ TOPIC_NAMES = (
     "merchants",
     "policies",
     "decisions",
+    "traces",  # decision traces for audit (`shinsa explain`), keyed by order id
     "dlq",
     "models",
+    "account-events",  # internal: repayments and outcomes re-keyed by identity (exposure)
 )
 COMPACTED_TOPICS = frozenset({"merchants", "policies", "models"})
 MODEL_MESSAGE_BYTES = 8 * 1024 * 1024  # largest model checkpoint (models topic, producer)

@@ -27,6 +27,8 @@ logins_topic = _topic("logins")
 outcomes_topic = _topic("outcomes")
 merchants_topic = _topic("merchants", compacted=True)  # read whole by every worker
 policies_topic = _topic("policies", compacted=True)
+# Internal hop: repayments and outcomes keyed by the identity they settle (agents/exposure.py).
+account_events_topic = _topic("account-events")
 # One channel over the event topics that are validated and counted (agents/ingest.py).
 checked_events_topic = app.topic(
     *(t.get_topic_name() for t in (payments_topic, logins_topic, outcomes_topic, merchants_topic)),
@@ -35,5 +37,6 @@ checked_events_topic = app.topic(
 )
 # Outputs, to consumers.
 decisions_topic = _topic("decisions")  # key: order_id
+traces_topic = _topic("traces")  # key: order_id; why each decision was made (no PII)
 dlq_topic = _topic("dlq")  # original bytes; reason and source in headers
 models_topic = _topic("models", compacted=True)

@@ -457,10 +457,12 @@ def screen_cost(
     from agents.attributes import order_attributes
     from agents.decide import Policy
     from agents.enrich import enrich_order
+    from agents.exposure import empty_account
     from agents.features import order_features
     from agents.identity import person_keys
     from agents.merchants import apply_merchant
     from agents.model import ModelState
+    from agents.policy import DEFAULT_POLICY_SET
     from agents.screen import record_decision_metrics, screen_order
     from agents.validate import check_order, decode_event
 
@@ -509,10 +511,12 @@ def screen_cost(
                 ingest_ms=ingest_ms,
                 now=now,
                 merchants=table,
-                policy=policy,
+                policies=DEFAULT_POLICY_SET,
                 history=[],
+                account=empty_account(),
                 model=model,
                 warm=True,
+                secret=secret,
             ).decision
             if encode:
                 registry.encode("Decision", result)

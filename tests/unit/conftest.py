@@ -71,6 +71,31 @@ VALID_JSON: dict[str, dict[str, Any]] = {
         "latency_event_ms": 42.0,
         "latency_ingest_ms": 7.5,
     },
+    "DecisionTrace": {
+        "order_id": "o-1",
+        "decided_at": 1790000000042,
+        "decision": "REVIEW",
+        "score": 0.62,
+        "reasons": ["MODEL:velocity_count_1h", "SCORE_MODEL"],
+        "policy_version": "default-0123abcd",
+        "merchant_override": False,
+        "thresholds": {"review_score": 0.5, "decline_score": 0.9},
+        "allowed_methods": None,
+        "inputs": {"amount": 4980.0, "outstanding": 0.0},
+        "fired": [],
+        "list_hits": {"hard_blocks": [], "allows": [], "blocks": []},
+        "model_version": "logreg-v3",
+        "model_warm": True,
+        "model_score": 0.62,
+        "contributions": {"velocity_count_1h": 1.3},
+        "features": {"velocity_count_1h": 4.0},
+        "shadow": {
+            "policy_version": "candidate-89abcdef",
+            "decision": "DECLINE",
+            "score": 0.62,
+            "reasons": ["SCORE_MODEL"],
+        },
+    },
 }
 
 

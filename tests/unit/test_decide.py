@@ -90,6 +90,7 @@ def test_reasons_are_ordered_strongest_first():
     v = verdict(600_000, "DEFERRED", merchant("HIGH_RISK", "SUSPENDED"))
     assert v.reasons == (
         "MERCHANT_SUSPENDED",
+        "EXPOSURE_OVER_LIMIT",  # 600,000 yen deferred is over the 100,000 yen exposure limit
         "AMOUNT_OVER_DECLINE_LIMIT",
         "DEFERRED_OVER_CAP",
         "TIER_AMOUNT_OVER_LIMIT",
@@ -155,7 +156,7 @@ def test_every_rule_is_described_in_the_reason_catalogue():
         reasons.SCORE_MODEL,
         reasons.MODEL_PREFIX,
     }
-    assert set(RULE_SCORES) | how_scored == set(reasons.DECISION_REASONS)
+    assert set(RULE_SCORES) | how_scored | {reasons.ALLOW_LISTED} == set(reasons.DECISION_REASONS)
 
 
 def opinion(score: float, warm: bool = True, top: tuple[str, ...] = ()) -> ModelOpinion:

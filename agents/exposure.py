@@ -1,0 +1,199 @@
+"""Credit exposure (支払い能力): each identity's outstanding deferred-payment balance.
+
+An identity's account lives in the `exposure` Faust table, keyed by identity like the
+identified-orders topic (changelog-backed: it survives restarts and moves with its partition):
+the approved DEFERRED orders not yet paid (order id → yen) and the orders reported unpaid.
+
+    screen_orders (screen.py) ── APPROVE, DEFERRED ──────────────────> open the order
+    payments (REPAYMENT), outcomes ──> route_settlements ──> account-events (keyed by identity)
+                                           (order → identity: its snapshot in Redis)
+    account-events ──> apply_settlements ──> exposure table
+
+Events on an order: `repaid` (a REPAYMENT payment, or a PAID outcome) closes it and lifts its
+hold; `unpaid` (an UNPAID outcome) holds the identity until that order is repaid; `written_off`
+(FRAUD_CONFIRMED or CHARGEBACK: not the buyer's debt) closes it; `approved` (a reviewer's
+LEGIT_CONFIRMED verdict on a DEFERRED order held for review) opens it. The policy's
+exposure_limit and the hold are checked when the identity's next order is decided
+(agents/decide.py). Settlements for orders never screened (or whose snapshot expired) are
+counted as `unknown_order`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from prometheus_client import Counter, Gauge
+from redis import asyncio as aioredis
+
+from agents.snapshots import SnapshotStore
+from agents.validate import Rejection, decode_event
+from streams.app import app, registry, settings
+from streams.delivery import Outgoing, send_all
+from streams.topics import account_events_topic, outcomes_topic, payments_topic
+
+log = logging.getLogger(__name__)
+
+SETTLEMENTS = Counter(
+    "shinsa_settlements_total",
+    "Repayments and outcomes applied to identities' exposure, or unknown orders.",
+    ["event", "result"],
+)
+OUTSTANDING = Gauge(
+    "shinsa_exposure_outstanding_yen",
+    "Outstanding deferred balance (yen) of the identities on this worker's partitions.",
+)
+HELD = Gauge("shinsa_identities_held", "Identities held for an unpaid order (this worker).")
+
+OUTCOME_EVENTS = {
+    "PAID": "repaid",
+    "UNPAID": "unpaid",
+    "FRAUD_CONFIRMED": "written_off",
+    "CHARGEBACK": "written_off",
+}
+
+Account = dict[str, Any]  # {"open": {order_id: yen}, "unpaid": [order_id, ...]}
+
+
+# ------------------------------------------------------------------ pure account logic
+
+
+def empty_account() -> Account:
+    return {"open": {}, "unpaid": []}
+
+
+def outstanding(account: Account) -> int:
+    return sum(account["open"].values())
+
+
+def is_held(account: Account) -> bool:
+    return bool(account["unpaid"])
+
+
+def apply_event(account: Account, event: str, order_id: str, amount: int) -> Account:
+    """The account after one event on one of its orders."""
+    open_orders = dict(account["open"])
+    unpaid = [o for o in account["unpaid"] if o != order_id]
+    if event == "approved":
+        open_orders[order_id] = amount
+    elif event == "unpaid":
+        unpaid.append(order_id)
+    elif event in ("repaid", "written_off"):
+        open_orders.pop(order_id, None)
+    else:
+        raise ValueError(f"unknown account event {event!r}")
+    return {"open": open_orders, "unpaid": unpaid}
+
+
+def settlement_of(topic: str, value: bytes | None) -> tuple[str, str] | None:
+    """(order id, event) a payment or outcome means for exposure, or None."""
+    if topic == "payments":
+        payment = decode_event(registry, "Payment", value, settings.max_event_bytes)
+        if isinstance(payment, Rejection) or payment.kind != "REPAYMENT":
+            return None
+        if payment.status != "SUCCEEDED" or not payment.order_id:
+            return None
+        return payment.order_id, "repaid"
+    outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
+    if isinstance(outcome, Rejection):
+        return None
+    if outcome.kind == "LEGIT_CONFIRMED" and outcome.source == "REVIEWER":
+        return outcome.order_id, "approved"  # applies to a DEFERRED order held for review
+    event = OUTCOME_EVENTS.get(outcome.kind)
+    return (outcome.order_id, event) if event else None
+
+
+def account_event(snapshot: dict[str, Any], order_id: str, event: str) -> dict[str, Any] | None:
+    """The account-events message for a settlement, from the order's snapshot."""
+    if event == "approved" and (snapshot.get("d") != "REVIEW" or snapshot.get("m") != "DEFERRED"):
+        return None  # only a reviewed deferred order becomes a debt on the reviewer's word
+    return {"order_id": order_id, "event": event, "amount": snapshot.get("a", 0)}
+
+
+# ------------------------------------------------------------------ the table and the agents
+
+# identity id → orjson Account
+exposure_table = app.Table(
+    "exposure",
+    default=None,
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.partitions,
+    use_partitioner=True,  # keyed like identified-orders and account-events
+)
+
+
+def account_of(key: bytes) -> Account:
+    stored = exposure_table.get(key)
+    return orjson.loads(stored) if stored else empty_account()
+
+
+def update_account(key: bytes, event: str, order_id: str, amount: int) -> None:
+    exposure_table[key] = orjson.dumps(apply_event(account_of(key), event, order_id, amount))
+
+
+settlement_sources = app.topic(
+    payments_topic.get_topic_name(),
+    outcomes_topic.get_topic_name(),
+    key_type=bytes,
+    value_type=bytes,
+)
+
+
+@app.agent(settlement_sources)
+async def route_settlements(stream: Any) -> None:
+    """payments + outcomes → the identity of each order they settle → account-events."""
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
+    target = account_events_topic.get_topic_name()
+    payments = payments_topic.get_topic_name()
+    async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
+        found = []
+        for event in events:
+            msg = event.message
+            try:
+                settlement = settlement_of(
+                    "payments" if msg.topic == payments else "outcomes", msg.value
+                )
+            except Exception:  # a bug must not lose the batch; ingest.py dead-letters bad input
+                log.exception("settlement failed: %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                continue
+            if settlement is not None:
+                found.append(settlement)
+        snapshots = await store.load([order_id for order_id, _ in found])
+        outgoing = []
+        for (order_id, kind), snapshot in zip(found, snapshots, strict=True):
+            message = account_event(snapshot, order_id, kind) if snapshot else None
+            if snapshot is None or not snapshot.get("i"):
+                SETTLEMENTS.labels(kind, "unknown_order").inc()
+            elif message is not None:
+                outgoing.append(Outgoing(target, snapshot["i"].encode(), orjson.dumps(message)))
+        await send_all(app.producer, outgoing)
+
+
+@app.agent(account_events_topic)
+async def apply_settlements(stream: Any) -> None:
+    """account-events (keyed by identity) → the identity's account in the exposure table."""
+    async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
+        for event in events:
+            msg = event.message
+            try:
+                data = orjson.loads(msg.value)
+                update_account(msg.key, data["event"], data["order_id"], int(data["amount"]))
+                SETTLEMENTS.labels(data["event"], "applied").inc()
+            except Exception:
+                where = (msg.topic, msg.partition, msg.offset)
+                log.exception("account event failed at %s[%d]@%d", *where)
+
+
+@app.timer(interval=15.0)
+async def measure_exposure() -> None:
+    """Totals over this worker's accounts (the table holds only its own partitions)."""
+    total = held = 0
+    for value in exposure_table.values():
+        account = orjson.loads(value)
+        total += outstanding(account)
+        held += is_held(account)
+    OUTSTANDING.set(total)
+    HELD.set(held)
