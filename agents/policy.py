@@ -249,7 +249,10 @@ def load_policy_yaml(text: str, source: str = "policy") -> PolicySet:
             loc = tuple(p for p in error["loc"] if p not in ("function-after",))
             field_path = ".".join(str(p) for p in loc) or "(document)"
             line = _line_of(root, loc)
-            problems.append(f"{source}:{line}: {field_path}: {error['msg']}")
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (a typo?); see the schema in agents/policy.py"
+            problems.append(f"{source}:{line}: {field_path}: {message}")
         raise PolicyError("\n".join(problems)) from None
 
 
