@@ -233,9 +233,15 @@ def share(part: float, whole: float) -> str:
     return f"{part / whole:.1%}" if whole else "—"
 
 
+LAST_LATENCY_BUCKET = 60.0  # seconds: the highest finite bucket of the latency histogram
+
+
 def seconds(value: float) -> str:
+    """A latency for people; at the last bucket the quantile only says "at least that"."""
     if not math.isfinite(value):
         return "—"
+    if value >= LAST_LATENCY_BUCKET:
+        return f"≥ {LAST_LATENCY_BUCKET:.0f} s"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
