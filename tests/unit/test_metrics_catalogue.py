@@ -38,6 +38,9 @@ ALLOWED_LABELS = frozenset(
         "kind",
         "result",
         "version",
+        "event",  # settlement events: repaid, unpaid, written_off, approved
+        "active",  # decisions (APPROVE/REVIEW/DECLINE) of the active and shadow policies
+        "shadow",
     }
 )
 # Names that would carry personal data or unbounded identifiers.
