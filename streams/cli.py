@@ -10,6 +10,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,10 @@ policy_app = typer.Typer(help="Screening policies: default and per-merchant rule
 app.add_typer(policy_app, name="policy")
 monitoring_app = typer.Typer(help="Prometheus and Alertmanager setup.", no_args_is_help=True)
 app.add_typer(monitoring_app, name="monitoring")
+review_app = typer.Typer(
+    help="The review queue: orders decided REVIEW and reviewers' verdicts.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
 console = Console()
 err = Console(stderr=True)
 
@@ -750,6 +755,73 @@ def read_text(file: Path) -> str:
     if not file.exists():
         raise UserError(f"{file}: no such file")
     return file.read_text("utf-8")
+
+
+# ---------------------------------------------------------------- review and audit
+
+
+class VerdictChoice(StrEnum):
+    fraud = "fraud"
+    legit = "legit"
+
+
+@review_app.command("list")
+def review_list(
+    limit: Annotated[int, typer.Option(help="Show the oldest N.", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+) -> None:
+    """Orders decided REVIEW without a reviewer's verdict, oldest first; the buyer masked."""
+    from streams.review import review_queue, review_table, row_json
+
+    rows, total = review_queue(settings(), limit)
+    if as_json:
+        sys.stdout.write("".join(row_json(r) + "\n" for r in rows))
+        return
+    console.print(review_table(rows, total))
+
+
+@review_app.command("resolve")
+def review_resolve(
+    order: Annotated[str, typer.Argument(help="The order id.")],
+    verdict: Annotated[VerdictChoice, typer.Option(help="The reviewer's verdict.")],
+    note: Annotated[str | None, typer.Option(help="Why (kept with the outcome).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also for an order decided APPROVE or DECLINE.")
+    ] = False,
+) -> None:
+    """Publish a reviewer's verdict (FRAUD_CONFIRMED / LEGIT_CONFIRMED) for the model to learn."""
+    from streams.review import resolve
+
+    done = resolve(settings(), order, verdict.value, note, force=force)
+    if done.previous is not None:
+        err.print(
+            f"order {order} already had the verdict {done.previous['kind']} "
+            f"({done.previous['event_time']:%Y-%m-%d %H:%M:%S} UTC): this one corrects it",
+            style="yellow",
+            markup=False,
+        )
+    console.print(
+        f"published {done.outcome['kind']} (source REVIEWER) for order {order}, decided "
+        f"{done.decision}, to {done.topic} (partition {done.partition}, offset {done.offset})",
+        markup=False,
+    )
+
+
+@app.command()
+def explain(
+    order: Annotated[str, typer.Argument(help="The order id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole trace as JSON.")] = False,
+) -> None:
+    """Why an order was decided as it was: its decision trace (rules, lists, model, policy)."""
+    from streams.codec import datum_to_json
+    from streams.explain import find_trace, trace_renderables
+
+    trace = find_trace(settings(), order)
+    if as_json:
+        sys.stdout.write(datum_to_json(trace).decode() + "\n")
+        return
+    for part in trace_renderables(trace):
+        console.print(part)
 
 
 # ---------------------------------------------------------------- evaluation
