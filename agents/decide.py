@@ -234,11 +234,11 @@ def decide_order(
     if signals.lists.allows and not unstoppable:  # precedence 2 (1 scores 1.0 below)
         return Verdict(APPROVE, 0.0, (reasons.ALLOW_LISTED,), tuple(fired))
     if model is not None and model.warm:
-        fired = [code for code in fired if code not in HEURISTICS]
-        limits = max((RULE_SCORES.get(code, 0.0) for code in fired), default=0.0)
+        deciding = [code for code in fired if code not in HEURISTICS]  # the model has those
+        limits = max((RULE_SCORES.get(code, 0.0) for code in deciding), default=0.0)
         score = max(model.score, limits)
         explained = [reasons.model_reason(name) for name in model.contributions]
-        ordered = sorted(fired, key=lambda code: -RULE_SCORES.get(code, 0.0))
+        ordered = sorted(deciding, key=lambda code: -RULE_SCORES.get(code, 0.0))
         ordered = [*explained, *ordered] if model.score >= limits else [*ordered, *explained]
         tail = reasons.SCORE_MODEL
     else:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -933,7 +934,7 @@ def main() -> None:
     try:
         app()
     except (UserError, StackError, CodecError, KafkaException, OSError, RedisError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print("[red]error:[/red]", escape(str(exc)))  # user text may hold [brackets]
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

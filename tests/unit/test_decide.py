@@ -204,3 +204,4 @@ def test_the_warm_model_replaces_the_fraud_heuristics():
     warm = decide_with(3_000, opinion(0.2), many)
     assert warm.decision == "APPROVE"
     assert "IDENTITY_MANY_CONTACTS" not in warm.reasons
+    assert "IDENTITY_MANY_CONTACTS" in warm.fired, "the trace still shows it fired"
