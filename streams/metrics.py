@@ -86,6 +86,8 @@ LABELS = Counter(
     "What became of each label: learned, waiting for its snapshot, or unmatched.",
     ["result"],
 )
+# What the learner does with a label (agents/learn.py), for shinsa_labels_total{result}.
+LABEL_RESULTS = ("learned", "corrected", "duplicate", "pending", "unmatched")
 LABEL_DELAY = Histogram(
     "shinsa_label_delay_seconds",
     "Time from an order's event time to its outcome's event time.",
@@ -142,6 +144,8 @@ def zero_series(schema_dir: Path = ROOT / "schemas") -> None:
             DECIDED_AMOUNT.labels(decision, category)
     for kind in enum_symbols(schema_dir / "Outcome.avsc", "OutcomeKind"):
         OUTCOMES.labels(kind)
+    for result in LABEL_RESULTS:
+        LABELS.labels(result)
     for topic in ("orders", "payments", "logins", "outcomes", "merchants"):
         EVENTS_IN.labels(topic)
     for topic in ("identified-orders", "decisions", "dlq"):
