@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -529,10 +530,23 @@ def warn_if_foreign(name: str, home: Path, port: int, say: Callable[[str], None]
         )
 
 
+def reload_prometheus(port: int, say: Callable[[str], None]) -> None:
+    """Ask a running Prometheus to re-read its configuration (--web.enable-lifecycle)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/-/reload", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except OSError as exc:
+        say(f"Prometheus did not reload its configuration ({exc}); see its log")
+
+
 def prometheus_up(settings: Settings, say: Callable[[str], None] = print) -> bool:
     """Start Prometheus unless something answers on its port; True if this call started it."""
     if port_open("127.0.0.1", settings.prometheus_port):
-        warn_if_foreign("prometheus", prometheus_dir(settings), settings.prometheus_port, say)
+        if read_pid(prometheus_dir(settings) / "prometheus.pid") is None:
+            warn_if_foreign("prometheus", prometheus_dir(settings), settings.prometheus_port, say)
+        else:  # ours: pick up changed ports or a webhook set since it started
+            render_monitoring(settings)
+            reload_prometheus(settings.prometheus_port, say)
         return False
     binary = ensure_installed("prometheus", "prometheus", say)
     config = render_monitoring(settings)[0]
