@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python -m tests.bench.bench_pipeline
 	$(BIN)/python -m tests.bench.bench_identity
 	$(BIN)/python -m tests.bench.eval_identity
+	$(BIN)/python -m tests.bench.bench_model
 
 ## Regenerate the Grafana dashboards from monitoring/dashboards.py and check the Prometheus
 ## configuration and rules (what tests/unit/test_monitoring_config.py checks too).

@@ -866,7 +866,9 @@ def eval_history(
     columns = Columns(label, time_column, amount, tuple(entity or ()), tuple(ignore or ()))
     options = EvalOptions(delay, estimator, review_rate, columns)
     with progress() as bar:
-        report = run_eval(file, options, settings(), progress=bar, say=err.print)
+        report = run_eval(
+            file, options, settings(), progress=bar, say=lambda note: err.print(escape(note))
+        )
     err.print(report_table(report))
     sys.stdout.write(orjson.dumps(report).decode() + "\n")
 
