@@ -6,9 +6,10 @@ Pure logic, no Kafka or Redis: agents/learn.py feeds it labels, agents/scorer.py
 the newest checkpoint, `shinsa eval` replays a history through the same class.
 
 Estimators (chosen by `shinsa eval` on simulated traffic; figures in README):
-- `logreg` (default): standard scaling + logistic regression. Fast (tens of µs to score and to
-  learn), calibrated probabilities, and each feature's contribution to the score is exact
-  (weight × scaled value), so decisions can name their strongest reasons.
+- `logreg` (default): one-hot zeros filled in, standard scaling, logistic regression. Fast
+  (tens of µs to score and to learn), calibrated probabilities, and each feature's
+  contribution to the score is exact (weight × scaled value), so decisions can name their
+  strongest reasons.
 - `tree`: a Hoeffding adaptive tree; `forest`: a 10-tree adaptive random forest. Kept for the
   comparison; their contributions are not linear, so their decisions carry no MODEL: reasons.
 
@@ -37,18 +38,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from river import forest, linear_model, optim, preprocessing, tree
+from river import base, forest, linear_model, optim, preprocessing, tree
 
 MAGIC = b"SHM1"
 ESTIMATORS = ("logreg", "tree", "forest")
 PROBA_EPS = 1e-7
 
 
+class FillOneHot(base.Transformer):
+    """Give every one-hot feature seen so far a 0 when an order lacks it.
+
+    An order carries only the one-hot values it has (`category=FOOD`: 1). A running scaler
+    would then only ever see 1s, find no variance and scale the feature to 0, so the model would
+    never learn category, tier, method, phone or email class. With the zeros filled in, each
+    one-hot feature is scaled like any other (values never seen yet are added as they come).
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        self.seen.update(k for k in x if "=" in k)
+
+    def transform_one(self, x: dict[str, float]) -> dict[str, float]:
+        return dict.fromkeys(self.seen, 0.0) | x
+
+
 def build_estimator(kind: str = "logreg") -> Any:
     """A fresh, untrained River pipeline of the given kind."""
     if kind == "logreg":
-        return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-            optimizer=optim.SGD(0.02), l2=1e-4
+        return (
+            FillOneHot()
+            | preprocessing.StandardScaler()
+            | linear_model.LogisticRegression(optimizer=optim.SGD(0.01), l2=1e-4)
         )
     if kind == "tree":
         return tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=1)
@@ -159,10 +181,10 @@ class ModelState:
         """The features that raise this score most (logit units), strongest first."""
         if self.kind != "logreg" or not self.labels:
             return []
-        scaler, lr = self.estimator["StandardScaler"], self.estimator["LogisticRegression"]
-        scaled = scaler.transform_one(dict(x))
-        weights = lr.weights
-        parts = [(name, weights.get(name, 0.0) * value) for name, value in scaled.items()]
+        scaled = self.estimator.transform_one(dict(x))  # every step but the last
+        weights = self.estimator["LogisticRegression"].weights
+        # the order's own features only: "not FOOD" is no reason to name for a TICKETS order
+        parts = [(name, weights.get(name, 0.0) * scaled.get(name, 0.0)) for name in x]
         parts = [p for p in parts if p[1] > 0.05]
         parts.sort(key=lambda p: -p[1])
         return parts[:top]

@@ -134,3 +134,18 @@ def test_a_signed_checkpoint_of_something_else_is_refused():
     blob = MAGIC + hmac.new(KEY, body, hashlib.sha256).digest() + body
     with pytest.raises(CheckpointError, match="not a ModelState"):
         decode_checkpoint(blob, KEY)
+
+
+def test_one_hot_features_are_learned_and_named():
+    """A category seen only as 1 must still count (a running scaler would zero it)."""
+    rng = random.Random(5)
+    state = ModelState()
+    for _ in range(800):
+        risky = rng.random() < 0.3
+        x = {"category=TICKETS" if risky else "category=FOOD": 1.0, "amount_log": rng.gauss(8, 1)}
+        fraud = rng.random() < (0.6 if risky else 0.02)
+        state.learn(x, int(fraud), state.score(x))
+    tickets = {"category=TICKETS": 1.0, "amount_log": 8.0}
+    food = {"category=FOOD": 1.0, "amount_log": 8.0}
+    assert state.score(tickets) > 3 * state.score(food)
+    assert state.contributions(tickets)[0][0] == "category=TICKETS"
