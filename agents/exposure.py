@@ -29,7 +29,7 @@ from redis import asyncio as aioredis
 
 from agents.snapshots import SnapshotStore
 from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
+from streams.app import app, identity_table, registry, settings
 from streams.delivery import Outgoing, send_all
 from streams.topics import account_events_topic, outcomes_topic, payments_topic
 
@@ -114,14 +114,7 @@ def account_event(snapshot: dict[str, Any], order_id: str, event: str) -> dict[s
 # ------------------------------------------------------------------ the table and the agents
 
 # identity id → orjson Account
-exposure_table = app.Table(
-    "exposure",
-    default=None,
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.partitions,
-    use_partitioner=True,  # keyed like identified-orders and account-events
-)
+exposure_table = identity_table(app, "exposure", settings.partitions)
 
 
 def account_of(key: bytes) -> Account:

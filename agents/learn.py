@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from redis import asyncio as aioredis
 
 from agents.model import CheckpointError, ModelState, decode_checkpoint, encode_checkpoint, label_of
@@ -39,8 +39,8 @@ from agents.scorer import MODEL_KEY, models_loaded
 from agents.snapshots import SnapshotStore, retrying
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
+from streams.follow import whole_topic_consumer
 from streams.metrics import LABEL_DELAY, LABELS, LEARNER_ACTIVE, OUTCOMES
-from streams.settings import MODEL_MESSAGE_BYTES
 from streams.topics import models_topic, outcomes_topic
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,7 @@ def join_label(
 
 async def newest_checkpoint() -> ModelState:
     """Read the whole models topic and load the newest checkpoint that verifies."""
-    topic = models_topic.get_topic_name()
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=MODEL_MESSAGE_BYTES,
-    )
+    consumer = whole_topic_consumer(settings.kafka_bootstrap, models_topic.get_topic_name())
     await consumer.start()
     secret = settings.hash_key.get_secret_value().encode()
     best = ModelState(kind=settings.model_estimator)
@@ -168,14 +160,7 @@ class Learner:
         self.last_pending = 0.0
 
     async def run(self) -> None:
-        topic = outcomes_topic.get_topic_name()
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = whole_topic_consumer(settings.kafka_bootstrap, outcomes_topic.get_topic_name())
         await consumer.start()
         try:
             for tp in consumer.assignment():

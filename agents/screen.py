@@ -38,7 +38,7 @@ from agents.policy import PolicySet, match_lists, order_list_keys
 from agents.scorer import models_loaded, scorer
 from agents.snapshots import SnapshotStore
 from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
+from streams.app import app, identity_table, registry, settings
 from streams.delivery import Outgoing, send_all
 from streams.dlq import dead_letter
 from streams.metrics import DECIDED_AMOUNT, DECISIONS, LATENCY, MODEL_SCORE
@@ -49,14 +49,7 @@ log = logging.getLogger(__name__)
 
 
 # identity id → orjson list of the identity's recent orders (agents/features.py PastOrder)
-velocity_table = app.Table(
-    "velocity",
-    default=None,
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.partitions,
-    use_partitioner=True,  # keyed like identified-orders: the same partition, the same worker
-)
+velocity_table = identity_table(app, "velocity", settings.partitions)
 
 
 @dataclass(slots=True)

@@ -54,16 +54,7 @@ class SnapshotStore:
 
     async def save(self, snapshots: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Write a batch of (order id, snapshot) in one round trip."""
-        if not snapshots:
-            return
-
-        async def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for order_id, snapshot in snapshots:
-                pipe.set(self.prefix + order_id, orjson.dumps(snapshot), ex=self.ttl)
-            await pipe.execute()
-
-        await retrying(write, "feature snapshots")
+        await self._write(snapshots, keep_ttl=False)
 
     async def load(self, order_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         if not order_ids:
@@ -75,13 +66,17 @@ class SnapshotStore:
 
     async def mark_learned(self, learned: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Store the label learned into each snapshot, keeping its TTL."""
-        if not learned:
+        await self._write(learned, keep_ttl=True)
+
+    async def _write(self, items: Sequence[tuple[str, dict[str, Any]]], keep_ttl: bool) -> None:
+        if not items:
             return
+        expiry: dict[str, Any] = {"keepttl": True} if keep_ttl else {"ex": self.ttl}
 
         async def write() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for order_id, snapshot in learned:
-                pipe.set(self.prefix + order_id, orjson.dumps(snapshot), keepttl=True)
+            for order_id, snapshot in items:
+                pipe.set(self.prefix + order_id, orjson.dumps(snapshot), **expiry)
             await pipe.execute()
 
         await retrying(write, "feature snapshots")

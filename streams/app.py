@@ -40,6 +40,19 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
+def identity_table(app: faust.App, name: str, partitions: int) -> faust.Table:
+    """A changelog-backed table keyed by identity id (bytes → bytes), partitioned like
+    identified-orders and account-events, so an identity's state lives with its orders."""
+    return app.Table(
+        name,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        use_partitioner=True,  # the producer's murmur2 on the key: the topics' partitioner
+    )
+
+
 settings = load_settings()
 registry = SchemaRegistry(settings.schema_dir)
 register_codecs(registry)

@@ -20,6 +20,19 @@ from streams.settings import MODEL_MESSAGE_BYTES
 log = logging.getLogger(__name__)
 
 
+def whole_topic_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer of every partition of `topic` from the beginning, without a group (it never
+    commits, never rebalances; whoever reads keeps its own offsets)."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,  # no group: aiokafka assigns every partition of the topic
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MODEL_MESSAGE_BYTES,  # a model checkpoint is one message
+    )
+
+
 async def caught_up(consumer: AIOKafkaConsumer, ends: dict) -> bool:
     positions = [await consumer.position(tp) for tp in ends]
     return all(pos >= end for pos, end in zip(positions, ends.values(), strict=True))
@@ -34,14 +47,7 @@ async def follow_topic(
     what: str,
 ) -> None:
     """Feed every message batch of `topic` to `handle`, forever; crash the app on failure."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,  # no group: aiokafka assigns every partition of the topic
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=MODEL_MESSAGE_BYTES,
-    )
+    consumer = whole_topic_consumer(bootstrap, topic)
     await consumer.start()
     try:
         catch_up = await consumer.end_offsets(list(consumer.assignment()))
