@@ -45,6 +45,10 @@ OUTSTANDING = Gauge(
     "Outstanding deferred balance (yen) of the identities on this worker's partitions.",
 )
 HELD = Gauge("shinsa_identities_held", "Identities held for an unpaid order (this worker).")
+SETTLEMENT_EVENTS = ("repaid", "unpaid", "written_off", "approved")
+for _event in SETTLEMENT_EVENTS:  # at 0 from the start, so rate() counts the first ones
+    for _result in ("applied", "unknown_order"):
+        SETTLEMENTS.labels(_event, _result)
 
 OUTCOME_EVENTS = {
     "PAID": "repaid",

@@ -493,6 +493,43 @@ def business() -> Any:
         ),
     ):
         board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Credit exposure (支払い能力)"))
+    for panel in (
+        graph(
+            "Outstanding deferred balance",
+            "Yen approved on deferred payment (後払い) and not yet repaid, summed over all "
+            "buyers; each identity's share is checked against the policy's exposure limit.",
+            "currencyJPY",
+            [("sum(shinsa_exposure_outstanding_yen)", "outstanding")],
+            span=8,
+        ),
+        number(
+            "Buyers held for an unpaid order",
+            "Identities with an order reported unpaid: their new orders are declined until "
+            "that order is repaid.",
+            "short",
+            "sum(shinsa_identities_held)",
+            thresholds=steps((None, "green"), (1, "yellow")),
+            height=8,
+        ),
+        graph(
+            "Repayments and outcomes applied per hour",
+            "Repaid (repayment or paid outcome), unpaid (holds the buyer), written off "
+            "(fraud or chargeback) and reviewer-approved orders applied to buyers' balances; "
+            "'unknown_order' are settlements of orders this system never screened.",
+            "short",
+            [
+                (
+                    f"3600 * sum by (event, result) (rate(shinsa_settlements_total[{RATE}]))",
+                    "{{event}} {{result}}",
+                )
+            ],
+            span=12,
+            stacked=True,
+            axis="per h",
+        ),
+    ):
+        board = board.with_panel(panel)
     return board
 
 

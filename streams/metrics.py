@@ -148,7 +148,7 @@ def zero_series(schema_dir: Path = ROOT / "schemas") -> None:
         LABELS.labels(result)
     for topic in ("orders", "payments", "logins", "outcomes", "merchants"):
         EVENTS_IN.labels(topic)
-    for topic in ("identified-orders", "decisions", "dlq"):
+    for topic in ("identified-orders", "decisions", "traces", "dlq", "account-events"):
         EVENTS_OUT.labels(topic)
     for source in ("event", "ingest"):
         LATENCY.labels(source)
