@@ -167,7 +167,7 @@ def show_summary(
         "approved",
         "review",
         "declined",
-        title="Fraud patterns vs rule-only decisions (the model comes next)",
+        title="Fraud patterns vs decisions",
     )
     for pattern in sorted({p or "legitimate" for p in truth.values()}):
         ds = [d for oid, d in decided.items() if (truth[oid] or "legitimate") == pattern]
@@ -176,6 +176,12 @@ def show_summary(
             pattern, str(len(ds)), str(c["APPROVE"]), str(c["REVIEW"]), str(c["DECLINE"])
         )
     console.print(patterns)
+    how = Counter(d["reasons"][-1] if d["reasons"] else "" for d in rows)
+    console.print(
+        f"Scored by the model: {how['SCORE_MODEL']:,}; by the rules while the model was cold "
+        f"(too few outcomes learned yet): {how['MODEL_COLD_START']:,}. Outcomes arrive with the "
+        "traffic and the worker learns from them as it goes: `shinsa model status`."
+    )
 
     reasons = Counter()
     for msg in read_topic(settings, settings.topic("dlq"), start=dlq_start):
@@ -214,6 +220,11 @@ def show_kpis(console: Console, url: str) -> None:
         "shinsa_events_in_total",
         "shinsa_merchants_known",
         "shinsa_identit",
+        "shinsa_model_info",
+        "shinsa_model_labels_learned",
+        "shinsa_model_roc_auc",
+        "shinsa_labels_total",
+        "shinsa_exposure_outstanding_yen",
     )
     lines = [
         line
@@ -221,5 +232,5 @@ def show_kpis(console: Console, url: str) -> None:
         if line.startswith(wanted) and not line.split("{")[0].split()[0].endswith("_created")
     ]
     console.print(f"[bold]KPIs from the worker[/bold] ({url}, {datetime.now(UTC):%H:%M:%S} UTC):")
-    for line in lines[:60]:
+    for line in lines[:80]:
         console.print(f"  {line}", highlight=False)
