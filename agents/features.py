@@ -8,11 +8,14 @@ feature space and the reason codes built from it stay bounded.
 Per-identity velocity is computed from the identity's recent orders, kept as a compact history
 in a Faust table keyed by identity (agents/screen.py): counts and amounts of the identity's
 *earlier* orders in sliding windows of 10 min, 1 h, 24 h and 7 d before this order's event time.
+Failed card authorisations from the order's device (agents/devices.py) catch card testing:
+many tiny declined authorisations from one device, then a real order.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -113,8 +116,16 @@ def attribute_features(attributes: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def order_features(enriched: EnrichedOrder, history: Sequence[PastOrder] = ()) -> dict[str, float]:
-    """All features of one order, given the identity's earlier orders."""
+def failures_before(times_ms: Sequence[int], now_ms: int, window_ms: int = 3_600_000) -> int:
+    """Failed card authorisations seen in the window before `now_ms` (times sorted)."""
+    return bisect_right(times_ms, now_ms) - bisect_right(times_ms, now_ms - window_ms)
+
+
+def order_features(
+    enriched: EnrichedOrder, history: Sequence[PastOrder] = (), device_failures: int = 0
+) -> dict[str, float]:
+    """All features of one order, given the identity's earlier orders and the failed card
+    authorisations from the order's device in the hour before it (card testing)."""
     order = enriched.order
     now_ms = int(order.event_time.timestamp() * 1000)
     amount = float(order.amount)
@@ -129,6 +140,7 @@ def order_features(enriched: EnrichedOrder, history: Sequence[PastOrder] = ()) -
         f"method={order.payment_method}": 1.0,
         "merchant_unknown": float(enriched.merchant is None),
         "items": float(len(order.items)),
+        "device_failed_auths_1h": math.log1p(device_failures),
     }
     features |= time_features(order.event_time)
     features |= identity_features(enriched.identity, now_ms)

@@ -27,6 +27,7 @@ from redis import asyncio as aioredis
 
 from agents import reasons
 from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
+from agents.devices import DeviceFailures
 from agents.enrich import EnrichedOrder, enrich_order
 from agents.exposure import Account, account_of, is_held, outstanding, update_account
 from agents.features import PastOrder, add_to_history, history_before, order_features
@@ -76,10 +77,11 @@ def screen_order(
     warm: bool,
     secret: bytes,
     shadow: PolicySet | None = None,
+    device_failures: int = 0,
 ) -> Screened:
     """One validated, identified order, its identity's earlier orders and account → decision."""
     enriched = enrich_order(order, merchants, identity, attributes)
-    features = order_features(enriched, history_before(history, order.order_id))
+    features = order_features(enriched, history_before(history, order.order_id), device_failures)
     probability = model.score(features)
     contributions = model.contributions(features) if warm else []
     opinion = ModelOpinion(probability, model.name, warm, tuple(n for n, _ in contributions))
@@ -229,6 +231,18 @@ def record_decision_metrics(decision: Mapping[str, Any]) -> None:
     LATENCY_INGEST.observe(max(decision["latency_ingest_ms"], 0.0) / 1000)
 
 
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def decoded(msg: Any) -> Order | None:
+    try:
+        order = decode_event(registry, "Order", msg.value, None)
+    except Exception:  # counted as a processing error by the caller
+        return None
+    return None if isinstance(order, Rejection) else order
+
+
 SHADOW_DECISIONS = Counter(
     "shinsa_shadow_decisions_total",
     "Orders decided by both the active and the shadow policy, by the pair of decisions.",
@@ -244,6 +258,7 @@ async def screen_orders(stream: Any) -> None:
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
     secret = settings.hash_key.get_secret_value().encode()
+    devices = DeviceFailures(client, settings.identity_namespace, secret)
     decisions = decisions_topic.get_topic_name()
     traces = traces_topic.get_topic_name()
     dead_letters = dlq_topic.get_topic_name()
@@ -254,12 +269,15 @@ async def screen_orders(stream: Any) -> None:
         # one model and one policy for the whole batch
         model, warm = scorer.state, scorer.warm
         active, shadow = policies.active, policies.shadow
-        for event in events:
+        orders = [decoded(event.message) for event in events]
+        failures = await devices.counts(
+            [(o.device_id, to_ms(o.event_time)) if o else (None, 0) for o in orders]
+        )
+        for event, order, device_failures in zip(events, orders, failures, strict=True):
             msg = event.message
             try:
-                order = decode_event(registry, "Order", msg.value, None)
-                if isinstance(order, Rejection):  # intake validated it: only a bug gets here
-                    raise ValueError(f"{order.reason}: {order.detail}")
+                if order is None:  # intake validated it: only a bug gets here
+                    raise ValueError("undecodable order after intake")
                 identity, attributes, ingest_ms = read_hop_headers(msg.headers)
                 key = identity["identity_id"].encode()
                 stored = velocity_table.get(key)
@@ -278,6 +296,7 @@ async def screen_orders(stream: Any) -> None:
                     warm=warm,
                     secret=secret,
                     shadow=shadow,
+                    device_failures=device_failures,
                 )
                 remember_order(key, history, screened, order)
             except Exception as exc:  # a bug must not lose the rest of the batch

@@ -44,7 +44,14 @@ import orjson
 
 from agents.attributes import order_attributes
 from agents.enrich import EnrichedOrder, enrich_order
-from agents.features import PastOrder, add_to_history, history_before, order_features, velocity
+from agents.features import (
+    PastOrder,
+    add_to_history,
+    failures_before,
+    history_before,
+    order_features,
+    velocity,
+)
 from agents.model import (
     ESTIMATORS,
     ModelState,
@@ -438,6 +445,8 @@ class Simulated:
     orders: list[Order]  # event-time order
     labels: dict[str, tuple[int, int]]  # order id → (label, ms when it became known)
     skipped: Counter[str] = field(default_factory=Counter)
+    # device id → event ms of its failed card authorisations, sorted (agents/devices.py)
+    failed_auths: dict[str, list[int]] = field(default_factory=dict)
 
 
 def read_simulated(path: Path, registry: Any) -> Simulated:
@@ -452,7 +461,13 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
     outcomes: list[Outcome] = []
     skipped: Counter[str] = Counter()
     seen: set[str] = set()
-    names = {"merchants": "Merchant", "orders": "Order", "outcomes": "Outcome"}
+    failed_auths: dict[str, list[int]] = {}
+    names = {
+        "merchants": "Merchant",
+        "orders": "Order",
+        "outcomes": "Outcome",
+        "payments": "Payment",
+    }
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -468,8 +483,12 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
                 )
             name = names.get(envelope["topic"])
             if name is None:
-                continue  # payments, logins: not used by the model yet
+                continue  # logins: not used by the model
             record = decode_event(registry, name, orjson.dumps(envelope.get("value")), None)
+            if name == "Payment":
+                if not isinstance(record, Rejection):
+                    record_failed_auth(record, failed_auths)
+                continue
             if isinstance(record, Order):
                 record = check_order(record, record.event_time) or record
             if isinstance(record, Rejection):
@@ -485,7 +504,16 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
             else:
                 outcomes.append(record)
     orders.sort(key=lambda o: o.event_time)
-    return Simulated(merchants, orders, labels_of(orders, outcomes, skipped), skipped)
+    for times in failed_auths.values():
+        times.sort()
+    labels = labels_of(orders, outcomes, skipped)
+    return Simulated(merchants, orders, labels, skipped, failed_auths)
+
+
+def record_failed_auth(payment: Any, failed_auths: dict[str, list[int]]) -> None:
+    """Keep a failed card authorisation's time under its device, as agents/devices.py does."""
+    if payment.kind == "CARD_AUTH" and payment.status == "FAILED" and payment.device_id:
+        failed_auths.setdefault(payment.device_id, []).append(to_ms(payment.event_time))
 
 
 def labels_of(
@@ -589,7 +617,10 @@ def simulated_history(
         for n, (enriched, history) in enumerate(enriched_orders(sim, identities), 1):
             order = enriched.order
             label, known_ms = sim.labels.get(order.order_id, (None, None))
-            x = order_features(enriched, history)
+            failures = failures_before(
+                sim.failed_auths.get(order.device_id or "", []), to_ms(order.event_time)
+            )
+            x = order_features(enriched, history, failures)
             txns.append(Txn(to_ms(order.event_time), label, known_ms, x))
             if n % 1000 == 0:
                 tick(1000)

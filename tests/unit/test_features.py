@@ -12,6 +12,7 @@ from agents.enrich import enrich_order
 from agents.features import (
     HISTORY_MAX,
     add_to_history,
+    failures_before,
     history_before,
     order_features,
     time_features,
@@ -116,3 +117,11 @@ def test_orders_after_the_scored_one_never_change_its_features(offsets):
 def test_a_missing_identity_is_treated_as_new():
     x = order_features(enrich_order(order(when=NOW - timedelta(hours=1)), {}))
     assert x["identity_new"] == 1.0
+
+
+def test_failed_card_authorisations_count_in_the_hour_up_to_the_order():
+    times = [NOW_MS - 2 * 3_600_000, NOW_MS - 3_600_000, NOW_MS - 60_000, NOW_MS, NOW_MS + 1]
+    assert failures_before(times, NOW_MS) == 2  # (now - 1 h, now]: not the later one
+    x = order_features(enrich_order(order(), {}), (), device_failures=12)
+    assert x["device_failed_auths_1h"] == math.log1p(12)
+    assert order_features(enrich_order(order(), {}))["device_failed_auths_1h"] == 0.0
