@@ -9,8 +9,10 @@ mis-deciding orders: the batch is not acknowledged until Redis answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -19,7 +21,8 @@ from redis import asyncio as aioredis
 
 from agents import reasons
 from agents.attributes import order_attributes
-from agents.identity import Identity, IdentityGraph, person_keys
+from agents.identity import Identity, IdentityGraph, Lookup, person_keys, resolve_overlapped
+from agents.normalize import postal_table
 from agents.validate import Rejection, check_order, decode_event
 from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
@@ -36,6 +39,7 @@ INGEST_HEADER = "shinsa.ingest_ms"
 
 IDENTITIES_CREATED = Counter("shinsa_identities_created_total", "New identities resolved.")
 IDENTITY_MERGES = Counter("shinsa_identity_merges_total", "Identities merged into older ones.")
+DEAD_LETTERS = dlq_topic.get_topic_name()
 SATURATED_KEY_HITS = Counter(
     "shinsa_identity_saturated_key_hits_total",
     "Match keys skipped because they link too many people (help desks, shared mailboxes).",
@@ -77,52 +81,45 @@ def record_identity_metrics(identity: Identity) -> None:
         SATURATED_KEY_HITS.inc(identity.saturated_keys)
 
 
+def take_order(
+    event: Any, now: datetime, secret: bytes, dead_letters: list[Outgoing]
+) -> Lookup[tuple[Any, dict[str, Any]]] | None:
+    """An order's keys for the identity graph, or None (its dead letter appended) if rejected."""
+    msg = event.message
+    EVENTS_IN.labels("orders").inc()
+    try:
+        order = accept_order(msg.value, now)
+        if not isinstance(order, Rejection):
+            time_ms = int(order.event_time.timestamp() * 1000)
+            keys = person_keys(order.buyer, secret)
+            return Lookup(keys, time_ms, order.order_id, (msg, order_attributes(order)))
+    except Exception as exc:  # a bug must not lose the rest of the batch
+        log.exception("intake failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+        order = Rejection(reasons.PROCESSING_ERROR, type(exc).__name__)
+    dead_letters.append(dead_letter(DEAD_LETTERS, msg, "orders", order.reason, order.detail))
+    return None
+
+
 @app.agent(orders_topic)
 async def resolve_orders(stream: Any) -> None:
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
     secret = settings.hash_key.get_secret_value().encode()
     identified = identified_orders_topic.get_topic_name()
-    dead_letters = dlq_topic.get_topic_name()
+    await asyncio.to_thread(postal_table)  # load Japan Post's table now, not in a batch
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
         now = datetime.now(UTC)
         outgoing: list[Outgoing] = []
-        accepted = []  # (message, order, person keys, attributes)
-        for event in events:
-            msg = event.message
-            EVENTS_IN.labels("orders").inc()
-            try:
-                order = accept_order(msg.value, now)
-                if not isinstance(order, Rejection):
-                    accepted.append(
-                        (msg, order, person_keys(order.buyer, secret), order_attributes(order))
-                    )
-                    continue
-            except Exception as exc:  # a bug must not lose the rest of the batch
-                log.exception("intake failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                order = Rejection(reasons.PROCESSING_ERROR, type(exc).__name__)
-            outgoing.append(dead_letter(dead_letters, msg, "orders", order.reason, order.detail))
-        try:
-            identities = await graph.resolve(
-                [a[2] for a in accepted],
-                [int(a[1].event_time.timestamp() * 1000) for a in accepted],
-                int(now.timestamp() * 1000),
-                [a[1].order_id for a in accepted],
+
+        take = partial(take_order, now=now, secret=secret, dead_letters=outgoing)
+        # validating and keying the next chunk overlaps the script call of this one
+        done = await resolve_overlapped(graph, events, take, int(now.timestamp() * 1000))
+        for msg, _attributes in done.unresolved:
+            detail = f"identity: {type(done.error).__name__}"
+            outgoing.append(
+                dead_letter(DEAD_LETTERS, msg, "orders", reasons.PROCESSING_ERROR, detail)
             )
-        except Exception as exc:  # not an outage (that waits inside): a bug; lose nothing
-            log.exception("identity resolution failed for a batch of %d orders", len(accepted))
-            for msg, *_ in accepted:
-                outgoing.append(
-                    dead_letter(
-                        dead_letters,
-                        msg,
-                        "orders",
-                        reasons.PROCESSING_ERROR,
-                        f"identity: {type(exc).__name__}",
-                    )
-                )
-            accepted, identities = [], []
-        for (msg, _order, _keys, attributes), identity in zip(accepted, identities, strict=True):
+        for (msg, attributes), identity in done.found:
             record_identity_metrics(identity)
             headers = hop_headers(identity, attributes, msg.timestamp * 1000)
             outgoing.append(Outgoing(identified, identity.identity_id.encode(), msg.value, headers))

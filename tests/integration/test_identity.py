@@ -12,7 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import asyncio as aioredis
 
-from agents.identity import IdentityGraph, person_keys
+from agents.identity import (
+    IdentityGraph,
+    Lookup,
+    drop_namespace,
+    person_keys,
+    resolve_overlapped,
+)
 from streams.records import Address, Buyer
 
 pytestmark = pytest.mark.integration
@@ -50,9 +56,7 @@ async def graph(local_stack):
     client = aioredis.Redis.from_url(local_stack.redis_url)
     namespace = f"it-{uuid.uuid4().hex[:8]}"
     yield IdentityGraph(client, namespace, fanout_limit=3)
-    keys = [k async for k in client.scan_iter(f"{namespace}:*")]
-    if keys:
-        await client.delete(*keys)
+    await drop_namespace(client, namespace)
     await client.aclose()
 
 
@@ -235,3 +239,82 @@ async def test_a_redelivered_order_is_not_counted_twice(graph):
     assert again[0].orders == first[0].orders == 1
     later = await graph.resolve([person], [2], 0, ["o-2"])
     assert later[0].orders == 2
+
+
+# resolve_overlapped: what the intake agent runs per batch, a chunk per script call.
+
+
+def some_records() -> list[Buyer]:
+    """Variations, a family, namesakes and a bridge between two identities."""
+    a = buyer(phone="090-1111-2222", email="a1@example.co.jp", birth=None, street="千代田1-1-1")
+    b = buyer(phone="080-3333-4444", email="a2@example.co.jp", birth=None, street="千代田9-9-9")
+    home = dict(phone="03-3456-7890", postal="100-0001", street="千代田1-1-1", birth=None)
+    return [
+        buyer(),
+        a,
+        buyer(name="やまだ たろう", phone="09012345678", email="TaroYamada+shop@gmail.com"),
+        b,
+        buyer(name="山田 花子", kana="ヤマダ ハナコ", email="hanako@example.co.jp", **home),
+        replace(b, phone="090-1111-2222"),
+        buyer(name="山田 一郎", kana="ヤマダ イチロウ", email=None, **home),
+        buyer(name="ﾔﾏﾀﾞ ﾀﾛｳ", kana="ﾔﾏﾀﾞ ﾀﾛｳ", phone="０９０－１２３４－５６７８", email=None),
+    ]
+
+
+def lookup(i: int, b: Buyer) -> Lookup[int]:
+    return Lookup(person_keys(b, SECRET), 1_790_000_000_000 + i, f"o-{i % 6}", i)
+
+
+@pytest.fixture
+async def other_graph(graph):
+    """A second, empty graph on the same Redis."""
+    other = IdentityGraph(graph.client, f"{graph.namespace}-b", graph.fanout_limit)
+    yield other
+    await drop_namespace(graph.client, other.namespace)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, None])
+async def test_overlapped_chunks_resolve_like_one_call(graph, other_graph, chunk_size):
+    records = some_records()
+    records += records[:3]  # o-0 … o-2 again: redeliveries, in a later chunk
+    skipped = {4}  # prepare rejects it: no identity, no call
+    kept = [lookup(i, b) for i, b in enumerate(records) if i not in skipped]
+    one_call = await graph.resolve(
+        [x.keys for x in kept], [x.time_ms for x in kept], 7, [x.order_id for x in kept]
+    )
+    done = await resolve_overlapped(
+        other_graph,
+        list(enumerate(records)),
+        lambda item: None if item[0] in skipped else lookup(*item),
+        7,
+        chunk_size,
+    )
+    assert done.error is None and done.unresolved == []
+    assert done.found == [(x.context, i) for x, i in zip(kept, one_call, strict=True)]
+    assert await other_graph.stats() == await graph.stats()
+
+
+async def test_after_a_failed_call_the_rest_is_left_unresolved(graph, monkeypatch):
+    calls = 0
+    resolve = graph.resolve
+
+    async def fails_second_time(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ValueError("a bug")
+        return await resolve(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "resolve", fails_second_time)
+    records = some_records()
+    prepared = []
+
+    def prepare(item: tuple[int, Buyer]) -> Lookup[int]:
+        prepared.append(item[0])
+        return lookup(*item)
+
+    done = await resolve_overlapped(graph, list(enumerate(records)), prepare, 0, chunk_size=2)
+    assert isinstance(done.error, ValueError) and calls == 2
+    assert [i for i, _ in done.found] == [0, 1]
+    assert done.unresolved == list(range(2, len(records)))
+    assert prepared == list(range(len(records)))  # every item still validated

