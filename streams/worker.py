@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 
@@ -26,4 +27,7 @@ def run_worker(loglevel: str = "info") -> None:
     logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     print(f"shinsa worker: metrics on http://127.0.0.1:{port}/metrics", flush=True)
     WORKER_UP.set(1)
+    # Everything imported so far (schemas, postal data, the Faust app) lives as long as the
+    # worker: keep it out of the collector's scans (measured ~20 µs of GC per order otherwise).
+    gc.freeze()
     Worker(app, loglevel=loglevel).execute_from_commandline()
