@@ -90,7 +90,9 @@ def screen_order(
         if policies_have_lists(policies, shadow)
         else {}
     )
-    signals = Signals(features, outstanding(account), is_held(account), match_lists(policies, keys))
+    # a redelivered order is already in its account: do not count it against itself
+    balance = outstanding(account) - account["open"].get(order.order_id, 0)
+    signals = Signals(features, balance, is_held(account), match_lists(policies, keys))
     policy = policies.for_merchant(order.merchant_id)
     verdict = decide_order(enriched, policy, opinion, signals)
     shadow_verdict = None

@@ -167,3 +167,36 @@ def test_policy_apply_refuses_an_invalid_file_without_a_traceback(tmp_path):
     assert f"{bad}:4: merchants.m1.review_score" in str(result.exception)
     missing = CliRunner().invoke(app, ["policy", "apply", str(tmp_path / "nope.yaml")])
     assert "no such file" in str(missing.exception)
+
+
+def test_a_redelivered_order_is_not_counted_against_its_own_exposure():
+    from agents.exposure import apply_event, empty_account
+    from agents.model import ModelState
+    from agents.screen import screen_order
+
+    o = order(amount=60_000)
+    m = Merchant("m0001", "店", "FOOD", "STANDARD", datetime(2026, 1, 1, tzinfo=UTC), "ACTIVE")
+    policies = load_policy_yaml("name: x\ndefault: {exposure_limit: 100000, deferred_cap: 90000}\n")
+
+    def decide_with(account):
+        return screen_order(
+            o,
+            identity={"identity_id": "i1", "orders": 2},
+            attributes={},
+            ingest_ms=0.0,
+            now=datetime(2026, 11, 20, tzinfo=UTC),
+            merchants={"m0001": m},
+            policies=policies,
+            history=[],
+            account=account,
+            model=ModelState(),
+            warm=False,
+            secret=SECRET,
+        ).decision["decision"]
+
+    first = decide_with(empty_account())
+    assert first == "APPROVE"
+    opened = apply_event(empty_account(), "approved", o.order_id, o.amount)
+    assert decide_with(opened) == first  # the same order, delivered again after a crash
+    other = apply_event(empty_account(), "approved", "o-other", 60_000)
+    assert decide_with(other) == "DECLINE"  # another open order does count
