@@ -7,14 +7,14 @@
            ──> identified-orders   (Kafka hop: re-keyed by identity)
            ──> screen_orders (screen.py)
                  enrich with merchant attributes (enrich.py) <── merchants (merchants.py)
-                 features + per-identity velocity table (features.py)
+                 features + per-identity history and account in Redis (features.py, accounts.py)
                  score with the newest model (model.py) <── models (scorer.py)
                  decide by policy (decide.py, policy.py) <── policies (policies.py)
                  feature snapshot ──> Redis (snapshots.py)
            ──> decisions, traces (the decision's audit record)
     payments ──> watch_card_auths (devices.py): failed card auths per device ──> Redis
     payments, outcomes ──> route_settlements (exposure.py) ──> account-events
-           ──> apply_settlements (exposure.py): the exposure table screen.py reads
+           ──> apply_settlements (exposure.py): the accounts screen.py reads
     outcomes ──> learn_outcomes (learn.py, one worker holds the lease)
                  join snapshot, learn ──> models (checkpoints, every worker loads them)
     payments, logins, outcomes, merchants ──> check_events (ingest.py); bad input ──> dlq

@@ -1,13 +1,12 @@
 """Credit exposure (支払い能力): each identity's outstanding deferred-payment balance.
 
-An identity's account lives in the `exposure` Faust table, keyed by identity like the
-identified-orders topic (changelog-backed: it survives restarts and moves with its partition):
-the approved DEFERRED orders not yet paid (order id → yen) and the orders reported unpaid.
+An identity's account (agents/accounts.py, in Redis) holds the approved DEFERRED orders not
+yet paid (order id → yen) and the orders reported unpaid.
 
     screen_orders (screen.py) ── APPROVE, DEFERRED ──────────────────> open the order
     payments (REPAYMENT), outcomes ──> route_settlements ──> account-events (keyed by identity)
                                            (order → identity: its snapshot in Redis)
-    account-events ──> apply_settlements ──> exposure table
+    account-events ──> apply_settlements ──> the identity's account
 
 Events on an order: `repaid` (a REPAYMENT payment, or a PAID outcome) closes it and lifts its
 hold; `unpaid` (an UNPAID outcome) holds the identity until that order is repaid; `written_off`
@@ -29,7 +28,7 @@ from redis import asyncio as aioredis
 
 from agents.snapshots import SnapshotStore
 from agents.validate import Rejection, decode_event
-from streams.app import app, identity_table, registry, settings
+from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
 from streams.topics import account_events_topic, outcomes_topic, payments_topic
 
@@ -42,9 +41,11 @@ SETTLEMENTS = Counter(
 )
 OUTSTANDING = Gauge(
     "shinsa_exposure_outstanding_yen",
-    "Outstanding deferred balance (yen) of the identities on this worker's partitions.",
+    "Outstanding deferred balance (yen) of all identities (every worker reports the total).",
 )
-HELD = Gauge("shinsa_identities_held", "Identities held for an unpaid order (this worker).")
+HELD = Gauge(
+    "shinsa_identities_held", "Identities held for an unpaid order (all; the same in every worker)."
+)
 SETTLEMENT_EVENTS = ("repaid", "unpaid", "written_off", "approved")
 for _event in SETTLEMENT_EVENTS:  # at 0 from the start, so rate() counts the first ones
     for _result in ("applied", "unknown_order"):
@@ -117,19 +118,6 @@ def account_event(snapshot: dict[str, Any], order_id: str, event: str) -> dict[s
 
 # ------------------------------------------------------------------ the table and the agents
 
-# identity id → orjson Account
-exposure_table = identity_table(app, "exposure", settings.partitions)
-
-
-def account_of(key: bytes) -> Account:
-    stored = exposure_table.get(key)
-    return orjson.loads(stored) if stored else empty_account()
-
-
-def update_account(key: bytes, event: str, order_id: str, amount: int) -> None:
-    exposure_table[key] = orjson.dumps(apply_event(account_of(key), event, order_id, amount))
-
-
 settlement_sources = app.topic(
     payments_topic.get_topic_name(),
     outcomes_topic.get_topic_name(),
@@ -171,26 +159,37 @@ async def route_settlements(stream: Any) -> None:
 
 @app.agent(account_events_topic)
 async def apply_settlements(stream: Any) -> None:
-    """account-events (keyed by identity) → the identity's account in the exposure table."""
+    """account-events (keyed by identity) → the identity's account (agents/accounts.py)."""
+    from agents.accounts import IdentityState
+
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    state = IdentityState(client, settings.identity_namespace)
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
+        applied = []
         for event in events:
             msg = event.message
             try:
                 data = orjson.loads(msg.value)
-                update_account(msg.key, data["event"], data["order_id"], int(data["amount"]))
-                SETTLEMENTS.labels(data["event"], "applied").inc()
+                applied.append(
+                    (msg.key.decode(), data["event"], data["order_id"], int(data["amount"]))
+                )
             except Exception:
                 where = (msg.topic, msg.partition, msg.offset)
                 log.exception("account event failed at %s[%d]@%d", *where)
+        await state.save({}, applied)
+        for _, kind, _, _ in applied:
+            SETTLEMENTS.labels(kind, "applied").inc()
 
 
 @app.timer(interval=15.0)
 async def measure_exposure() -> None:
-    """Totals over this worker's accounts (the table holds only its own partitions)."""
-    total = held = 0
-    for value in exposure_table.values():
-        account = orjson.loads(value)
-        total += outstanding(account)
-        held += is_held(account)
+    """Totals over every account (the same in every worker: dashboards take the max)."""
+    from agents.accounts import IdentityState
+
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        total, held = await IdentityState(client, settings.identity_namespace).accounts_total()
+    finally:
+        await client.aclose()
     OUTSTANDING.set(total)
     HELD.set(held)

@@ -2,9 +2,9 @@
 
 Orders arrive here validated and resolved by agents/intake.py. All stages from here share the
 identity key, so they are function calls inside one agent, and per-identity state is local:
-the identity's recent orders (for velocity features) live in the `velocity` Faust table and
-its deferred balance in the `exposure` table (agents/exposure.py), both changelog-backed and
-keyed like the topic, so a restarted or rebalanced worker recovers them. The policy in force
+the identity's recent orders (for velocity features) and its deferred-payment account are
+loaded for the whole batch in one Redis round trip and saved in one (agents/accounts.py), so a
+restarted or rebalanced worker finds them. The policy in force
 (and a shadow candidate, if any) comes from agents/policies.py, the model from
 agents/scorer.py. `screen_order` is the pure composition; `screen_orders` is the agent: it
 takes batches, writes each order's feature snapshot (for the learner, agents/learn.py), sends
@@ -26,12 +26,13 @@ from prometheus_client import Counter
 from redis import asyncio as aioredis
 
 from agents import reasons
+from agents.accounts import IdentityState
 from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
 from agents.devices import DeviceFailures
 from agents.enrich import EnrichedOrder, enrich_order
-from agents.exposure import Account, account_of, is_held, outstanding, update_account
+from agents.exposure import Account, apply_event, empty_account, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
-from agents.intake import read_hop_headers
+from agents.intake import IDENTITY_HEADER, read_hop_headers
 from agents.merchants import merchant_by_id, merchants_loaded
 from agents.model import ModelState
 from agents.policies import policies, policies_loaded
@@ -39,7 +40,7 @@ from agents.policy import PolicySet, match_lists, order_list_keys
 from agents.scorer import models_loaded, scorer
 from agents.snapshots import SnapshotStore
 from agents.validate import Rejection, decode_event
-from streams.app import app, identity_table, registry, settings
+from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
 from streams.dlq import dead_letter
 from streams.metrics import DECIDED_AMOUNT, DECISIONS, LATENCY, MODEL_SCORE
@@ -47,10 +48,6 @@ from streams.records import Merchant, Order
 from streams.topics import decisions_topic, dlq_topic, identified_orders_topic, traces_topic
 
 log = logging.getLogger(__name__)
-
-
-# identity id → orjson list of the identity's recent orders (agents/features.py PastOrder)
-velocity_table = identity_table(app, "velocity", settings.partitions)
 
 
 @dataclass(slots=True)
@@ -207,12 +204,24 @@ def snapshot_of(order: Order, screened: Screened) -> dict[str, Any]:
     }
 
 
-def remember_order(key: bytes, history: list[PastOrder], screened: Screened, order: Order) -> None:
-    """Per-identity state after the decision: velocity history, and exposure if approved."""
-    at_ms = int(order.event_time.timestamp() * 1000)
-    velocity_table[key] = orjson.dumps(add_to_history(history, order.order_id, at_ms, order.amount))
+def remember_order(
+    identity_id: str,
+    histories: dict[str, list[PastOrder]],
+    accounts: dict[str, Account],
+    screened: Screened,
+    order: Order,
+) -> tuple[str, str, str, int] | None:
+    """Per-identity state after the decision (saved once per batch): velocity history, and
+    the account event if a deferred order was approved."""
+    at_ms = to_ms(order.event_time)
+    history = histories.get(identity_id, [])
+    histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
     if screened.decision["decision"] == APPROVE and order.payment_method == "DEFERRED":
-        update_account(key, "approved", order.order_id, order.amount)
+        accounts[identity_id] = apply_event(
+            accounts[identity_id], "approved", order.order_id, order.amount
+        )
+        return (identity_id, "approved", order.order_id, order.amount)
+    return None
 
 
 @cache
@@ -235,6 +244,13 @@ def record_decision_metrics(decision: Mapping[str, Any]) -> None:
 
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def read_identity_id(headers: Any) -> str | None:
+    for name, value in headers or ():
+        if name == IDENTITY_HEADER:
+            return orjson.loads(value).get("identity_id")
+    return None
 
 
 def decoded(msg: Any) -> Order | None:
@@ -261,6 +277,7 @@ async def screen_orders(stream: Any) -> None:
     store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
     secret = settings.hash_key.get_secret_value().encode()
     devices = DeviceFailures(client, settings.identity_namespace, secret)
+    state = IdentityState(client, settings.identity_namespace)
     decisions = decisions_topic.get_topic_name()
     traces = traces_topic.get_topic_name()
     dead_letters = dlq_topic.get_topic_name()
@@ -275,15 +292,18 @@ async def screen_orders(stream: Any) -> None:
         failures = await devices.counts(
             [(o.device_id, to_ms(o.event_time)) if o else (None, 0) for o in orders]
         )
+        identity_ids = [read_identity_id(event.message.headers) for event in events]
+        histories, accounts = await state.load([i for i in identity_ids if i])
+        changed: dict[str, list[PastOrder]] = {}
+        account_events = []
         for event, order, device_failures in zip(events, orders, failures, strict=True):
             msg = event.message
             try:
                 if order is None:  # intake validated it: only a bug gets here
                     raise ValueError("undecodable order after intake")
                 identity, attributes, ingest_ms = read_hop_headers(msg.headers)
-                key = identity["identity_id"].encode()
-                stored = velocity_table.get(key)
-                history = [tuple(h) for h in orjson.loads(stored)] if stored else []
+                identity_id = identity["identity_id"]
+                history = histories.get(identity_id, [])
                 screened = screen_order(
                     order,
                     identity=identity,
@@ -293,14 +313,18 @@ async def screen_orders(stream: Any) -> None:
                     merchants=merchant_by_id,
                     policies=active,
                     history=history,
-                    account=account_of(key),
+                    account=accounts.get(identity_id) or empty_account(),
                     model=model,
                     warm=warm,
                     secret=secret,
                     shadow=shadow,
                     device_failures=device_failures,
                 )
-                remember_order(key, history, screened, order)
+                accounts.setdefault(identity_id, empty_account())
+                opened = remember_order(identity_id, histories, accounts, screened, order)
+                changed[identity_id] = histories[identity_id]
+                if opened:
+                    account_events.append(opened)
             except Exception as exc:  # a bug must not lose the rest of the batch
                 log.exception("screening failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 outgoing.append(
@@ -324,5 +348,6 @@ async def screen_orders(stream: Any) -> None:
             MODEL_SCORE.observe(screened.model_score)
             if screened.shadow is not None:
                 SHADOW_DECISIONS.labels(result["decision"], screened.shadow.decision).inc()
+        await state.save(changed, account_events)
         await store.save(snapshots)  # before the decisions: an outcome can only follow them
         await send_all(app.producer, outgoing)

@@ -497,10 +497,11 @@ def business() -> Any:
     for panel in (
         graph(
             "Outstanding deferred balance",
-            "Yen approved on deferred payment (後払い) and not yet repaid, summed over all "
-            "buyers; each identity's share is checked against the policy's exposure limit.",
+            "Yen approved on deferred payment (後払い) and not yet repaid, over all buyers "
+            "(every worker reports the same total); each buyer's share is checked against the "
+            "policy's exposure limit.",
             "currencyJPY",
-            [("sum(shinsa_exposure_outstanding_yen)", "outstanding")],
+            [("max(shinsa_exposure_outstanding_yen)", "outstanding")],
             span=8,
         ),
         number(
@@ -508,7 +509,7 @@ def business() -> Any:
             "Identities with an order reported unpaid: their new orders are declined until "
             "that order is repaid.",
             "short",
-            "sum(shinsa_identities_held)",
+            "max(shinsa_identities_held)",
             thresholds=steps((None, "green"), (1, "yellow")),
             height=8,
         ),

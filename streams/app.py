@@ -34,22 +34,13 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port or 6066,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
+        # A crashed worker's partitions wait this long before the group moves them (Faust's
+        # default, 60 s, held a restarted worker's tables and screening for a minute).
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         # A batch of 1000 screened orders takes well under a second; a stalled agent is a bug.
         broker_commit_every=1000,
         broker_commit_interval=1.0,
-    )
-
-
-def identity_table(app: faust.App, name: str, partitions: int) -> faust.Table:
-    """A changelog-backed table keyed by identity id (bytes → bytes), partitioned like
-    identified-orders and account-events, so an identity's state lives with its orders."""
-    return app.Table(
-        name,
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=partitions,
-        use_partitioner=True,  # the producer's murmur2 on the key: the topics' partitioner
     )
 
 
