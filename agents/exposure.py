@@ -116,7 +116,7 @@ def account_event(snapshot: dict[str, Any], order_id: str, event: str) -> dict[s
     return {"order_id": order_id, "event": event, "amount": snapshot.get("a", 0)}
 
 
-# ------------------------------------------------------------------ the table and the agents
+# ------------------------------------------------------------------ the agents
 
 settlement_sources = app.topic(
     payments_topic.get_topic_name(),
