@@ -244,6 +244,13 @@ def run_traffic_and_check(
     valid_orders = {e.value["order_id"] for e in events if e.topic == "orders" and not e.broken}
     assert outcomes, "the simulation produced no outcomes"
 
+    # Prometheus must see the counters at 0 before the burst, or increase() cannot count it
+    assert prom.wait_for(
+        "both workers scraped before the traffic",
+        lambda: prom.values('sum(up{job="shinsa-worker"})') == [2.0],
+        timeout=30,
+    )
+    time.sleep(2)  # one more scrape of each at 0
     produce(env, first)
     decisions = collect(env, "decisions", len(valid_orders), timeout=60, worker=workers[0])
     produce(env, outcomes)  # after their orders' decisions: the learner finds their features
