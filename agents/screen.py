@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import orjson
 from prometheus_client import Counter
 from redis import asyncio as aioredis
 
@@ -32,7 +31,7 @@ from agents.devices import DeviceFailures
 from agents.enrich import EnrichedOrder, enrich_order
 from agents.exposure import Account, apply_event, empty_account, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
-from agents.intake import IDENTITY_HEADER, read_hop_headers
+from agents.intake import read_hop_headers
 from agents.merchants import merchant_by_id, merchants_loaded
 from agents.model import ModelState
 from agents.policies import policies, policies_loaded
@@ -246,11 +245,12 @@ def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def read_identity_id(headers: Any) -> str | None:
-    for name, value in headers or ():
-        if name == IDENTITY_HEADER:
-            return orjson.loads(value).get("identity_id")
-    return None
+def hop_of(msg: Any) -> tuple[dict[str, Any], dict[str, Any], float] | None:
+    """The identity, attributes and ingest time the order carries (None: a bug upstream)."""
+    try:
+        return read_hop_headers(msg.headers)
+    except Exception:  # reported per message by the caller
+        return None
 
 
 def decoded(msg: Any) -> Order | None:
@@ -292,16 +292,16 @@ async def screen_orders(stream: Any) -> None:
         failures = await devices.counts(
             [(o.device_id, to_ms(o.event_time)) if o else (None, 0) for o in orders]
         )
-        identity_ids = [read_identity_id(event.message.headers) for event in events]
-        histories, accounts = await state.load([i for i in identity_ids if i])
+        hops = [hop_of(event.message) for event in events]
+        histories, accounts = await state.load([h[0]["identity_id"] for h in hops if h])
         changed: dict[str, list[PastOrder]] = {}
         account_events = []
-        for event, order, device_failures in zip(events, orders, failures, strict=True):
+        for event, order, hop, device_failures in zip(events, orders, hops, failures, strict=True):
             msg = event.message
             try:
-                if order is None:  # intake validated it: only a bug gets here
-                    raise ValueError("undecodable order after intake")
-                identity, attributes, ingest_ms = read_hop_headers(msg.headers)
+                if order is None or hop is None:  # intake made both: only a bug gets here
+                    raise ValueError("undecodable order or hop headers after intake")
+                identity, attributes, ingest_ms = hop
                 identity_id = identity["identity_id"]
                 history = histories.get(identity_id, [])
                 screened = screen_order(
