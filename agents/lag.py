@@ -58,19 +58,33 @@ def publish(lags: Mapping[Series, int], previous: set[Series]) -> set[Series]:
     return set(lags)
 
 
+# The hot path's transactional loops (streams/txloop.py) measure their own lag.
+hot_paths: list[Any] = []
+
+
+def hot_path_lags() -> dict[Series, int]:
+    lags: dict[Series, int] = {}
+    for loop in hot_paths:
+        for (topic, partition), lag in list(loop.lags.items()):
+            name = logical_topic(topic)
+            if name is not None:
+                lags[(name, str(partition))] = lag
+    return lags
+
+
 async def measure() -> dict[Series, int]:
     """One measurement against the broker (ListOffsets for the end and start offsets)."""
     consumer = app.consumer
     assigned = [tp for tp in consumer.assignment() if logical_topic(tp.topic) is not None]
     if not assigned:
-        return {}
+        return hot_path_lags()
     ends = await consumer.highwaters(*assigned)
     # Faust's record of what it committed (next offset to read) per partition: the lag a
     # restart would see. It has no public accessor.
     committed = {tp: consumer._committed_offset.get(tp) for tp in assigned}
     missing = [tp for tp, offset in committed.items() if offset is None]
     starts = await consumer.earliest_offsets(*missing) if missing else {}
-    return partition_lags(assigned, ends, committed, starts)
+    return partition_lags(assigned, ends, committed, starts) | hot_path_lags()
 
 
 @app.task

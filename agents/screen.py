@@ -14,37 +14,45 @@ the batch is acknowledged, so a crash never commits an unsent result.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from prometheus_client import Counter
-from redis import asyncio as aioredis
 
 from agents import reasons
-from agents.accounts import IdentityState
 from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
-from agents.devices import DeviceFailures
 from agents.enrich import EnrichedOrder, enrich_order
 from agents.exposure import Account, apply_event, empty_account, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
-from agents.intake import read_hop_headers
+from agents.identity import IdentityGraph, resolve_overlapped
+from agents.intake import (
+    Accepted,
+    accept_order,
+    identity_lookup,
+    identity_view,
+    record_identity_metrics,
+)
 from agents.merchants import merchant_by_id, merchants_loaded
 from agents.model import ModelState
+from agents.normalize import postal_table
 from agents.policies import policies, policies_loaded
 from agents.policy import PolicySet, match_lists, order_list_keys
 from agents.scorer import models_loaded, scorer
-from agents.snapshots import SnapshotStore
-from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
-from streams.delivery import Outgoing, send_all
+from agents.state import Changes, Earlier, HotPathState, Loaded, redis_client
+from streams.codec import SchemaRegistry
+from streams.delivery import Outgoing
 from streams.dlq import dead_letter
 from streams.metrics import DECIDED_AMOUNT, DECISIONS, LATENCY, MODEL_SCORE
 from streams.records import Merchant, Order
-from streams.topics import decisions_topic, dlq_topic, identified_orders_topic, traces_topic
+from streams.settings import Settings
+from streams.txloop import Received, TransactionalLoop
 
 log = logging.getLogger(__name__)
 
@@ -203,26 +211,6 @@ def snapshot_of(order: Order, screened: Screened) -> dict[str, Any]:
     }
 
 
-def remember_order(
-    identity_id: str,
-    histories: dict[str, list[PastOrder]],
-    accounts: dict[str, Account],
-    screened: Screened,
-    order: Order,
-) -> tuple[str, str, str, int] | None:
-    """Per-identity state after the decision (saved once per batch): velocity history, and
-    the account event if a deferred order was approved."""
-    at_ms = to_ms(order.event_time)
-    history = histories.get(identity_id, [])
-    histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
-    if screened.decision["decision"] == APPROVE and order.payment_method == "DEFERRED":
-        accounts[identity_id] = apply_event(
-            accounts[identity_id], "approved", order.order_id, order.amount
-        )
-        return (identity_id, "approved", order.order_id, order.amount)
-    return None
-
-
 @cache
 def decision_series(decision: str, category: str) -> tuple[Any, Any]:
     """Bound label children, looked up once per (decision, category): `labels()` costs µs."""
@@ -245,109 +233,247 @@ def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def hop_of(msg: Any) -> tuple[dict[str, Any], dict[str, Any], float] | None:
-    """The identity, attributes and ingest time the order carries (None: a bug upstream)."""
-    try:
-        return read_hop_headers(msg.headers)
-    except Exception:  # reported per message by the caller
-        return None
-
-
-def decoded(msg: Any) -> Order | None:
-    try:
-        order = decode_event(registry, "Order", msg.value, None)
-    except Exception:  # counted as a processing error by the caller
-        return None
-    return None if isinstance(order, Rejection) else order
-
-
 SHADOW_DECISIONS = Counter(
     "shinsa_shadow_decisions_total",
     "Orders decided by both the active and the shadow policy, by the pair of decisions.",
     ["active", "shadow"],
 )
+REPLAYED = Counter(
+    "shinsa_decisions_replayed_total",
+    "Orders already decided (a redelivery after a crash, a producer's retry, a replay): "
+    "answered with the earlier decision, not decided again.",
+)
 
 
-@app.agent(identified_orders_topic)
-async def screen_orders(stream: Any) -> None:
+# ---------------------------------------------------------------- the batch core (pure)
+@dataclass(slots=True)
+class Candidate:
+    """A valid, identified order, ready to be screened."""
+
+    message: Received
+    order: Order
+    identity: dict[str, Any]
+    attributes: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Rules:
+    """What a whole batch is decided with: one clock, one model, one policy."""
+
+    now: datetime
+    merchants: Mapping[str, Merchant]
+    policies: PolicySet
+    shadow: PolicySet | None
+    model: ModelState
+    warm: bool
+    secret: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class Outputs:
+    """How results are encoded and where they go."""
+
+    registry: SchemaRegistry
+    decisions: str
+    traces: str
+    dlq: str
+
+
+def screen_batch(
+    candidates: Sequence[Candidate], loaded: Loaded, rules: Rules, out: Outputs
+) -> tuple[list[Outgoing], Changes]:
+    """Decide a batch: its messages (decisions and traces, or a dead letter per failed order)
+    and its state changes. One `try` per order covers everything down to encoding, so a bug
+    costs exactly that order (dead-lettered), never the rest of the batch."""
+    outgoing: list[Outgoing] = []
+    changes = Changes([], [], [], [])
+    decided: dict[str, tuple[bytes, bytes]] = {}
+    for candidate, failures in zip(candidates, loaded.device_failures, strict=True):
+        order_id = candidate.order.order_id
+        try:
+            if order_id in decided:  # the same order twice in one batch: one decision
+                REPLAYED.inc()
+                decision, trace = decided[order_id]
+            else:
+                decision, trace = screen_one(candidate, failures, loaded, rules, out, changes)
+                decided[order_id] = decision, trace
+        except Exception as exc:  # a bug must not lose the rest of the batch
+            msg = candidate.message
+            log.exception("screening failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            outgoing.append(
+                dead_letter(out.dlq, msg, "orders", reasons.PROCESSING_ERROR, type(exc).__name__)
+            )
+            continue
+        key = order_id.encode()
+        outgoing.append(Outgoing(out.decisions, key, decision))
+        outgoing.append(Outgoing(out.traces, key, trace))
+    return outgoing, changes
+
+
+def screen_one(
+    candidate: Candidate,
+    device_failures: int,
+    loaded: Loaded,
+    rules: Rules,
+    out: Outputs,
+    changes: Changes,
+) -> tuple[bytes, bytes]:
+    """Screen and encode one order, then record its state changes (only once all succeeded)."""
+    order = candidate.order
+    identity_id = candidate.identity["identity_id"]
+    history = loaded.histories.get(identity_id, [])
+    account = loaded.accounts.get(identity_id) or empty_account()
+    screened = screen_order(
+        order,
+        identity=candidate.identity,
+        attributes=candidate.attributes,
+        ingest_ms=candidate.message.timestamp_ms,
+        now=rules.now,
+        merchants=rules.merchants,
+        policies=rules.policies,
+        history=history,
+        account=account,
+        model=rules.model,
+        warm=rules.warm,
+        secret=rules.secret,
+        shadow=rules.shadow,
+        device_failures=device_failures,
+    )
+    snapshot = snapshot_of(order, screened)
+    decision = out.registry.encode("Decision", screened.decision)
+    trace = out.registry.encode("DecisionTrace", screened.trace)
+    # nothing below can fail: the order's state changes are recorded whole or not at all
+    at_ms = to_ms(order.event_time)
+    loaded.histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
+    changes.history.append((identity_id, (at_ms, order.amount, order.order_id)))
+    if screened.decision["decision"] == APPROVE and order.payment_method == "DEFERRED":
+        loaded.accounts[identity_id] = apply_event(
+            account, "approved", order.order_id, order.amount
+        )
+        changes.account_events.append((identity_id, "approved", order.order_id, order.amount))
+    changes.snapshots.append((order.order_id, snapshot))
+    changes.decided.append((order.order_id, decision, trace))
+    record_decision_metrics(screened.decision)
+    MODEL_SCORE.observe(screened.model_score)
+    if screened.shadow is not None:
+        SHADOW_DECISIONS.labels(screened.decision["decision"], screened.shadow.decision).inc()
+    return decision, trace
+
+
+def replay(accepted: Accepted, earlier: Earlier, out: Outputs) -> list[Outgoing]:
+    """The earlier decision (and its trace while kept) of an order decided before."""
+    REPLAYED.inc()
+    key = accepted.order.order_id.encode()
+    sent = [Outgoing(out.decisions, key, earlier.decision)]
+    if earlier.trace is not None:
+        sent.append(Outgoing(out.traces, key, earlier.trace))
+    return sent
+
+
+# ---------------------------------------------------------------- the hot path's I/O
+class OrderScreening:
+    """orders → intake → identity → state → screen_batch → state → outputs, per batch.
+
+    Called by the transactional loop (streams/txloop.py), which produces what this returns and
+    commits the batch's offsets in one Kafka transaction. Redis is read twice (earlier
+    decisions; velocity, accounts and devices) besides the identity script, and written once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SchemaRegistry,
+        graph: IdentityGraph,
+        state: HotPathState,
+        rules: Callable[[datetime], Rules],
+    ) -> None:
+        self.settings, self.registry, self.graph, self.state = settings, registry, graph, state
+        self.rules = rules
+        self.secret = settings.hash_key.get_secret_value().encode()
+        self.out = Outputs(
+            registry,
+            settings.topic("decisions"),
+            settings.topic("traces"),
+            settings.topic("dlq"),
+        )
+
+    async def __call__(self, batch: list[Received]) -> list[Outgoing]:
+        now = datetime.now(UTC)
+        outgoing: list[Outgoing] = []
+        accepted: list[Accepted] = []
+        max_bytes, dlq = self.settings.max_event_bytes, self.out.dlq
+        for message in batch:
+            result = accept_order(message, now, self.registry, max_bytes, dlq)
+            if isinstance(result, Accepted):
+                accepted.append(result)
+            else:
+                outgoing.append(result)
+        earlier = await self.state.earlier([a.order.order_id for a in accepted])
+        fresh = []
+        for item, found in zip(accepted, earlier, strict=True):
+            if found is None:
+                fresh.append(item)
+            else:
+                outgoing += replay(item, found, self.out)
+        lookup = partial(identity_lookup, secret=self.secret, dead_letters=outgoing, dlq=dlq)
+        # computing the next chunk's keys overlaps the script call of this one
+        done = await resolve_overlapped(self.graph, fresh, lookup, to_ms(now))
+        for item in done.unresolved:
+            detail = f"identity: {type(done.error).__name__}"
+            outgoing.append(
+                dead_letter(dlq, item.message, "orders", reasons.PROCESSING_ERROR, detail)
+            )
+        candidates = []
+        for item, identity in done.found:
+            record_identity_metrics(identity)
+            view = identity_view(identity)
+            candidates.append(Candidate(item.message, item.order, view, item.attributes or {}))
+        loaded = await self.state.load(
+            [c.identity["identity_id"] for c in candidates],
+            [(c.order.device_id, to_ms(c.order.event_time)) for c in candidates],
+        )
+        sent, changes = screen_batch(candidates, loaded, self.rules(datetime.now(UTC)), self.out)
+        await self.state.save(changes)  # before the decisions: an outcome can only follow them
+        return outgoing + sent
+
+
+def current_rules(now: datetime, secret: bytes) -> Rules:
+    """The merchants, policies and model the control agents keep current, as of now."""
+    return Rules(
+        now, merchant_by_id, policies.active, policies.shadow, scorer.state, scorer.warm, secret
+    )
+
+
+async def screening_ready() -> None:
+    """Screen only once merchants, the newest model and the policy are loaded."""
+    await asyncio.to_thread(postal_table)  # Japan Post's table, read now, not in a batch
     await merchants_loaded.wait()
     await models_loaded.wait()
     await policies_loaded.wait()
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
+
+
+def screening_loop(settings: Settings, registry: SchemaRegistry) -> TransactionalLoop:
+    """The hot path as a service of the worker (registered by streams/worker.py)."""
+    client = redis_client(settings)
     secret = settings.hash_key.get_secret_value().encode()
-    devices = DeviceFailures(client, settings.identity_namespace, secret)
-    state = IdentityState(client, settings.identity_namespace)
-    decisions = decisions_topic.get_topic_name()
-    traces = traces_topic.get_topic_name()
-    dead_letters = dlq_topic.get_topic_name()
-    async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
-        outgoing: list[Outgoing] = []
-        snapshots: list[tuple[str, dict[str, Any]]] = []
-        now = datetime.now(UTC)
-        # one model and one policy for the whole batch
-        model, warm = scorer.state, scorer.warm
-        active, shadow = policies.active, policies.shadow
-        orders = [decoded(event.message) for event in events]
-        failures = await devices.counts(
-            [(o.device_id, to_ms(o.event_time)) if o else (None, 0) for o in orders]
-        )
-        hops = [hop_of(event.message) for event in events]
-        histories, accounts = await state.load([h[0]["identity_id"] for h in hops if h])
-        changed: dict[str, list[PastOrder]] = {}
-        account_events = []
-        for event, order, hop, device_failures in zip(events, orders, hops, failures, strict=True):
-            msg = event.message
-            try:
-                if order is None or hop is None:  # intake made both: only a bug gets here
-                    raise ValueError("undecodable order or hop headers after intake")
-                identity, attributes, ingest_ms = hop
-                identity_id = identity["identity_id"]
-                history = histories.get(identity_id, [])
-                screened = screen_order(
-                    order,
-                    identity=identity,
-                    attributes=attributes,
-                    ingest_ms=ingest_ms,
-                    now=now,
-                    merchants=merchant_by_id,
-                    policies=active,
-                    history=history,
-                    account=accounts.get(identity_id) or empty_account(),
-                    model=model,
-                    warm=warm,
-                    secret=secret,
-                    shadow=shadow,
-                    device_failures=device_failures,
-                )
-                accounts.setdefault(identity_id, empty_account())
-                opened = remember_order(identity_id, histories, accounts, screened, order)
-                changed[identity_id] = histories[identity_id]
-                if opened:
-                    account_events.append(opened)
-            except Exception as exc:  # a bug must not lose the rest of the batch
-                log.exception("screening failed at %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                outgoing.append(
-                    dead_letter(
-                        dead_letters,
-                        msg,
-                        "identified-orders",
-                        reasons.PROCESSING_ERROR,
-                        type(exc).__name__,
-                    )
-                )
-                continue
-            result = screened.decision
-            order_key = result["order_id"].encode()
-            snapshots.append((order.order_id, snapshot_of(order, screened)))
-            value = registry.encode("Decision", result)
-            outgoing.append(Outgoing(decisions, order_key, value))
-            trace = registry.encode("DecisionTrace", screened.trace)
-            outgoing.append(Outgoing(traces, order_key, trace))
-            record_decision_metrics(result)
-            MODEL_SCORE.observe(screened.model_score)
-            if screened.shadow is not None:
-                SHADOW_DECISIONS.labels(result["decision"], screened.shadow.decision).inc()
-        await state.save(changed, account_events)
-        await store.save(snapshots)  # before the decisions: an outcome can only follow them
-        await send_all(app.producer, outgoing)
+    graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
+    state = HotPathState(
+        client, settings.identity_namespace, secret, settings.snapshot_ttl_days * 86400
+    )
+    handler = OrderScreening(
+        settings, registry, graph, state, partial(current_rules, secret=secret)
+    )
+    return TransactionalLoop(
+        settings,
+        "screen",
+        [settings.topic("orders")],
+        handler,
+        ready=screening_ready,
+        on_fatal=stop_worker,
+    )
+
+
+def stop_worker(reason: BaseException) -> None:
+    """A fenced producer must not write again: stop the worker as SIGTERM would."""
+    log.error("stopping the worker: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -102,7 +102,7 @@ WORKER_UP = Gauge("shinsa_worker_up", "1 while the worker's agents run.")
 
 @lru_cache(maxsize=256)
 def logical_topic(full_name: str) -> str | None:
-    """The pipeline's name ('orders', 'identified-orders', ...) of a full topic name, or None.
+    """The pipeline's name ('orders', 'decisions', ...) of a full topic name, or None.
 
     Metrics are labelled with logical names so that a topic prefix (one per environment or
     test) never multiplies series; Faust's internal topics are not ours and map to None.
@@ -148,7 +148,7 @@ def zero_series(schema_dir: Path = ROOT / "schemas") -> None:
         LABELS.labels(result)
     for topic in ("orders", "payments", "logins", "outcomes", "merchants"):
         EVENTS_IN.labels(topic)
-    for topic in ("identified-orders", "decisions", "traces", "dlq", "account-events"):
+    for topic in ("decisions", "traces", "dlq", "account-events"):
         EVENTS_OUT.labels(topic)
     for source in ("event", "ingest"):
         LATENCY.labels(source)

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TOPIC_NAMES = (
     "orders",
-    "identified-orders",  # internal: orders re-keyed by identity
     "payments",
     "logins",
     "outcomes",

@@ -20,8 +20,6 @@ def _topic(name: str, compacted: bool = False) -> object:
 
 # Inputs, from producers.
 orders_topic = _topic("orders")
-# Internal hop: orders with their resolved identity, keyed by identity (per-identity state).
-identified_orders_topic = _topic("identified-orders")
 payments_topic = _topic("payments")
 logins_topic = _topic("logins")
 outcomes_topic = _topic("outcomes")

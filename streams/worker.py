@@ -1,4 +1,5 @@
-"""Run one Shinsa worker: the Faust agents of agents/ plus the /metrics endpoint."""
+"""Run one Shinsa worker: the hot path (a transactional batch loop), the Faust agents of the
+control streams, and the /metrics endpoint, in one process."""
 
 from __future__ import annotations
 
@@ -13,19 +14,25 @@ def run_worker(loglevel: str = "info") -> None:
     uvloop.install()
     from faust.worker import Worker
 
+    import agents.devices
+    import agents.exposure
     import agents.ingest
-    import agents.intake
     import agents.lag
     import agents.learn
     import agents.merchants
-    import agents.screen  # noqa: F401  (registers the agents)
-    from streams.app import app, settings
+    import agents.policies
+    import agents.scorer  # the control agents register themselves on import
+    from agents.screen import screening_loop
+    from streams.app import app, registry, settings
     from streams.metrics import WORKER_UP, serve_metrics
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes one level
     port = serve_metrics(settings.metrics_port)
     logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     print(f"shinsa worker: metrics on http://127.0.0.1:{port}/metrics", flush=True)
+    hot_path = screening_loop(settings, registry)
+    app.service(hot_path)  # the hot path starts, runs and stops with the Faust app
+    agents.lag.hot_paths.append(hot_path)
     WORKER_UP.set(1)
     # Everything imported so far (schemas, postal data, the Faust app) lives as long as the
     # worker: keep it out of the collector's scans (measured ~20 µs of GC per order otherwise).

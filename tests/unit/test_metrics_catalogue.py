@@ -41,6 +41,7 @@ ALLOWED_LABELS = frozenset(
         "event",  # settlement events: repaid, unpaid, written_off, approved
         "active",  # decisions (APPROVE/REVIEW/DECLINE) of the active and shadow policies
         "shadow",
+        "loop",  # the hot path's transactional loops, named in code (screen)
     }
 )
 # Names that would carry personal data or unbounded identifiers.
@@ -174,12 +175,12 @@ def test_lag_is_end_minus_committed_and_the_log_start_while_nothing_is_committed
     from agents.lag import partition_lags
 
     orders0, orders1, leader = tp("p.orders", 0), tp("p.orders", 1), tp("x-__assignor-__leader", 0)
-    hop = tp("p.identified-orders", 3)
+    hop = tp("p.account-events", 3)
     ends = {orders0: 120, orders1: 50, hop: 7, leader: 3}
     committed = {orders0: 100, orders1: None, hop: 9, leader: 1}
     starts = {orders1: 20}
     lags = partition_lags([orders0, orders1, hop, leader], ends, committed, starts)
-    assert lags == {("orders", "0"): 20, ("orders", "1"): 30, ("identified-orders", "3"): 0}
+    assert lags == {("orders", "0"): 20, ("orders", "1"): 30, ("account-events", "3"): 0}
 
 
 def test_partitions_taken_away_stop_being_reported():

@@ -1,0 +1,341 @@
+"""The hot path's Kafka loop: consume a batch, run the batch core, produce its outputs and commit
+the input offsets in one Kafka transaction (exactly-once output, read_committed everywhere).
+
+Why not a Faust agent: Faust's per-message machinery costs ~200 µs a message here, and its
+exactly-once mode has open fencing bugs (DESIGN.md). Why not quix-streams: it runs on the same
+confluent-kafka transactions but hands the application one record at a time, while the core
+wants a whole batch for its one Redis read and one Redis write. So this is a small loop on
+confluent-kafka (librdkafka's transactions, KIP-447 group-metadata fencing), run as a service of
+the Faust app: started, supervised and stopped with `shinsa worker`, one process, one /metrics.
+
+The loop is strictly poll → handle → commit: rebalance callbacks only run inside poll, so a
+partition is never revoked while its batch is in flight. A commit that fails (a rebalance that
+bumped the group generation, a broker that restarted) aborts the transaction and rewinds the
+batch's partitions to the batch's first offsets: the batch is handled again, and the handler
+answers a redelivered message as it did the first time (agents/screen.py keeps each decision
+in Redis with the state that produced it). A fenced producer (another process took over this
+work) is fatal: the loop stops, logs why and stops the worker rather than write anything more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as TP
+from mode import Service
+from prometheus_client import Counter, Histogram
+
+from streams.delivery import Outgoing, count_sent
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSACTIONS = Counter(
+    "shinsa_transactions_total",
+    "Hot-path batches by how their Kafka transaction ended (committed, aborted).",
+    ["loop", "result"],
+)
+BATCH_SIZE = Histogram(
+    "shinsa_batch_messages",
+    "Messages per hot-path batch (one Kafka transaction each).",
+    ["loop"],
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+BATCH_SECONDS = Histogram(
+    "shinsa_batch_seconds",
+    "Time from a batch's poll to its committed transaction.",
+    ["loop"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+
+
+@dataclass(slots=True)
+class Received:
+    """One consumed message, as the batch core sees it (no Kafka client types in the core)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def received(msg: Any) -> Received:
+    return Received(
+        msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]
+    )
+
+
+Handler = Callable[[list[Received]], Awaitable[list[Outgoing]]]
+
+
+class FatalLoopError(RuntimeError):
+    """The producer was fenced or hit a fatal error: this process must not write any more."""
+
+
+def next_offsets(batch: Sequence[Received]) -> list[TP]:
+    """The offsets to commit for a batch: one past the last message of each partition."""
+    last: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key = (m.topic, m.partition)
+        if m.offset >= last.get(key, -1):
+            last[key] = m.offset
+    return [TP(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def first_offsets(batch: Sequence[Received]) -> list[TP]:
+    """Where to rewind each partition of an aborted batch."""
+    first: dict[tuple[str, int], int] = {}
+    for m in batch:
+        key = (m.topic, m.partition)
+        if m.offset < first.get(key, 1 << 62):
+            first[key] = m.offset
+    return [TP(t, p, o) for (t, p), o in first.items()]
+
+
+class TransactionalLoop(Service):
+    """poll → handler → produce + commit offsets in one transaction, until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        topics: Sequence[str],
+        handler: Handler,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings, self.loop_name, self.topics = settings, name, list(topics)
+        self.handler, self.ready, self.on_fatal = handler, ready, on_fatal
+        self.group = f"{settings.app_id}.{name}"
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.stopping = False
+        self.finished = asyncio.Event()
+        self.lags: dict[tuple[str, int], int] = {}
+        self.assigned: set[tuple[str, int]] = set()
+        self._next_lag = 0.0
+
+    # ------------------------------------------------------------------ configuration
+    def consumer_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 15000,
+            "heartbeat.interval.ms": 3000,
+            "fetch.wait.max.ms": 10,
+            "queued.max.messages.kbytes": 65536,
+        }
+
+    def producer_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "bootstrap.servers": s.kafka_bootstrap,
+            # unique per process: zombies are fenced by the group generation (KIP-447)
+            "transactional.id": f"{self.group}.{uuid.uuid4().hex[:12]}",
+            "partitioner": "murmur2_random",  # the Java clients' and aiokafka's partitions
+            "linger.ms": 1,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 200000,
+            "transaction.timeout.ms": 60000,
+        }
+
+    # ------------------------------------------------------------------ service
+    async def on_start(self) -> None:
+        self.add_future(self._supervised())
+
+    async def on_stop(self) -> None:
+        self.stopping = True
+        if self.consumer is not None or self.producer is not None:
+            await self.finished.wait()
+
+    async def _supervised(self) -> None:
+        try:
+            await self._run()
+        except FatalLoopError as exc:
+            log.error("hot path %s stopped: %s", self.loop_name, exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+        finally:
+            await asyncio.to_thread(self._close)
+            self.finished.set()
+
+    async def _run(self) -> None:
+        if self.ready is not None:
+            await self.ready()
+        if self.stopping:
+            return
+        self.producer = Producer(self.producer_config())
+        await asyncio.to_thread(self.producer.init_transactions, 60)
+        self.consumer = Consumer(self.consumer_config())
+        self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
+        log.info("hot path %s consuming %s", self.loop_name, ", ".join(self.topics))
+        backoff = 0.1
+        while not self.stopping:
+            batch = await asyncio.to_thread(self._poll)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                outgoing = await self.handler(batch)
+            except Exception:  # a bug: never skip the batch, retry it
+                log.exception(
+                    "hot path %s: batch of %d failed; retrying", self.loop_name, len(batch)
+                )
+                await asyncio.to_thread(self._rewind, batch)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            committed = await asyncio.to_thread(self._commit, batch, outgoing)
+            if committed:
+                backoff = 0.1
+                BATCH_SIZE.labels(self.loop_name).observe(len(batch))
+                BATCH_SECONDS.labels(self.loop_name).observe(time.perf_counter() - started)
+                count_sent(o.topic for o in outgoing)
+
+    # ------------------------------------------------------------------ in the I/O thread
+    def _poll(self) -> list[Received]:
+        """Wait up to the batch timeout for one message, then take what else is there."""
+        assert self.consumer is not None
+        self._measure_lag()
+        first = self.consumer.poll(self.settings.batch_timeout)
+        if first is None:
+            return []
+        more = self.consumer.consume(self.settings.batch_size - 1, 0) if first else []
+        out: list[Received] = []
+        for msg in (first, *more):
+            err = msg.error()
+            if err is None:
+                out.append(received(msg))
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("hot path %s: consumer error %s", self.loop_name, err)
+        return out
+
+    def _commit(self, batch: list[Received], outgoing: list[Outgoing]) -> bool:
+        """Produce the batch's outputs and commit its offsets atomically; False if aborted."""
+        assert self.producer is not None and self.consumer is not None
+        producer = self.producer
+        try:
+            producer.begin_transaction()
+            for o in outgoing:
+                while True:
+                    try:
+                        producer.produce(o.topic, o.value, o.key, headers=o.headers)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            producer.send_offsets_to_transaction(
+                next_offsets(batch), self.consumer.consumer_group_metadata(), 30
+            )
+            self._commit_transaction()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal() or error.code() == KafkaError._FENCED:
+                TRANSACTIONS.labels(self.loop_name, "aborted").inc()
+                raise FatalLoopError(f"producer fenced or failed: {error}") from exc
+            log.warning(
+                "hot path %s: transaction aborted (%s); retrying the batch", self.loop_name, error
+            )
+            self._abort()
+            self._rewind(batch)
+            TRANSACTIONS.labels(self.loop_name, "aborted").inc()
+            return False
+        TRANSACTIONS.labels(self.loop_name, "committed").inc()
+        return True
+
+    def _commit_transaction(self) -> None:
+        assert self.producer is not None
+        while True:
+            try:
+                self.producer.commit_transaction(30)
+                return
+            except KafkaException as exc:
+                if exc.args[0].retriable() and not exc.args[0].txn_requires_abort():
+                    continue
+                raise
+
+    def _abort(self) -> None:
+        assert self.producer is not None
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise FatalLoopError(f"producer failed while aborting: {exc}") from exc
+            log.warning("hot path %s: abort failed: %s", self.loop_name, exc)
+
+    def _rewind(self, batch: list[Received]) -> None:
+        """Seek a batch's partitions back so it is consumed again (if still ours)."""
+        assert self.consumer is not None
+        for tp in first_offsets(batch):
+            if (tp.topic, tp.partition) not in self.assigned:
+                continue  # revoked: its next owner starts at the committed offset
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:
+                log.warning(
+                    "hot path %s: rewind of %s[%d] failed: %s",
+                    self.loop_name,
+                    tp.topic,
+                    tp.partition,
+                    exc,
+                )
+
+    def _assigned(self, _consumer: Any, partitions: list[TP]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("hot path %s: assigned %s", self.loop_name, describe(partitions))
+
+    def _revoked(self, _consumer: Any, partitions: list[TP]) -> None:
+        # poll → handle → commit: nothing of these partitions is in flight here
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:
+            self.lags.pop((tp.topic, tp.partition), None)
+        log.info("hot path %s: revoked %s", self.loop_name, describe(partitions))
+
+    def _measure_lag(self) -> None:
+        """End offset minus committed offset per assigned partition, every lag interval."""
+        now = time.monotonic()
+        if now < self._next_lag or self.consumer is None:
+            return
+        self._next_lag = now + self.settings.lag_interval
+        tps = [TP(t, p) for t, p in sorted(self.assigned)]
+        if not tps:
+            return
+        try:
+            committed = self.consumer.committed(tps, timeout=2)
+            lags = {}
+            for tp in committed:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=2)
+                position = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else low
+                lags[(tp.topic, tp.partition)] = max(high - position, 0)
+            self.lags = lags
+        except KafkaException as exc:
+            log.warning("hot path %s: lag not measured: %s", self.loop_name, exc)
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()  # leaves the group: its partitions move at once
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("hot path %s: consumer close: %s", self.loop_name, exc)
+        if self.producer is not None:
+            self.producer.flush(10)
+
+
+def describe(partitions: Sequence[TP]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
