@@ -54,6 +54,7 @@ BATCH_SECONDS = Histogram(
     ["loop"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
+STOP_GRACE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ class TransactionalLoop(Service):
         self.lags: dict[tuple[str, int], int] = {}
         self.assigned: set[tuple[str, int]] = set()
         self._next_lag = 0.0
+        self.handling: asyncio.Future[list[Outgoing]] | None = None
 
     # ------------------------------------------------------------------ configuration
     def consumer_config(self) -> dict[str, Any]:
@@ -161,8 +163,17 @@ class TransactionalLoop(Service):
         self.add_future(self._supervised())
 
     async def on_stop(self) -> None:
+        """Finish the batch in hand; one stuck on an outage (Redis down) is abandoned
+        uncommitted: its messages go to the partition's next owner, nothing is lost."""
         self.stopping = True
-        if self.consumer is not None or self.producer is not None:
+        if self.consumer is None and self.producer is None:
+            return
+        try:
+            await asyncio.wait_for(self.finished.wait(), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            if self.handling is not None and not self.handling.done():
+                log.warning("hot path %s: abandoning an unfinished batch to stop", self.loop_name)
+                self.handling.cancel()
             await self.finished.wait()
 
     async def _supervised(self) -> None:
@@ -192,8 +203,13 @@ class TransactionalLoop(Service):
             if not batch:
                 continue
             started = time.perf_counter()
+            self.handling = asyncio.ensure_future(self.handler(batch))
             try:
-                outgoing = await self.handler(batch)
+                outgoing = await self.handling
+            except asyncio.CancelledError:
+                if self.stopping:
+                    return  # abandoned uncommitted: redelivered to the next owner
+                raise
             except Exception:  # a bug: never skip the batch, retry it
                 log.exception(
                     "hot path %s: batch of %d failed; retrying", self.loop_name, len(batch)

@@ -1,0 +1,140 @@
+"""The hot path's batch core without a broker: intake per message, screen_batch per batch.
+
+What a user relies on: every valid order gets exactly one decision and one trace; a message
+that fails anywhere, encoding included, costs exactly that message (a dead letter with its
+source) and never the rest of the batch; state changes are recorded only for orders decided.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from agents import reasons
+from agents.intake import Accepted, accept_order
+from agents.model import ModelState
+from agents.policy import DEFAULT_POLICY_SET
+from agents.screen import Candidate, Outputs, Rules, screen_batch
+from agents.state import Loaded, history_from_zset, history_member
+from streams.codec import CodecError
+from streams.dlq import REASON, SOURCE_OFFSET
+from streams.records import Merchant
+from streams.txloop import Received, first_offsets, next_offsets
+
+NOW = datetime(2026, 10, 1, 4, 0, tzinfo=UTC)
+GOOD = Merchant("m0001", "テスト", "FOOD", "STANDARD", NOW)
+
+
+class TraceFailsFor:
+    """The real registry, except that one order's trace cannot be encoded (the last step)."""
+
+    def __init__(self, registry, order_id: str) -> None:
+        self.registry, self.order_id = registry, order_id
+
+    def encode(self, name, datum):
+        if name == "DecisionTrace" and datum["order_id"] == self.order_id:
+            raise CodecError("wrong_type", "a bug in the trace")
+        return self.registry.encode(name, datum)
+
+
+def message(value: bytes | None, offset: int, partition: int = 0) -> Received:
+    return Received("t.orders", partition, offset, b"k", value, 1_790_000_000_000)
+
+
+def encoded_order(registry, order_json, order_id: str) -> bytes:
+    order_json = {**order_json, "order_id": order_id}
+    return registry.encode("Order", registry.from_json("Order", order_json))
+
+
+def outputs(registry) -> Outputs:
+    return Outputs(registry, "t.decisions", "t.traces", "t.dlq")
+
+
+def rules() -> Rules:
+    return Rules(NOW, {"m0001": GOOD}, DEFAULT_POLICY_SET, None, ModelState(), False, b"secret")
+
+
+def candidate(registry, order_json, order_id: str, offset: int):
+    msg = message(encoded_order(registry, order_json, order_id), offset)
+    accepted = accept_order(msg, NOW, registry, 65536, "t.dlq")
+    assert isinstance(accepted, Accepted)
+    identity = {"identity_id": "i1", "orders": 1, "names": 1, "phones": 1, "emails": 1}
+    return Candidate(msg, accepted.order, identity, {})
+
+
+def loaded(n: int) -> Loaded:
+    return Loaded({}, {}, [0] * n)
+
+
+def test_a_valid_order_is_accepted_and_garbage_becomes_a_dead_letter(registry, order_json):
+    ok = accept_order(
+        message(encoded_order(registry, order_json, "o-9"), 3), NOW, registry, 65536, "t.dlq"
+    )
+    assert isinstance(ok, Accepted) and ok.order.order_id == "o-9"
+    bad = accept_order(message(b"\x00garbage", 4), NOW, registry, 65536, "t.dlq")
+    assert not isinstance(bad, Accepted)
+    headers = dict(bad.headers)
+    assert bad.topic == "t.dlq" and bad.value == b"\x00garbage"
+    assert headers[REASON] == b"undecodable" and headers[SOURCE_OFFSET] == b"4"
+
+
+def test_every_order_of_a_batch_gets_one_decision_and_one_trace(registry, order_json):
+    batch = [candidate(registry, order_json, f"o-{i}", i) for i in range(5)]
+    sent, changes = screen_batch(batch, loaded(5), rules(), outputs(registry))
+    decisions = [registry.decode("Decision", o.value) for o in sent if o.topic == "t.decisions"]
+    assert [d["order_id"] for d in decisions] == [f"o-{i}" for i in range(5)]
+    assert sum(o.topic == "t.traces" for o in sent) == 5
+    assert [o for o, _, _ in changes.decided] == [f"o-{i}" for i in range(5)]
+    assert [s[0] for s in changes.snapshots] == [f"o-{i}" for i in range(5)]
+    # each later order of the identity saw the earlier ones of the batch (velocity)
+    assert [d["identity_id"] for d in decisions] == ["i1"] * 5
+    assert len(changes.history) == 5
+
+
+def test_a_poison_order_in_the_middle_costs_exactly_that_order(registry, order_json):
+    batch = [
+        candidate(registry, order_json, "o-1", 10),
+        candidate(registry, order_json, "o-2", 11),  # its trace fails to encode
+        candidate(registry, order_json, "o-3", 12),
+    ]
+    out = Outputs(TraceFailsFor(registry, "o-2"), "t.decisions", "t.traces", "t.dlq")
+    sent, changes = screen_batch(batch, loaded(3), rules(), out)
+    decided = [
+        registry.decode("Decision", o.value)["order_id"] for o in sent if o.topic == "t.decisions"
+    ]
+    assert decided == ["o-1", "o-3"]
+    dead = [o for o in sent if o.topic == "t.dlq"]
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers[REASON] == reasons.PROCESSING_ERROR.encode()
+    assert headers[SOURCE_OFFSET] == b"11"
+    assert dead[0].value == batch[1].message.value  # the original bytes, to replay after a fix
+    # the poison order left no state behind: no snapshot, no history, no decision kept
+    assert [o for o, _, _ in changes.decided] == ["o-1", "o-3"]
+    assert [h[1][2] for h in changes.history] == ["o-1", "o-3"]
+
+
+def test_the_same_order_twice_in_a_batch_is_decided_once(registry, order_json):
+    batch = [candidate(registry, order_json, "o-1", 1), candidate(registry, order_json, "o-1", 2)]
+    sent, changes = screen_batch(batch, loaded(2), rules(), outputs(registry))
+    decisions = [o.value for o in sent if o.topic == "t.decisions"]
+    assert len(decisions) == 2 and decisions[0] == decisions[1]
+    assert len(changes.decided) == 1 and len(changes.history) == 1
+
+
+def test_velocity_history_round_trips_through_its_redis_members():
+    entries = [
+        (history_member(4980, "o-1").encode(), 1_000.0),
+        (history_member(120, "o:2").encode(), 2_000.0),
+    ]
+    assert history_from_zset(entries) == [(1000, 4980, "o-1"), (2000, 120, "o:2")]
+
+
+@pytest.mark.parametrize("offsets", [[5, 3, 9], [0], [7, 8]])
+def test_a_batch_commits_past_its_last_offset_and_rewinds_to_its_first(offsets):
+    batch = [message(b"", o, partition=o % 2) for o in offsets]
+    for p in {m.partition for m in batch}:
+        mine = [m.offset for m in batch if m.partition == p]
+        assert {tp.offset for tp in next_offsets(batch) if tp.partition == p} == {max(mine) + 1}
+        assert {tp.offset for tp in first_offsets(batch) if tp.partition == p} == {min(mine)}
