@@ -607,8 +607,8 @@ def pipeline() -> Any:
         ),
         graph(
             "Events out per topic",
-            "Events written per second and acknowledged by Kafka: decisions, dead letters and "
-            "the internal identified-orders hop. Decisions out should follow orders in.",
+            "Events written per second and committed to Kafka: decisions, traces, dead letters "
+            "and the internal account-events hop. Decisions out should follow orders in.",
             "short",
             [(f"sum by (topic) (rate(shinsa_events_out_total[{RATE}]))", "{{topic}}")],
             span=8,

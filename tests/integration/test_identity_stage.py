@@ -97,7 +97,7 @@ def test_redis_outage_stalls_the_stage_and_loses_nothing(env, registry, tmp_path
         redis_proc.terminate()
         redis_proc.wait()
         produce(env, [(p.topic, p.key, p.value) for p in person_orders(registry, "during")])
-        worker.wait_for("Redis unavailable for identity resolution", timeout=60)
+        worker.wait_for("Redis unavailable for", timeout=60)
         assert len(collect(env, "decisions", 4, worker=worker)) == 4  # nothing decided meanwhile
         redis_proc = start_redis(port, tmp_path)
         d = decided(registry, env, 8, worker)

@@ -40,7 +40,7 @@ DASHBOARDS = ROOT / "monitoring" / "grafana" / "dashboards"
 # What Grafana would put in for its variables, sized for this test's 1 s scrapes: the rate
 # window covers the traffic just sent, the range the whole test.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m", "$__interval": "5s"}
-INPUT_TOPICS = ("orders", "identified-orders", "payments", "logins", "outcomes", "merchants")
+INPUT_TOPICS = ("orders", "payments", "logins", "outcomes", "merchants")
 
 
 @dataclass
@@ -293,7 +293,7 @@ def check_lag(prom: Prometheus, env: Settings) -> None:
         }
         once = prom.values("max(count by (topic, partition) (shinsa_consumer_lag_messages))")
         orders_lag = prom.values(
-            'sum(shinsa_consumer_lag_messages{topic=~"orders|identified-orders"})'
+            'sum(shinsa_consumer_lag_messages{topic="orders"})'
         )
         # the pipeline's input topics at least (internal hops may be added), each whole
         return (
