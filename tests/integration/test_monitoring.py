@@ -292,9 +292,7 @@ def check_lag(prom: Prometheus, env: Settings) -> None:
             for s in prom.query("count by (topic) (shinsa_consumer_lag_messages)")["data"]["result"]
         }
         once = prom.values("max(count by (topic, partition) (shinsa_consumer_lag_messages))")
-        orders_lag = prom.values(
-            'sum(shinsa_consumer_lag_messages{topic="orders"})'
-        )
+        orders_lag = prom.values('sum(shinsa_consumer_lag_messages{topic="orders"})')
         # the pipeline's input topics at least (internal hops may be added), each whole
         return (
             set(INPUT_TOPICS) <= set(per_topic)
