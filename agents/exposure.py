@@ -1,9 +1,9 @@
 """Credit exposure (支払い能力): each identity's outstanding deferred-payment balance.
 
-An identity's account (agents/accounts.py, in Redis) holds the approved DEFERRED orders not
+An identity's account (agents/state.py, in Redis) holds the approved DEFERRED orders not
 yet paid (order id → yen) and the orders reported unpaid.
 
-    screen_orders (screen.py) ── APPROVE, DEFERRED ──────────────────> open the order
+    screen_batch (screen.py) ─── APPROVE, DEFERRED ──────────────────> open the order
     payments (REPAYMENT), outcomes ──> route_settlements ──> account-events (keyed by identity)
                                            (order → identity: its snapshot in Redis)
     account-events ──> apply_settlements ──> the identity's account
@@ -24,9 +24,8 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
-from redis import asyncio as aioredis
 
-from agents.snapshots import SnapshotStore
+from agents.state import Account, AccountStore, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
@@ -58,14 +57,8 @@ OUTCOME_EVENTS = {
     "CHARGEBACK": "written_off",
 }
 
-Account = dict[str, Any]  # {"open": {order_id: yen}, "unpaid": [order_id, ...]}
-
 
 # ------------------------------------------------------------------ pure account logic
-
-
-def empty_account() -> Account:
-    return {"open": {}, "unpaid": []}
 
 
 def outstanding(account: Account) -> int:
@@ -109,11 +102,13 @@ def settlement_of(topic: str, value: bytes | None) -> tuple[str, str] | None:
     return (outcome.order_id, event) if event else None
 
 
-def account_event(snapshot: dict[str, Any], order_id: str, event: str) -> dict[str, Any] | None:
+def account_event(snapshot: Snapshot, order_id: str, event: str) -> dict[str, Any] | None:
     """The account-events message for a settlement, from the order's snapshot."""
-    if event == "approved" and (snapshot.get("d") != "REVIEW" or snapshot.get("m") != "DEFERRED"):
+    if event == "approved" and (
+        snapshot.decision != "REVIEW" or snapshot.payment_method != "DEFERRED"
+    ):
         return None  # only a reviewed deferred order becomes a debt on the reviewer's word
-    return {"order_id": order_id, "event": event, "amount": snapshot.get("a", 0)}
+    return {"order_id": order_id, "event": event, "amount": snapshot.amount}
 
 
 # ------------------------------------------------------------------ the agents
@@ -129,8 +124,9 @@ settlement_sources = app.topic(
 @app.agent(settlement_sources)
 async def route_settlements(stream: Any) -> None:
     """payments + outcomes → the identity of each order they settle → account-events."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
+    store = SnapshotStore(
+        redis_client(settings), settings.identity_namespace, settings.snapshot_ttl_days * 86400
+    )
     target = account_events_topic.get_topic_name()
     payments = payments_topic.get_topic_name()
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
@@ -150,20 +146,18 @@ async def route_settlements(stream: Any) -> None:
         outgoing = []
         for (order_id, kind), snapshot in zip(found, snapshots, strict=True):
             message = account_event(snapshot, order_id, kind) if snapshot else None
-            if snapshot is None or not snapshot.get("i"):
+            if snapshot is None or not snapshot.identity_id:
                 SETTLEMENTS.labels(kind, "unknown_order").inc()
             elif message is not None:
-                outgoing.append(Outgoing(target, snapshot["i"].encode(), orjson.dumps(message)))
+                key = snapshot.identity_id.encode()
+                outgoing.append(Outgoing(target, key, orjson.dumps(message)))
         await send_all(app.producer, outgoing)
 
 
 @app.agent(account_events_topic)
 async def apply_settlements(stream: Any) -> None:
-    """account-events (keyed by identity) → the identity's account (agents/accounts.py)."""
-    from agents.accounts import IdentityState
-
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    state = IdentityState(client, settings.identity_namespace)
+    """account-events (keyed by identity) → the identity's account (agents/state.py)."""
+    accounts = AccountStore(redis_client(settings), settings.identity_namespace)
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
         applied = []
         for event in events:
@@ -176,7 +170,7 @@ async def apply_settlements(stream: Any) -> None:
             except Exception:
                 where = (msg.topic, msg.partition, msg.offset)
                 log.exception("account event failed at %s[%d]@%d", *where)
-        await state.save({}, applied)
+        await accounts.apply(applied)
         for _, kind, _, _ in applied:
             SETTLEMENTS.labels(kind, "applied").inc()
 
@@ -184,11 +178,9 @@ async def apply_settlements(stream: Any) -> None:
 @app.timer(interval=15.0)
 async def measure_exposure() -> None:
     """Totals over every account (the same in every worker: dashboards take the max)."""
-    from agents.accounts import IdentityState
-
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    client = redis_client(settings)
     try:
-        total, held = await IdentityState(client, settings.identity_namespace).accounts_total()
+        total, held = await AccountStore(client, settings.identity_namespace).totals()
     finally:
         await client.aclose()
     OUTSTANDING.set(total)

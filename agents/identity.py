@@ -23,7 +23,6 @@ and computes the keys of the next chunk while Redis runs the script on the curre
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -34,10 +33,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
-from prometheus_client import Counter
 from redis import asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.normalize import (
     normalize_address,
@@ -47,6 +43,7 @@ from agents.normalize import (
     normalize_name,
     normalize_phone,
 )
+from agents.state import keyed_hash, retrying
 from streams.records import Buyer
 
 log = logging.getLogger(__name__)
@@ -62,11 +59,6 @@ YIELD_EVERY_S = 0.00005  # while preparing a chunk, give the event loop a turn (
 
 T = TypeVar("T")
 C = TypeVar("C")
-
-REDIS_RETRIES = Counter(
-    "shinsa_identity_redis_retries_total",
-    "Identity batches retried because Redis did not answer (the stage waits, nothing is lost).",
-)
 
 
 @dataclass(slots=True, frozen=True)
@@ -94,29 +86,6 @@ class Identity:
     emails: int
     new_variation: bool
     saturated_keys: int
-
-
-_HMAC_BASES: dict[bytes, Any] = {}  # secret → keyed state (a plain dict: lru_cache's own key
-# for a bytes argument costs an allocation, and this is called 12 times a record)
-
-
-def _hmac_base(secret: bytes) -> Any:
-    """A keyed HMAC state to copy: ~0.9 µs per value, where hmac.new(...) costs ~5 µs."""
-    base = _HMAC_BASES.get(secret)
-    if base is None:
-        if len(_HMAC_BASES) >= 8:
-            _HMAC_BASES.clear()
-        mac = hmac.new(secret, digestmod="sha256")
-        # hmac.HMAC wraps OpenSSL's object in three Python calls per value: use it directly
-        base = _HMAC_BASES[secret] = getattr(mac, "_hmac", None) or mac
-    return base
-
-
-def keyed_hash(secret: bytes, kind: str, value: str) -> str:
-    """HMAC-SHA256 of `kind` and `value`, 128 bits in hex."""
-    mac = _hmac_base(secret).copy()
-    mac.update(f"{kind}\x1f{value}".encode())
-    return mac.digest()[:16].hex()
 
 
 @lru_cache(maxsize=65536)  # returning buyers cost a lookup instead of ~70 µs
@@ -217,20 +186,8 @@ class IdentityGraph:
             for p, t, o in zip(people, times_ms, refs, strict=True)
         ]
         payload = orjson.dumps(batch)
-        backoff = 0.1
-        while True:
-            try:
-                raw = await self._script(args=[self.namespace, self.fanout_limit, now_ms, payload])
-                break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                REDIS_RETRIES.inc()
-                log.warning(
-                    "Redis unavailable for identity resolution (%s); retrying in %.1fs",
-                    type(exc).__name__,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        args = [self.namespace, self.fanout_limit, now_ms, payload]
+        raw = await retrying(lambda: self._script(args=args), "identity")
         results = orjson.loads(raw) or []
         return [to_identity(r) for r in results]
 

@@ -27,16 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import TopicPartition
-from redis import asyncio as aioredis
 
 from agents.model import CheckpointError, ModelState, decode_checkpoint, encode_checkpoint, label_of
 from agents.scorer import MODEL_KEY, models_loaded
-from agents.snapshots import SnapshotStore, retrying
+from agents.state import Lease, LeaseLost, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
 from streams.follow import whole_topic_consumer
@@ -47,41 +44,6 @@ log = logging.getLogger(__name__)
 
 PENDING_RETRY_SECONDS = 2.0
 PENDING_MAX = 20_000  # waiting labels ride in the checkpoint, which must stay small
-
-
-class LeaseLost(Exception):
-    """Another worker holds the learner lease now: stop learning."""
-
-
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
-class Lease:
-    """A Redis lease naming the one learner; renewed while it learns."""
-
-    def __init__(self, client: aioredis.Redis, key: str, ttl_seconds: float) -> None:
-        self.client, self.key = client, key
-        self.token = uuid.uuid4().hex
-        self.ttl_ms = int(ttl_seconds * 1000)
-        self._renew = client.register_script(RENEW)
-
-    async def acquire(self) -> bool:
-        got = await retrying(
-            lambda: self.client.set(self.key, self.token, nx=True, px=self.ttl_ms), "learner lease"
-        )
-        return bool(got)
-
-    async def renew(self) -> None:
-        ok = await retrying(
-            lambda: self._renew(keys=[self.key], args=[self.token, self.ttl_ms]), "learner lease"
-        )
-        if not ok:
-            raise LeaseLost(self.key)
 
 
 @dataclass(slots=True)
@@ -102,23 +64,21 @@ def to_label(value: bytes | None) -> Label | None:
     return Label(outcome.order_id, label, outcome.kind, int(outcome.event_time.timestamp() * 1000))
 
 
-def join_label(
-    state: ModelState, snapshot: dict[str, Any], label: Label, uncommitted: set[str]
-) -> str:
+def join_label(state: ModelState, snapshot: Snapshot, label: Label, uncommitted: set[str]) -> str:
     """Learn one label from its snapshot (updated in place); returns what happened."""
-    seen = snapshot.get("y")
+    seen = snapshot.label
     # A label learned by a learner that died before checkpointing it is not in this model.
     in_model = seen is not None and (
-        snapshot.get("lv", 0) <= state.version or label.order_id in uncommitted
+        (snapshot.learned_version or 0) <= state.version or label.order_id in uncommitted
     )
     if in_model and seen == label.label:
         return "duplicate"
-    prior = None if in_model else snapshot.get("s")
-    state.learn(snapshot["x"], label.label, prior)
-    snapshot["y"], snapshot["lv"] = label.label, state.version + 1
+    prior = None if in_model else snapshot.score
+    state.learn(snapshot.features, label.label, prior)
+    snapshot.label, snapshot.learned_version = label.label, state.version + 1
     uncommitted.add(label.order_id)
-    if seen is None and snapshot.get("t"):
-        LABEL_DELAY.observe(max(0.0, (label.event_ms - snapshot["t"]) / 1000))
+    if seen is None and snapshot.event_ms:
+        LABEL_DELAY.observe(max(0.0, (label.event_ms - snapshot.event_ms) / 1000))
     return "corrected" if in_model else "learned"
 
 
@@ -204,8 +164,8 @@ class Learner:
         if not labels:
             return
         snapshots = await self.store.load([label.order_id for label in labels])
-        learned: list[tuple[str, dict[str, Any]]] = []
-        by_order: dict[str, dict[str, Any]] = {}  # one order's outcomes in a batch share it
+        learned: list[tuple[str, Snapshot]] = []
+        by_order: dict[str, Snapshot] = {}  # one order's outcomes in a batch share it
         for label, found in zip(labels, snapshots, strict=True):
             snapshot = by_order.setdefault(label.order_id, found) if found else None
             if snapshot is None:
@@ -278,8 +238,8 @@ async def learn_outcomes() -> None:
     if settings.learner == "off":
         return
     await models_loaded.wait()
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    lease = Lease(client, f"{settings.identity_namespace}:learner", settings.learner_lease_seconds)
+    client = redis_client(settings)
+    lease = Lease(client, settings.identity_namespace, settings.learner_lease_seconds)
     store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
     while True:
         try:

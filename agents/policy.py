@@ -45,8 +45,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents.decide import ListHits, Policy
-from agents.identity import keyed_hash
 from agents.normalize import normalize_email, normalize_phone
+from agents.state import keyed_hash
 from streams.records import Order
 
 Tier = Literal["ENTERPRISE", "STANDARD", "SMALL", "HIGH_RISK"]

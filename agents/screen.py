@@ -29,7 +29,7 @@ from prometheus_client import Counter
 from agents import reasons
 from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
 from agents.enrich import EnrichedOrder, enrich_order
-from agents.exposure import Account, apply_event, empty_account, is_held, outstanding
+from agents.exposure import apply_event, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
 from agents.identity import IdentityGraph, resolve_overlapped
 from agents.intake import (
@@ -45,7 +45,16 @@ from agents.normalize import postal_table
 from agents.policies import policies, policies_loaded
 from agents.policy import PolicySet, match_lists, order_list_keys
 from agents.scorer import models_loaded, scorer
-from agents.state import Changes, Earlier, HotPathState, Loaded, redis_client
+from agents.state import (
+    Account,
+    Changes,
+    Earlier,
+    HotPathState,
+    Loaded,
+    Snapshot,
+    empty_account,
+    redis_client,
+)
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
@@ -205,19 +214,19 @@ def trace_of(
     }
 
 
-def snapshot_of(order: Order, screened: Screened) -> dict[str, Any]:
+def snapshot_of(order: Order, screened: Screened) -> Snapshot:
     """What the learner and the exposure stage need when the outcome arrives (no PII)."""
     decision = screened.decision
-    return {
-        "x": screened.features,
-        "s": screened.model_score,
-        "v": decision["model_version"],
-        "t": int(order.event_time.timestamp() * 1000),
-        "i": decision["identity_id"],
-        "a": order.amount,
-        "m": order.payment_method,
-        "d": decision["decision"],
-    }
+    return Snapshot(
+        features=screened.features,
+        score=screened.model_score,
+        model_version=decision["model_version"],
+        event_ms=to_ms(order.event_time),
+        identity_id=decision["identity_id"],
+        amount=order.amount,
+        payment_method=order.payment_method,
+        decision=decision["decision"],
+    )
 
 
 @cache

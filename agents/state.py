@@ -1,45 +1,112 @@
-"""The hot path's Redis: one read pipeline and one atomic write per batch.
+"""The pipeline's Redis, in one place: the client, the retry rule, the key layout, the typed
+feature snapshot and every store. Nothing else in the pipeline builds a Redis key.
 
-Keys (no PII; `<ns>` is SHINSA_IDENTITY_NAMESPACE):
+Keys (no PII; `<ns>` is SHINSA_IDENTITY_NAMESPACE; ids are ours, personal values are keyed
+hashes, `keyed_hash`):
+- identity graph (agents/identity_graph.lua): `<ns>:key`, `<ns>:parent`, `<ns>:id:<identity>`…
 - `<ns>:vel:<identity>` sorted set of the identity's recent orders (score: event ms, member:
   `<amount>:<order id>`), for velocity. A set, not a list rewritten per batch: two workers
   screening one person at once both add (ZADD is commutative), neither overwrites the other.
-- `<ns>:acct:<identity>` the deferred-payment account (agents/accounts.py).
-- `<ns>:devfail:<device hash>` failed card authorisations per device (agents/devices.py).
-- `<ns>:snap:<order id>` the feature snapshot the learner joins (agents/snapshots.py).
+- `<ns>:acct:<identity>` the deferred-payment account: `o:<order id>` → yen for each open
+  deferred order, `u:<order id>` for each unpaid one (events are single HSET / HDEL commands).
+- `<ns>:devfail:<device hash>` failed card authorisations per device, scored by event time.
+- `<ns>:snap:<order id>` the feature snapshot the learner joins (`Snapshot`).
 - `<ns>:dec:<order id>` the encoded Decision sent for the order, kept as long as snapshots;
   `<ns>:dtr:<order id>` its encoded DecisionTrace, kept for an hour (a crash retry re-sends it).
+- `<ns>:learner` the learner lease.
 
 Idempotent decisions: a batch's state changes (velocity, account, snapshots) and its decisions
 are written in one MULTI/EXEC, before its Kafka transaction commits. A retry of the batch (the
 worker died before the commit, or the transaction aborted) finds each decision and re-sends
 the same bytes instead of deciding again on state the first attempt already changed; a producer
 retry or a replay of an order id is answered the same way, for as long as the decision is kept.
+
+While Redis does not answer, every caller waits and retries (`retrying`: logged, counted in
+`shinsa_redis_retries_total{store}`) rather than lose or skip work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from prometheus_client import Counter
 from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agents.accounts import account_from_hash, queue_event
-from agents.devices import WINDOW_MS, device_key
-from agents.exposure import Account
 from agents.features import HISTORY_MAX, HISTORY_MS, PastOrder
-from agents.snapshots import retrying
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HISTORY_TTL_SECONDS = 8 * 86_400  # the longest velocity window (7 d), plus a day
 TRACE_REPLAY_SECONDS = 3600
+DEVICE_WINDOW_MS = 3_600_000  # failed authorisations counted in the hour before an order
+DEVICE_KEEP_MS = 2 * 86_400_000
+
+# The stores, the label values of the retry counter.
+STORES = ("identity", "state", "decisions", "snapshots", "devices", "accounts", "lease")
+REDIS_RETRIES = Counter(
+    "shinsa_redis_retries_total",
+    "Redis calls retried because Redis did not answer (the caller waits, nothing is lost), "
+    "by store.",
+    ["store"],
+)
+for _store in STORES:  # at 0 from the start, so rate() counts the first outage
+    REDIS_RETRIES.labels(_store)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], store: str) -> T:
+    """Run a Redis call until Redis answers, backing off up to 5 s between attempts."""
+    backoff = 0.1
+    while True:
+        try:
+            return await call()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            REDIS_RETRIES.labels(store).inc()
+            reason = type(exc).__name__
+            log.warning("Redis unavailable for %s (%s); retrying in %.1fs", store, reason, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
     """The pipeline's Redis client: a call that hangs fails after 5 s and is retried."""
     return aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+
+# ---------------------------------------------------------------- keys
+
+_HMAC_BASES: dict[bytes, Any] = {}  # secret → keyed state (a plain dict: lru_cache's own key
+# for a bytes argument costs an allocation, and this is called 12 times a record)
+
+
+def _hmac_base(secret: bytes) -> Any:
+    """A keyed HMAC state to copy: ~0.9 µs per value, where hmac.new(...) costs ~5 µs."""
+    base = _HMAC_BASES.get(secret)
+    if base is None:
+        if len(_HMAC_BASES) >= 8:
+            _HMAC_BASES.clear()
+        mac = hmac.new(secret, digestmod="sha256")
+        # hmac.HMAC wraps OpenSSL's object in three Python calls per value: use it directly
+        base = _HMAC_BASES[secret] = getattr(mac, "_hmac", None) or mac
+    return base
+
+
+def keyed_hash(secret: bytes, kind: str, value: str) -> str:
+    """HMAC-SHA256 of `kind` and `value`, 128 bits in hex: how a personal value becomes a key."""
+    mac = _hmac_base(secret).copy()
+    mac.update(f"{kind}\x1f{value}".encode())
+    return mac.digest()[:16].hex()
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +119,9 @@ class Keys:
     def account(self, identity_id: str) -> str:
         return f"{self.namespace}:acct:{identity_id}"
 
+    def device(self, secret: bytes, device_id: str) -> str:
+        return f"{self.namespace}:devfail:{keyed_hash(secret, 'device', device_id)}"
+
     def snapshot(self, order_id: str) -> str:
         return f"{self.namespace}:snap:{order_id}"
 
@@ -60,6 +130,236 @@ class Keys:
 
     def trace(self, order_id: str) -> str:
         return f"{self.namespace}:dtr:{order_id}"
+
+    def lease(self) -> str:
+        return f"{self.namespace}:learner"
+
+
+# ---------------------------------------------------------------- feature snapshots
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What an order was scored with, kept until its label arrives (no PII: numbers, flags and
+    our own ids). The learner learns from exactly these features (no leakage), judges the
+    score given then (progressive validation), and records the label it learned, so a repeated
+    outcome is not learned twice and a changed one corrects the model once. Stored as compact
+    JSON with one-letter fields."""
+
+    features: dict[str, float]
+    score: float
+    model_version: str
+    event_ms: int
+    identity_id: str
+    amount: int
+    payment_method: str
+    decision: str
+    label: int | None = None  # the label learned, once learned
+    learned_version: int | None = None  # the model version that learned it
+
+    def to_json(self) -> bytes:
+        out: dict[str, Any] = {
+            "x": self.features,
+            "s": self.score,
+            "v": self.model_version,
+            "t": self.event_ms,
+            "i": self.identity_id,
+            "a": self.amount,
+            "m": self.payment_method,
+            "d": self.decision,
+        }
+        if self.label is not None:
+            out["y"], out["lv"] = self.label, self.learned_version
+        return orjson.dumps(out)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Snapshot:
+        d = orjson.loads(raw)
+        return cls(
+            d["x"],
+            float(d.get("s", 0.0)),
+            str(d.get("v", "")),
+            int(d.get("t", 0)),
+            str(d.get("i", "")),
+            int(d.get("a", 0)),
+            str(d.get("m", "")),
+            str(d.get("d", "")),
+            d.get("y"),
+            d.get("lv"),
+        )
+
+
+class SnapshotStore:
+    def __init__(self, client: aioredis.Redis, namespace: str, ttl_seconds: float) -> None:
+        self.client, self.keys = client, Keys(namespace)
+        self.ttl = max(1, int(ttl_seconds))
+
+    async def load(self, order_ids: Sequence[str]) -> list[Snapshot | None]:
+        if not order_ids:
+            return []
+        keys = [self.keys.snapshot(o) for o in order_ids]
+        raw = await retrying(lambda: self.client.mget(keys), "snapshots")
+        return [Snapshot.from_json(r) if r is not None else None for r in raw]
+
+    async def mark_learned(self, learned: Sequence[tuple[str, Snapshot]]) -> None:
+        """Store the label learned into each snapshot, keeping its TTL."""
+        if not learned:
+            return
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for order_id, snapshot in learned:
+                pipe.set(self.keys.snapshot(order_id), snapshot.to_json(), keepttl=True)
+            await pipe.execute()
+
+        await retrying(write, "snapshots")
+
+
+# ---------------------------------------------------------------- accounts
+
+Account = dict[str, Any]  # {"open": {order_id: yen}, "unpaid": [order_id, ...]}
+
+
+def empty_account() -> Account:
+    return {"open": {}, "unpaid": []}
+
+
+def account_from_hash(fields: dict[bytes, bytes]) -> Account:
+    account = empty_account()
+    for name, value in fields.items():
+        kind, _, order_id = name.decode().partition(":")
+        if kind == "o":
+            account["open"][order_id] = int(value)
+        elif kind == "u":
+            account["unpaid"].append(order_id)
+    return account
+
+
+def queue_event(pipe: Any, key: str, event: str, order_id: str, amount: int) -> None:
+    """The Redis commands of one account event (agents/exposure.py apply_event, in Redis)."""
+    pipe.hdel(key, f"u:{order_id}")  # any news on an order lifts its unpaid hold ...
+    if event == "approved":
+        pipe.hset(key, f"o:{order_id}", amount)
+    elif event == "unpaid":
+        pipe.hset(key, f"u:{order_id}", 1)  # ... unless it is that it is unpaid
+    elif event in ("repaid", "written_off"):
+        pipe.hdel(key, f"o:{order_id}")
+    else:
+        raise ValueError(f"unknown account event {event!r}")
+
+
+class AccountStore:
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self.client, self.keys = client, Keys(namespace)
+
+    async def apply(self, events: Sequence[tuple[str, str, str, int]]) -> None:
+        """(identity, event, order id, yen) account events, in one round trip."""
+        if not events:
+            return
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for identity_id, event, order_id, amount in events:
+                queue_event(pipe, self.keys.account(identity_id), event, order_id, amount)
+            await pipe.execute()
+
+        await retrying(write, "accounts")
+
+    async def totals(self) -> tuple[int, int]:
+        """(outstanding yen, identities held) over every account: for the gauges."""
+        total = held = 0
+        async for key in self.client.scan_iter(self.keys.account("*"), count=1000):
+            account = account_from_hash(await self.client.hgetall(key))
+            total += sum(account["open"].values())
+            held += bool(account["unpaid"])
+        return total, held
+
+
+# ---------------------------------------------------------------- devices
+
+
+class DeviceFailures:
+    """Failed card authorisations per device (keyed hash), shared by every worker."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, secret: bytes) -> None:
+        self.client, self.keys, self.secret = client, Keys(namespace), secret
+
+    async def record(self, failures: Sequence[tuple[str, str, int]]) -> None:
+        """(device id, payment id, event ms) of failed authorisations, one round trip."""
+        if not failures:
+            return
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for device_id, payment_id, at_ms in failures:
+                key = self.keys.device(self.secret, device_id)
+                pipe.zadd(key, {payment_id: at_ms})
+                pipe.zremrangebyscore(key, "-inf", at_ms - DEVICE_KEEP_MS)
+                pipe.pexpire(key, DEVICE_KEEP_MS)
+            await pipe.execute()
+
+        await retrying(write, "devices")
+
+    async def counts(self, orders: Sequence[tuple[str | None, int]]) -> list[int]:
+        """For each (device id, order event ms): failures in the hour up to the order."""
+        asked = [(d, t) for d, t in orders if d]
+        if not asked:
+            return [0] * len(orders)
+
+        async def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for device_id, at_ms in asked:
+                queue_device_count(pipe, self.keys.device(self.secret, device_id), at_ms)
+            return await pipe.execute()
+
+        found = iter(await retrying(read, "devices"))
+        return [int(next(found)) if d else 0 for d, _ in orders]
+
+
+def queue_device_count(pipe: Any, key: str, at_ms: int) -> None:
+    """Failures in the hour up to `at_ms`, never later ones (no future leaks into a replay)."""
+    pipe.zcount(key, f"({at_ms - DEVICE_WINDOW_MS}", at_ms)
+
+
+# ---------------------------------------------------------------- the learner lease
+
+
+class LeaseLost(Exception):
+    """Another worker holds the learner lease now: stop learning."""
+
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class Lease:
+    """A Redis lease naming the one learner; renewed while it learns."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, ttl_seconds: float) -> None:
+        self.client, self.key = client, Keys(namespace).lease()
+        self.token = uuid.uuid4().hex
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self._renew = client.register_script(RENEW)
+
+    async def acquire(self) -> bool:
+        got = await retrying(
+            lambda: self.client.set(self.key, self.token, nx=True, px=self.ttl_ms), "lease"
+        )
+        return bool(got)
+
+    async def renew(self) -> None:
+        ok = await retrying(
+            lambda: self._renew(keys=[self.key], args=[self.token, self.ttl_ms]), "lease"
+        )
+        if not ok:
+            raise LeaseLost(self.key)
+
+
+# ---------------------------------------------------------------- the hot path's state
 
 
 @dataclass(slots=True)
@@ -85,7 +385,7 @@ class Changes:
 
     history: list[tuple[str, PastOrder]]  # (identity id, order)
     account_events: list[tuple[str, str, str, int]]  # (identity, event, order id, yen)
-    snapshots: list[tuple[str, dict[str, Any]]]  # (order id, snapshot)
+    snapshots: list[tuple[str, Snapshot]]  # (order id, snapshot)
     decided: list[tuple[str, bytes, bytes]]  # (order id, Decision bytes, DecisionTrace bytes)
 
 
@@ -102,11 +402,12 @@ def history_from_zset(entries: Sequence[tuple[bytes, float]]) -> list[PastOrder]
 
 
 class HotPathState:
+    """One read pipeline and one atomic write per batch of the hot path."""
+
     def __init__(
         self, client: aioredis.Redis, namespace: str, secret: bytes, snapshot_ttl_seconds: float
     ) -> None:
         self.client, self.keys, self.secret = client, Keys(namespace), secret
-        self.namespace = namespace
         self.snapshot_ttl = max(1, int(snapshot_ttl_seconds))
 
     async def earlier(self, order_ids: Sequence[str]) -> list[Earlier | None]:
@@ -121,7 +422,7 @@ class HotPathState:
             pipe.mget([keys.trace(o) for o in order_ids])
             return await pipe.execute()
 
-        decisions, traces = await retrying(read, "earlier decisions")
+        decisions, traces = await retrying(read, "decisions")
         return [
             Earlier(d, t) if d is not None else None for d, t in zip(decisions, traces, strict=True)
         ]
@@ -141,11 +442,10 @@ class HotPathState:
                 pipe.zrange(keys.velocity(identity_id), 0, -1, withscores=True)
                 pipe.hgetall(keys.account(identity_id))
             for device_id, at_ms in asked:
-                key = device_key(self.namespace, self.secret, device_id)
-                pipe.zcount(key, f"({at_ms - WINDOW_MS}", at_ms)
+                queue_device_count(pipe, keys.device(self.secret, device_id), at_ms)
             return await pipe.execute()
 
-        raw = await retrying(read, "identity state") if unique or asked else []
+        raw = await retrying(read, "state") if unique or asked else []
         histories, accounts = {}, {}
         for i, identity_id in enumerate(unique):
             histories[identity_id] = history_from_zset(raw[2 * i])
@@ -175,10 +475,10 @@ class HotPathState:
             for identity_id, event, order_id, amount in changes.account_events:
                 queue_event(pipe, keys.account(identity_id), event, order_id, amount)
             for order_id, snapshot in changes.snapshots:
-                pipe.set(keys.snapshot(order_id), orjson.dumps(snapshot), ex=ttl)
+                pipe.set(keys.snapshot(order_id), snapshot.to_json(), ex=ttl)
             for order_id, decision, trace in changes.decided:
                 pipe.set(keys.decision(order_id), decision, ex=ttl)
                 pipe.set(keys.trace(order_id), trace, ex=TRACE_REPLAY_SECONDS)
             await pipe.execute()
 
-        await retrying(write, "screening state")
+        await retrying(write, "state")

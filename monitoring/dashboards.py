@@ -670,14 +670,19 @@ def pipeline() -> Any:
         ),
         graph(
             "Retries per minute",
-            "Kafka sends retried, and identity batches that waited for Redis. Non-zero means a "
-            "dependency is struggling; the pipeline waits instead of losing orders.",
+            "Kafka sends retried, hot-path transactions aborted (their batch is answered "
+            "again), and Redis calls that waited, by store. Non-zero means a dependency is "
+            "struggling; the pipeline waits instead of losing orders.",
             "short",
             [
                 (f"60 * sum(rate(shinsa_send_retries_total[{RATE}])) or vector(0)", "Kafka sends"),
                 (
-                    f"60 * sum(rate(shinsa_identity_redis_retries_total[{RATE}]))",
-                    "identity batches (Redis)",
+                    f'60 * sum(rate(shinsa_transactions_total{{result="aborted"}}[{RATE}]))',
+                    "aborted transactions",
+                ),
+                (
+                    f"60 * sum by (store) (rate(shinsa_redis_retries_total[{RATE}]))",
+                    "Redis: {{store}}",
                 ),
             ],
             axis="per min",

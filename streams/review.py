@@ -293,12 +293,14 @@ def review_queue(settings: Settings, limit: int) -> tuple[list[dict[str, Any]], 
 
 
 def load_snapshot(settings: Settings, order_id: str) -> dict[str, Any] | None:
-    """The order's feature snapshot (agents/snapshots.py): written once it was screened."""
+    """The order's feature snapshot (agents/state.py), as stored: written once it was screened."""
     import redis
+
+    from agents.state import Keys
 
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
     try:
-        raw = client.get(f"{settings.identity_namespace}:snap:{order_id}")
+        raw = client.get(Keys(settings.identity_namespace).snapshot(order_id))
     finally:
         client.close()
     return orjson.loads(raw) if raw is not None else None

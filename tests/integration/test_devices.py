@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis import asyncio as aioredis
 
-from agents.devices import DeviceFailures
+from agents.state import DeviceFailures
 
 pytestmark = pytest.mark.integration
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import orjson
+
 from agents.learn import Label, join_label
 from agents.model import ModelState, encode_checkpoint
 from agents.scorer import Scorer
+from agents.state import Snapshot
 from streams.app import settings
 from streams.metrics import MODEL_LOAD_FAILURES
 
 X = {"velocity_count_1h": 2.0, "amount_log": 9.1}
 
 
-def snapshot(**extra) -> dict:
-    return {"x": dict(X), "s": 0.3, "v": "logreg-v0", "t": 1_000} | extra
+def snapshot(**extra) -> Snapshot:
+    """A snapshot as Redis holds it (compact JSON), read back typed."""
+    stored = {"x": dict(X), "s": 0.3, "v": "logreg-v0", "t": 1_000} | extra
+    return Snapshot.from_json(orjson.dumps(stored))
 
 
 def label(y: int = 1, oid: str = "o1") -> Label:
@@ -23,7 +28,9 @@ def test_a_first_label_is_learned_and_scored_with_the_decision_time_score():
     state, snap, uncommitted = ModelState(), snapshot(), set()
     assert join_label(state, snap, label(), uncommitted) == "learned"
     assert state.labels == 1 and list(state.recent) == [(0.3, 1)]
-    assert snap["y"] == 1 and snap["lv"] == state.version + 1
+    assert snap.label == 1 and snap.learned_version == state.version + 1
+    # what is written back keeps the stored format
+    assert orjson.loads(snap.to_json())["y"] == 1
     assert uncommitted == {"o1"}
 
 

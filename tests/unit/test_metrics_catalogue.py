@@ -42,6 +42,7 @@ ALLOWED_LABELS = frozenset(
         "active",  # decisions (APPROVE/REVIEW/DECLINE) of the active and shadow policies
         "shadow",
         "loop",  # the hot path's transactional loops, named in code (screen)
+        "store",  # the Redis stores of agents/state.py (STORES)
     }
 )
 # Names that would carry personal data or unbounded identifiers.

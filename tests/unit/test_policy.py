@@ -170,7 +170,8 @@ def test_policy_apply_refuses_an_invalid_file_without_a_traceback(tmp_path):
 
 
 def test_a_redelivered_order_is_not_counted_against_its_own_exposure():
-    from agents.exposure import apply_event, empty_account
+    from agents.exposure import apply_event
+    from agents.state import empty_account
     from agents.model import ModelState
     from agents.screen import screen_order
 
