@@ -171,9 +171,9 @@ def test_policy_apply_refuses_an_invalid_file_without_a_traceback(tmp_path):
 
 def test_a_redelivered_order_is_not_counted_against_its_own_exposure():
     from agents.exposure import apply_event
-    from agents.state import empty_account
     from agents.model import ModelState
     from agents.screen import screen_order
+    from agents.state import empty_account
 
     o = order(amount=60_000)
     m = Merchant("m0001", "店", "FOOD", "STANDARD", datetime(2026, 1, 1, tzinfo=UTC), "ACTIVE")
