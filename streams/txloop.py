@@ -55,6 +55,8 @@ BATCH_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
 STOP_GRACE_SECONDS = 5.0
+TXN_CALL_SECONDS = 10.0  # librdkafka's own timeout for send_offsets / commit …
+COMMIT_WATCHDOG_SECONDS = 20.0  # … and ours, for when it does not keep it
 
 
 @dataclass(slots=True)
@@ -122,6 +124,9 @@ class TransactionalLoop(Service):
         self.group = f"{settings.app_id}.{name}"
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        # unique per process: zombies are fenced by the group generation (KIP-447); a producer
+        # replaced after a stuck commit reuses it, which fences the stuck one
+        self.transactional_id = f"{self.group}.{uuid.uuid4().hex[:12]}"
         self.stopping = False
         self.finished = asyncio.Event()
         self.lags: dict[tuple[str, int], int] = {}
@@ -149,8 +154,7 @@ class TransactionalLoop(Service):
         s = self.settings
         return {
             "bootstrap.servers": s.kafka_bootstrap,
-            # unique per process: zombies are fenced by the group generation (KIP-447)
-            "transactional.id": f"{self.group}.{uuid.uuid4().hex[:12]}",
+            "transactional.id": self.transactional_id,
             "partitioner": "murmur2_random",  # the Java clients' and aiokafka's partitions
             "linger.ms": 1,
             "batch.num.messages": 10000,
@@ -192,8 +196,7 @@ class TransactionalLoop(Service):
             await self.ready()
         if self.stopping:
             return
-        self.producer = Producer(self.producer_config())
-        await asyncio.to_thread(self.producer.init_transactions, 60)
+        self.producer = await asyncio.to_thread(self._new_producer)
         self.consumer = Consumer(self.consumer_config())
         self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         log.info("hot path %s consuming %s", self.loop_name, ", ".join(self.topics))
@@ -218,14 +221,41 @@ class TransactionalLoop(Service):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            committed = await asyncio.to_thread(self._commit, batch, outgoing)
+            committed = await self._commit_watched(batch, outgoing)
             if committed:
                 backoff = 0.1
                 BATCH_SIZE.labels(self.loop_name).observe(len(batch))
                 BATCH_SECONDS.labels(self.loop_name).observe(time.perf_counter() - started)
                 count_sent(o.topic for o in outgoing)
 
+    async def _commit_watched(self, batch: list[Received], outgoing: list[Outgoing]) -> bool:
+        """`_commit`, replacing the producer if the commit hangs: librdkafka's
+        send_offsets_to_transaction can ignore its timeout when the group coordinator went away
+        (librdkafka #5456, seen here on a broker restart: stuck for good). A new producer with the
+        same transactional.id fences the stuck one and aborts its open transaction; the batch
+        is rewound and answered again (from the decisions kept in Redis)."""
+        producer = self.producer
+        call = asyncio.ensure_future(asyncio.to_thread(self._commit, producer, batch, outgoing))
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), COMMIT_WATCHDOG_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "hot path %s: transaction stuck for %.0fs; replacing the producer",
+                self.loop_name,
+                COMMIT_WATCHDOG_SECONDS,
+            )
+            TRANSACTIONS.labels(self.loop_name, "aborted").inc()
+            call.add_done_callback(lambda f: f.cancelled() or f.exception())  # never awaited
+            self.producer = await asyncio.to_thread(self._new_producer)
+            await asyncio.to_thread(self._rewind, batch)
+            return False
+
     # ------------------------------------------------------------------ in the I/O thread
+    def _new_producer(self) -> Producer:
+        producer = Producer(self.producer_config())
+        producer.init_transactions(60)
+        return producer
+
     def _poll(self) -> list[Received]:
         """Wait up to the batch timeout for one message, then take what else is there."""
         assert self.consumer is not None
@@ -243,10 +273,11 @@ class TransactionalLoop(Service):
                 log.warning("hot path %s: consumer error %s", self.loop_name, err)
         return out
 
-    def _commit(self, batch: list[Received], outgoing: list[Outgoing]) -> bool:
+    def _commit(
+        self, producer: Producer | None, batch: list[Received], outgoing: list[Outgoing]
+    ) -> bool:
         """Produce the batch's outputs and commit its offsets atomically; False if aborted."""
-        assert self.producer is not None and self.consumer is not None
-        producer = self.producer
+        assert producer is not None and self.consumer is not None
         try:
             producer.begin_transaction()
             for o in outgoing:
@@ -257,10 +288,12 @@ class TransactionalLoop(Service):
                     except BufferError:
                         producer.poll(0.01)
             producer.send_offsets_to_transaction(
-                next_offsets(batch), self.consumer.consumer_group_metadata(), 30
+                next_offsets(batch), self.consumer.consumer_group_metadata(), TXN_CALL_SECONDS
             )
-            self._commit_transaction()
+            commit_transaction(producer)
         except KafkaException as exc:
+            if producer is not self.producer:  # replaced while stuck: the new one decides
+                return False
             error = exc.args[0]
             if error.fatal() or error.code() == KafkaError._FENCED:
                 TRANSACTIONS.labels(self.loop_name, "aborted").inc()
@@ -268,28 +301,16 @@ class TransactionalLoop(Service):
             log.warning(
                 "hot path %s: transaction aborted (%s); retrying the batch", self.loop_name, error
             )
-            self._abort()
+            self._abort(producer)
             self._rewind(batch)
             TRANSACTIONS.labels(self.loop_name, "aborted").inc()
             return False
         TRANSACTIONS.labels(self.loop_name, "committed").inc()
         return True
 
-    def _commit_transaction(self) -> None:
-        assert self.producer is not None
-        while True:
-            try:
-                self.producer.commit_transaction(30)
-                return
-            except KafkaException as exc:
-                if exc.args[0].retriable() and not exc.args[0].txn_requires_abort():
-                    continue
-                raise
-
-    def _abort(self) -> None:
-        assert self.producer is not None
+    def _abort(self, producer: Producer) -> None:
         try:
-            self.producer.abort_transaction(30)
+            producer.abort_transaction(30)
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise FatalLoopError(f"producer failed while aborting: {exc}") from exc
@@ -351,6 +372,18 @@ class TransactionalLoop(Service):
                 log.warning("hot path %s: consumer close: %s", self.loop_name, exc)
         if self.producer is not None:
             self.producer.flush(10)
+
+
+def commit_transaction(producer: Producer) -> None:
+    """Commit, retrying what librdkafka says is retriable (a timeout before the commit began)."""
+    while True:
+        try:
+            producer.commit_transaction(TXN_CALL_SECONDS)
+            return
+        except KafkaException as exc:
+            if exc.args[0].retriable() and not exc.args[0].txn_requires_abort():
+                continue
+            raise
 
 
 def describe(partitions: Sequence[TP]) -> str:
