@@ -6,7 +6,7 @@ Feature names come from fixed sets (enum values of the schemas, fixed window nam
 feature space and the reason codes built from it stay bounded.
 
 Per-identity velocity is computed from the identity's recent orders, kept as a compact history
-in Redis per identity (agents/accounts.py): counts and amounts of the identity's
+in Redis per identity (agents/state.py): counts and amounts of the identity's
 *earlier* orders in sliding windows of 10 min, 1 h, 24 h and 7 d before this order's event time.
 Failed card authorisations from the order's device (agents/devices.py) catch card testing:
 many tiny declined authorisations from one device, then a real order.

@@ -9,7 +9,7 @@ outcomes topic in order (no consumer group; the checkpoint holds the offsets) an
 new signed checkpoint every `model_checkpoint_labels` labels or `model_checkpoint_seconds`.
 
 Each outcome becomes a label (agents/model.py `label_of`) and is joined to the order's feature
-snapshot (agents/snapshots.py):
+snapshot (agents/state.py `Snapshot`):
 
 - snapshot found, not learned before: learn, scored progressively with the order's own score;
 - learned before with the same label (a repeated outcome): counted as `duplicate`;

@@ -1,15 +1,15 @@
-"""identified-orders (keyed by identity) → enrich → features → score → decide → decisions.
+"""orders → intake → identity → state → screen_batch → decisions, traces (the hot path).
 
-Orders arrive here validated and resolved by agents/intake.py. All stages from here share the
-identity key, so they are function calls inside one agent, and per-identity state is local:
-the identity's recent orders (for velocity features) and its deferred-payment account are
-loaded for the whole batch in one Redis round trip and saved in one (agents/accounts.py), so a
-restarted or rebalanced worker finds them. The policy in force
-(and a shadow candidate, if any) comes from agents/policies.py, the model from
-agents/scorer.py. `screen_order` is the pure composition; `screen_orders` is the agent: it
-takes batches, writes each order's feature snapshot (for the learner, agents/learn.py), sends
-one decision and one trace (for audit: `shinsa explain`) per order, and awaits all of it before
-the batch is acknowledged, so a crash never commits an unsent result.
+The pure part: `screen_order` composes the stages for one identified order (enrich → features
+→ score → decide → trace); `screen_batch` runs a batch of them with the per-identity state
+loaded for the batch (each order sees the earlier ones of its identity in the batch) and
+returns what to send and what to write, one `try` per order down to encoding. The I/O part:
+`OrderScreening` is the handler of the transactional loop (streams/txloop.py): decode and
+validate (agents/intake.py), re-send the earlier decision of an order id already decided,
+resolve identities (agents/identity.py), load state, screen, write state and decisions in one
+Redis transaction (agents/state.py); the loop then produces the results and commits the input
+offsets in one Kafka transaction. The policy in force (and a shadow candidate, if any) comes
+from agents/policies.py, the model from agents/scorer.py, merchants from agents/merchants.py.
 """
 
 from __future__ import annotations
