@@ -128,8 +128,15 @@ class Settings(BaseSettings):
     learner_lease_seconds: float = Field(
         15.0, gt=1, description="The learner's lease; a standby takes over after it lapses."
     )
-    batch_size: int = Field(1000, ge=1, description="Events taken per agent batch.")
-    batch_timeout: float = Field(0.05, gt=0, description="Seconds to wait to fill a batch.")
+    batch_size: int = Field(
+        1000, ge=1, description="Most events per batch (the hot path: per Kafka transaction)."
+    )
+    batch_timeout: float = Field(
+        0.05,
+        gt=0,
+        description="Control agents: seconds to wait to fill a batch; the hot path waits this "
+        "long for a first message and never to fill a batch.",
+    )
 
     @model_validator(mode="after")
     def _local_defaults(self) -> Settings:
