@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
+from redis.exceptions import RedisError
 
 from agents.state import Account, AccountStore, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
@@ -177,10 +178,14 @@ async def apply_settlements(stream: Any) -> None:
 
 @app.timer(interval=15.0)
 async def measure_exposure() -> None:
-    """Totals over every account (the same in every worker: dashboards take the max)."""
+    """Totals over every account (the same in every worker: dashboards take the max). A gauge
+    is a report: while Redis is away it keeps its last value, and the worker keeps screening."""
     client = redis_client(settings)
     try:
         total, held = await AccountStore(client, settings.identity_namespace).totals()
+    except (RedisError, OSError) as exc:
+        log.warning("exposure totals not measured this time: %s", type(exc).__name__)
+        return
     finally:
         await client.aclose()
     OUTSTANDING.set(total)
