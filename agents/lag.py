@@ -62,10 +62,11 @@ def publish(lags: Mapping[Series, int], previous: set[Series]) -> set[Series]:
 hot_paths: list[Any] = []
 
 
-def hot_path_lags() -> dict[Series, int]:
+async def hot_path_lags() -> dict[Series, int]:
+    """The hot path's partitions, measured off its loop's thread (they are broker calls)."""
     lags: dict[Series, int] = {}
     for loop in hot_paths:
-        for (topic, partition), lag in list(loop.lags.items()):
+        for (topic, partition), lag in (await asyncio.to_thread(loop.measure_lag)).items():
             name = logical_topic(topic)
             if name is not None:
                 lags[(name, str(partition))] = lag
@@ -77,14 +78,14 @@ async def measure() -> dict[Series, int]:
     consumer = app.consumer
     assigned = [tp for tp in consumer.assignment() if logical_topic(tp.topic) is not None]
     if not assigned:
-        return hot_path_lags()
+        return await hot_path_lags()
     ends = await consumer.highwaters(*assigned)
     # Faust's record of what it committed (next offset to read) per partition: the lag a
     # restart would see. It has no public accessor.
     committed = {tp: consumer._committed_offset.get(tp) for tp in assigned}
     missing = [tp for tp, offset in committed.items() if offset is None]
     starts = await consumer.earliest_offsets(*missing) if missing else {}
-    return partition_lags(assigned, ends, committed, starts) | hot_path_lags()
+    return partition_lags(assigned, ends, committed, starts) | await hot_path_lags()
 
 
 @app.task

@@ -31,8 +31,9 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -50,6 +51,8 @@ T = TypeVar("T")
 
 HISTORY_TTL_SECONDS = 8 * 86_400  # the longest velocity window (7 d), plus a day
 TRACE_REPLAY_SECONDS = 3600
+LOAD_SCRIPT = (Path(__file__).parent / "state_load.lua").read_text(encoding="utf-8")
+SAVE_SCRIPT = (Path(__file__).parent / "state_save.lua").read_text(encoding="utf-8")
 DEVICE_WINDOW_MS = 3_600_000  # failed authorisations counted in the hour before an order
 DEVICE_KEEP_MS = 2 * 86_400_000
 
@@ -393,11 +396,11 @@ def history_member(amount: int, order_id: str) -> str:
     return f"{amount}:{order_id}"
 
 
-def history_from_zset(entries: Sequence[tuple[bytes, float]]) -> list[PastOrder]:
+def history_from_zset(entries: Iterable[tuple[bytes, Any]]) -> list[PastOrder]:
     out: list[PastOrder] = []
     for member, score in entries:
         amount, _, order_id = member.decode().partition(":")
-        out.append((int(score), int(amount), order_id))
+        out.append((int(float(score)), int(amount), order_id))
     return out
 
 
@@ -409,6 +412,8 @@ class HotPathState:
     ) -> None:
         self.client, self.keys, self.secret = client, Keys(namespace), secret
         self.snapshot_ttl = max(1, int(snapshot_ttl_seconds))
+        self._load = client.register_script(LOAD_SCRIPT)
+        self._save = client.register_script(SAVE_SCRIPT)
 
     async def earlier(self, order_ids: Sequence[str]) -> list[Earlier | None]:
         """Decisions already made for these order ids (None: decide it now), one round trip."""
@@ -431,54 +436,56 @@ class HotPathState:
         self, identity_ids: Sequence[str], probes: Sequence[tuple[str | None, int]]
     ) -> Loaded:
         """Velocity histories and accounts of a batch's identities, and failed card
-        authorisations in the hour before each (device id, order ms) probe: one round trip."""
+        authorisations in the hour before each (device id, order ms) probe: one script call."""
         unique = list(dict.fromkeys(identity_ids))
         asked = [(d, t) for d, t in probes if d]
-        keys = self.keys
-
-        async def read() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for identity_id in unique:
-                pipe.zrange(keys.velocity(identity_id), 0, -1, withscores=True)
-                pipe.hgetall(keys.account(identity_id))
-            for device_id, at_ms in asked:
-                queue_device_count(pipe, keys.device(self.secret, device_id), at_ms)
-            return await pipe.execute()
-
-        raw = await retrying(read, "state") if unique or asked else []
+        if not unique and not asked:
+            return Loaded({}, {}, [0] * len(probes))
+        args: list[Any] = [self.keys.namespace, len(unique), *unique, len(asked)]
+        for device_id, at_ms in asked:
+            args += (self.keys.device(self.secret, device_id), at_ms)
+        args.append(DEVICE_WINDOW_MS)
+        raw = await retrying(lambda: self._load(args=args), "state")
         histories, accounts = {}, {}
         for i, identity_id in enumerate(unique):
-            histories[identity_id] = history_from_zset(raw[2 * i])
-            accounts[identity_id] = account_from_hash(raw[2 * i + 1])
-        found = iter(raw[2 * len(unique) :])
+            flat = raw[2 * i]
+            histories[identity_id] = history_from_zset(zip(flat[::2], flat[1::2], strict=True))
+            fields = raw[2 * i + 1]
+            pairs = zip(fields[::2], fields[1::2], strict=True)
+            accounts[identity_id] = account_from_hash(dict(pairs))
+        found = iter(raw[-1])
         failures = [int(next(found)) if d else 0 for d, _ in probes]
         return Loaded(histories, accounts, failures)
 
     async def save(self, changes: Changes) -> None:
-        """Write a batch's state changes and decisions in one MULTI/EXEC: a crash leaves all of
-        them or none, so a retry either re-sends every decision or decides on unchanged state."""
-        if not (changes.history or changes.account_events or changes.snapshots or changes.decided):
+        """Write a batch's state changes and decisions atomically (one script: Redis runs it
+        alone): a crash leaves all of them or none, so a retry either re-sends every decision
+        or decides on unchanged state."""
+        if not (changes.history or changes.account_events or changes.decided):
             return
-        keys, ttl = self.keys, self.snapshot_ttl
-
-        async def write() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            touched: dict[str, int] = {}
-            for identity_id, (at_ms, amount, order_id) in changes.history:
-                key = keys.velocity(identity_id)
-                pipe.zadd(key, {history_member(amount, order_id): at_ms}, nx=True)
-                touched[key] = max(touched.get(key, 0), at_ms)
-            for key, newest in touched.items():
-                pipe.zremrangebyscore(key, "-inf", newest - HISTORY_MS)
-                pipe.zremrangebyrank(key, 0, -(HISTORY_MAX + 1))
-                pipe.expire(key, HISTORY_TTL_SECONDS)
-            for identity_id, event, order_id, amount in changes.account_events:
-                queue_event(pipe, keys.account(identity_id), event, order_id, amount)
-            for order_id, snapshot in changes.snapshots:
-                pipe.set(keys.snapshot(order_id), snapshot.to_json(), ex=ttl)
-            for order_id, decision, trace in changes.decided:
-                pipe.set(keys.decision(order_id), decision, ex=ttl)
-                pipe.set(keys.trace(order_id), trace, ex=TRACE_REPLAY_SECONDS)
-            await pipe.execute()
-
-        await retrying(write, "state")
+        args: list[Any] = [
+            self.keys.namespace,
+            self.snapshot_ttl,
+            TRACE_REPLAY_SECONDS,
+            HISTORY_TTL_SECONDS,
+            HISTORY_MS,
+            HISTORY_MAX,
+            len(changes.history),
+        ]
+        for identity_id, (at_ms, amount, order_id) in changes.history:
+            args += (identity_id, at_ms, history_member(amount, order_id))
+        args.append(len(changes.account_events))
+        for identity_id, event, order_id, amount in changes.account_events:
+            if event != "approved":  # the hot path only opens orders; settlements close them
+                raise ValueError(f"the hot path does not apply {event!r} account events")
+            args += (identity_id, order_id, amount)
+        if len(changes.snapshots) != len(changes.decided):
+            raise ValueError("every decided order has its snapshot")
+        args.append(len(changes.decided))
+        for (order_id, snapshot), (decided_id, decision, trace) in zip(
+            changes.snapshots, changes.decided, strict=True
+        ):
+            if order_id != decided_id:
+                raise ValueError(f"snapshot {order_id} beside decision {decided_id}")
+            args += (order_id, snapshot.to_json(), decision, trace)
+        await retrying(lambda: self._save(args=args), "state")

@@ -677,7 +677,8 @@ def pipeline() -> Any:
             [
                 (f"60 * sum(rate(shinsa_send_retries_total[{RATE}])) or vector(0)", "Kafka sends"),
                 (
-                    f'60 * sum(rate(shinsa_transactions_total{{result="aborted"}}[{RATE}]))',
+                    f'60 * sum(rate(shinsa_transactions_total{{result="aborted"}}[{RATE}]))'
+                    " or vector(0)",
                     "aborted transactions",
                 ),
                 (

@@ -129,10 +129,10 @@ class TransactionalLoop(Service):
         self.transactional_id = f"{self.group}.{uuid.uuid4().hex[:12]}"
         self.stopping = False
         self.finished = asyncio.Event()
-        self.lags: dict[tuple[str, int], int] = {}
         self.assigned: set[tuple[str, int]] = set()
-        self._next_lag = 0.0
         self.handling: asyncio.Future[list[Outgoing]] | None = None
+        for result in ("committed", "aborted"):  # at 0 from the start, so rate() sees the first
+            TRANSACTIONS.labels(name, result)
 
     # ------------------------------------------------------------------ configuration
     def consumer_config(self) -> dict[str, Any]:
@@ -259,7 +259,6 @@ class TransactionalLoop(Service):
     def _poll(self) -> list[Received]:
         """Wait up to the batch timeout for one message, then take what else is there."""
         assert self.consumer is not None
-        self._measure_lag()
         first = self.consumer.poll(self.settings.batch_timeout)
         if first is None:
             return []
@@ -340,29 +339,20 @@ class TransactionalLoop(Service):
     def _revoked(self, _consumer: Any, partitions: list[TP]) -> None:
         # poll → handle → commit: nothing of these partitions is in flight here
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
-        for tp in partitions:
-            self.lags.pop((tp.topic, tp.partition), None)
         log.info("hot path %s: revoked %s", self.loop_name, describe(partitions))
 
-    def _measure_lag(self) -> None:
-        """End offset minus committed offset per assigned partition, every lag interval."""
-        now = time.monotonic()
-        if now < self._next_lag or self.consumer is None:
-            return
-        self._next_lag = now + self.settings.lag_interval
+    def measure_lag(self) -> dict[tuple[str, int], int]:
+        """End offset minus committed offset per assigned partition (broker round trips: call
+        it from another thread than the loop's, agents/lag.py does)."""
+        if self.consumer is None:
+            return {}
         tps = [TP(t, p) for t, p in sorted(self.assigned)]
-        if not tps:
-            return
-        try:
-            committed = self.consumer.committed(tps, timeout=2)
-            lags = {}
-            for tp in committed:
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=2)
-                position = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else low
-                lags[(tp.topic, tp.partition)] = max(high - position, 0)
-            self.lags = lags
-        except KafkaException as exc:
-            log.warning("hot path %s: lag not measured: %s", self.loop_name, exc)
+        lags = {}
+        for tp in self.consumer.committed(tps, timeout=2) if tps else []:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=2)
+            position = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else low
+            lags[(tp.topic, tp.partition)] = max(high - position, 0)
+        return {k: v for k, v in lags.items() if k in self.assigned}  # not revoked meanwhile
 
     def _close(self) -> None:
         if self.consumer is not None:

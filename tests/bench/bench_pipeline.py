@@ -44,7 +44,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rich import box
 from rich.console import Console
@@ -204,7 +204,7 @@ class EndOffsets:
 
 
 def wait_for(
-    watch: EndOffsets,
+    watch: EndOffsets | CommittedCount,
     target: int,
     what: str,
     timeout: float,
@@ -395,6 +395,37 @@ def span_seconds(stamps_ms: Sequence[float]) -> float:
 # ---------------------------------------------------------------- the pipeline
 
 
+class CommittedCount:
+    """Messages on some topics as a read_committed consumer sees them. End offsets would
+    over-count a transactional producer's topics: each commit adds a marker to every partition
+    it wrote."""
+
+    def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": "bench-count",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        meta = self.consumer.list_topics(timeout=15).topics
+        self.consumer.assign(
+            [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta[t].partitions]
+        )
+        self.count = 0
+
+    def total(self) -> int:
+        while True:
+            got = [m for m in self.consumer.consume(10_000, 0.05) if m.error() is None]
+            self.count += len(got)
+            if not got:
+                return self.count
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 class Receipts(threading.Thread):
     """A read_committed consumer of the decisions topic from its current end: the wall-clock
     moment each order's decision became visible to a consumer (the latency a checkout sees)."""
@@ -408,6 +439,10 @@ class Receipts(threading.Thread):
                 "group.id": "bench-receipts",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
+                # a fetch waiting in the broker is not woken when a transaction commits (the
+                # stable offset moves, no bytes arrive): it waits all of fetch.wait.max.ms
+                # (500 ms by default). A checkout reading decisions sets it low, as here.
+                "fetch.wait.max.ms": 5,
             }
         )
         meta = self.consumer.list_topics(topic, timeout=15).topics[topic]
@@ -425,7 +460,11 @@ class Receipts(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping:
-            for msg in self.consumer.consume(1000, 0.05):
+            # poll returns at the first message; consume(n, t) would wait t to fill n
+            first = self.consumer.poll(0.05)
+            if first is None:
+                continue
+            for msg in (first, *self.consumer.consume(1000, 0)):
                 if msg.error() is None:
                     self.seen.setdefault(msg.key(), time.time() * 1000)
         self.consumer.close()
@@ -471,7 +510,7 @@ class PipelineRun:
 
 def paced_phase(
     settings: Settings,
-    watch: EndOffsets,
+    watch: CommittedCount,
     base: int,
     name: str,
     orders: Sequence[Prepared],
@@ -521,7 +560,7 @@ def run_pipeline(
     }
     worker = start_worker(settings, log, env=env)
     procs.append(worker)
-    watch = EndOffsets(settings, [settings.topic("decisions"), settings.topic("dlq")])
+    watch = CommittedCount(settings, [settings.topic("decisions"), settings.topic("dlq")])
     try:
         startup = wait_for(watch, n, "pipeline: backlog", timeout, worker, log)
         time.sleep(0.5)  # idle before the paced phase; no stray decision is expected

@@ -1,0 +1,22 @@
+-- The hot path's read of one batch (agents/state.py HotPathState.load), one call.
+-- ARGV: namespace, n, identity × n, m, (device key, order ms) × m, device window ms.
+-- Returns {velocity of each identity as {member, score, ...}, account of each as {field,
+-- value, ...}, failures in the window before each probe}.
+local ns = ARGV[1]
+local n = tonumber(ARGV[2])
+local out = {}
+for j = 1, n do
+  local id = ARGV[2 + j]
+  out[#out + 1] = redis.call('ZRANGE', ns .. ':vel:' .. id, 0, -1, 'WITHSCORES')
+  out[#out + 1] = redis.call('HGETALL', ns .. ':acct:' .. id)
+end
+local i = 3 + n
+local m = tonumber(ARGV[i])
+local window = tonumber(ARGV[i + 2 * m + 1])
+local counts = {}
+for j = 1, m do
+  local at = tonumber(ARGV[i + 2 * j])
+  counts[j] = redis.call('ZCOUNT', ARGV[i + 2 * j - 1], '(' .. (at - window), at)
+end
+out[#out + 1] = counts
+return out
