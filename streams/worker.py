@@ -37,4 +37,17 @@ def run_worker(loglevel: str = "info") -> None:
     # Everything imported so far (schemas, postal data, the Faust app) lives as long as the
     # worker: keep it out of the collector's scans (measured ~20 µs of GC per order otherwise).
     gc.freeze()
+    gc.callbacks.append(freeze_survivors)
     Worker(app, loglevel=loglevel).execute_from_commandline()
+
+
+def freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    """After a full collection, move what survived it to the permanent generation.
+
+    The worker's long-lived objects grow as it runs (identity keys cache, velocity histories,
+    the model): full collections scanned them every ~2 s and found nothing (37-148 ms pauses
+    with a 30,000-order history, measured). Frozen objects are still freed by reference
+    counting; only a cycle among them would wait, and the hot path makes none.
+    """
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()

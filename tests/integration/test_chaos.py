@@ -29,7 +29,7 @@ from tests.integration.conftest import Worker, produce, simulated_backlog
 
 pytestmark = pytest.mark.integration
 
-ORDERS = 3000
+ORDERS = 2000
 RATE = 300.0  # orders per second: ~10 s of producing
 STEP = 100  # orders decided between two chaos events, so each hits a working worker
 REDIS_DOWN_S = 16.0  # longer than the worker's 15 s timers: each of them meets the outage

@@ -28,7 +28,7 @@ def produce_paced(env, events, rate: float) -> threading.Thread:
 
 
 def test_a_rebalance_while_orders_flow_loses_and_repeats_nothing(env, registry, tmp_path):
-    _, events, ids = simulated_backlog(registry, 3000, seed=11)
+    _, events, ids = simulated_backlog(registry, 2000, seed=11)
     merchants = [e for e in events if e[0] == "merchants"]
     orders = [e for e in events if e[0] == "orders"]
     produce(env, merchants)
@@ -36,10 +36,10 @@ def test_a_rebalance_while_orders_flow_loses_and_repeats_nothing(env, registry, 
     second = Worker(env, tmp_path / "second.log")
     try:
         sender = produce_paced(env, orders, rate=400)
-        collect(env, "decisions", 500, worker=first)
+        collect(env, "decisions", 400, worker=first)
         second.start()  # the group rebalances: partitions move to the newcomer
         second.wait_for("hot path screen: assigned", timeout=60)
-        collect(env, "decisions", 1500, worker=second)
+        collect(env, "decisions", 1000, worker=second)
         assert first.stop() == 0  # …and back: the leaver's partitions go to the second
         sender.join(60)
         decisions = collect(env, "decisions", len(ids), timeout=180, worker=second)
