@@ -117,6 +117,10 @@ def consumer(
         "group.id": group or f"shinsa-cli-{id(settings)}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest" if from_beginning else "latest",
+        # decisions are written in transactions: never show an aborted attempt, and do not
+        # park fetches for 500 ms (a commit does not wake them)
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 10,
     }
     return Consumer(config)
 
