@@ -54,7 +54,7 @@ from streams import stack
 from streams.cli import progress
 from streams.clients import Prepared, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
-from streams.demo import percentile, start_worker, stop_worker
+from streams.demo import percentile, start_worker, stop_worker, worker_env
 from streams.settings import Settings, load_settings
 from streams.simulate import SimConfig, Simulator
 
@@ -567,12 +567,7 @@ def run_pipeline(
 ) -> PipelineRun:
     """The backlog at full speed, then each paced phase (name, rate, orders, seed) in turn; a
     rate of 0 means 80 % of the capacity the backlog measured."""
-    env = {
-        "SHINSA_TOPIC_PREFIX": settings.topic_prefix,
-        "SHINSA_APP_ID": settings.app_id,
-        "SHINSA_METRICS_PORT": "0",
-    }
-    worker = start_worker(settings, log, env=env)
+    worker = start_worker(settings, log, env=worker_env(settings))
     procs.append(worker)
     watch = CommittedCount(settings, [settings.topic("decisions"), settings.topic("dlq")])
     try:

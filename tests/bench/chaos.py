@@ -62,7 +62,7 @@ from streams import stack
 from streams.cli import progress
 from streams.clients import Prepared, prepare, produce_one, producer_config
 from streams.codec import SchemaRegistry
-from streams.demo import start_worker, stop_worker
+from streams.demo import start_worker, stop_worker, worker_env
 from streams.dlq import REASON
 from streams.settings import Settings, load_settings
 from streams.simulate import SimConfig, Simulator
@@ -377,15 +377,6 @@ class PacedProducer(threading.Thread):
 
 
 # ---------------------------------------------------------------- the services
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    return {
-        "SHINSA_TOPIC_PREFIX": settings.topic_prefix,
-        "SHINSA_APP_ID": settings.app_id,
-        "SHINSA_METRICS_PORT": "0",
-        "SHINSA_REDIS_URL": settings.redis_url,
-    }
 
 
 @dataclass

@@ -23,7 +23,7 @@ import redis
 from streams import stack
 from streams.clients import DeliveryTracker, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
-from streams.demo import start_worker, stop_worker
+from streams.demo import start_worker, stop_worker, worker_env
 from streams.settings import Settings, load_settings
 from streams.simulate import SimConfig, Simulator
 
@@ -66,13 +66,8 @@ PASSED_SETTINGS = (
 
 
 def env_vars(settings: Settings) -> dict[str, str]:
-    return {
-        "SHINSA_TOPIC_PREFIX": settings.topic_prefix,
-        "SHINSA_APP_ID": settings.app_id,
-        "SHINSA_METRICS_PORT": "0",
-        "SHINSA_REDIS_URL": settings.redis_url,
-        **{f"SHINSA_{name.upper()}": str(getattr(settings, name)) for name in PASSED_SETTINGS},
-    }
+    passed = {f"SHINSA_{name.upper()}": str(getattr(settings, name)) for name in PASSED_SETTINGS}
+    return worker_env(settings) | passed
 
 
 @dataclass
