@@ -60,12 +60,12 @@ from rich.table import Column, Table
 
 from streams import stack
 from streams.cli import progress
-from streams.clients import Prepared, prepare, produce_one, producer_config
+from streams.clients import Prepared, produce_one, producer_config
 from streams.codec import SchemaRegistry
 from streams.demo import start_worker, stop_worker, worker_env
 from streams.dlq import REASON
 from streams.settings import Settings, load_settings
-from streams.simulate import SimConfig, Simulator
+from tests.bench.bench_pipeline import delete_run, drop_redis_namespace, generate, positive
 
 # a log or pipe gets 110 columns instead of rich's 80, which would wrap the table
 console = Console(width=None if sys.stdout.isatty() else 110)
@@ -588,23 +588,6 @@ def read_graph(
     return graph_check(stats, identity_orders, resolved, kept, kafka, velocity)
 
 
-def drop_namespace(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
-    deleted = 0
-    try:
-        batch = []
-        for key in client.scan_iter(f"{settings.identity_namespace}:*", count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                deleted += client.delete(*batch)
-                batch = []
-        if batch:
-            deleted += client.delete(*batch)
-    finally:
-        client.close()
-    return deleted
-
-
 def log_errors(paths: Iterable[Path]) -> dict[str, list[str]]:
     """Lines of each worker log that show an error (the integration tests fail on these)."""
     out = {}
@@ -640,25 +623,13 @@ def schedule(
     return [Event(at, kind) for at, kind in zip(moments, kinds, strict=True)]
 
 
-def generate(
-    registry: SchemaRegistry, orders: int, seed: int
-) -> tuple[list[Prepared], list[Prepared]]:
-    """Merchants and orders of the simulator (no payments, logins, outcomes), Avro-encoded."""
-    with console.status(f"simulating {orders:,} orders (seed {seed})"):
-        sim = Simulator(SimConfig(orders=orders, fraud_rate=0.05, seed=seed))
-        values = [e.value for e in sim.events() if e.topic == "orders"]
-        merchants = [prepare(registry, "merchants", m) for m in sim.merchants]
-        encoded = [prepare(registry, "orders", v) for v in values]
-    return merchants, encoded
-
-
 def chaos(args: argparse.Namespace, settings: Settings, run: str) -> dict[str, Any]:
     rng = random.Random(args.seed)
     registry = SchemaRegistry(settings.schema_dir)
     logs = settings.data_dir / "chaos"
     logs.mkdir(parents=True, exist_ok=True)
     stack.create_topics(settings)
-    merchants, orders = generate(registry, args.orders, args.seed)
+    merchants, orders = generate(registry, args.orders, args.seed, "chaos")
     ids = {o.key.decode() for o in orders if o.key is not None}
     merchant_producer = PacedProducer(settings, merchants, 0)
     merchant_producer.run()
@@ -918,13 +889,6 @@ def report(summary: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- main
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--orders", type=positive, default=50_000, help="orders (50000)")
@@ -971,11 +935,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep_topics:
             groups = [settings.app_id, f"{settings.app_id}.screen"]
             with contextlib.suppress(Exception):
-                from tests.bench.bench_pipeline import delete_run
-
                 delete_run(settings, run, groups)
             with contextlib.suppress(Exception):
-                drop_namespace(settings)
+                drop_redis_namespace(settings)
     print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
     return 0 if summary["ok"] else 1
 
