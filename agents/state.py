@@ -1,5 +1,7 @@
 """The pipeline's Redis, in one place: the client, the retry rule, the key layout, the typed
-feature snapshot and every store. Nothing else in the pipeline builds a Redis key.
+feature snapshot and every store. Nothing else in the pipeline builds a Redis key, except the
+identity graph script (agents/identity_graph.lua), which lays out its own under `<ns>`; the
+hot path's two scripts get theirs from `Keys`.
 
 Keys (no PII; `<ns>` is SHINSA_IDENTITY_NAMESPACE; ids are ours, personal values are keyed
 hashes, `keyed_hash`):
@@ -282,7 +284,8 @@ class AccountStore:
 
 
 class DeviceFailures:
-    """Failed card authorisations per device (keyed hash), shared by every worker."""
+    """Failed card authorisations per device (keyed hash), shared by every worker; the hot
+    path counts them in the hour before each order (`HotPathState.load`, state_load.lua)."""
 
     def __init__(self, client: aioredis.Redis, namespace: str, secret: bytes) -> None:
         self.client, self.keys, self.secret = client, Keys(namespace), secret
@@ -302,26 +305,6 @@ class DeviceFailures:
             await pipe.execute()
 
         await retrying(write, "devices")
-
-    async def counts(self, orders: Sequence[tuple[str | None, int]]) -> list[int]:
-        """For each (device id, order event ms): failures in the hour up to the order."""
-        asked = [(d, t) for d, t in orders if d]
-        if not asked:
-            return [0] * len(orders)
-
-        async def read() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for device_id, at_ms in asked:
-                queue_device_count(pipe, self.keys.device(self.secret, device_id), at_ms)
-            return await pipe.execute()
-
-        found = iter(await retrying(read, "devices"))
-        return [int(next(found)) if d else 0 for d, _ in orders]
-
-
-def queue_device_count(pipe: Any, key: str, at_ms: int) -> None:
-    """Failures in the hour up to `at_ms`, never later ones (no future leaks into a replay)."""
-    pipe.zcount(key, f"({at_ms - DEVICE_WINDOW_MS}", at_ms)
 
 
 # ---------------------------------------------------------------- the learner lease
@@ -441,9 +424,13 @@ class HotPathState:
         asked = [(d, t) for d, t in probes if d]
         if not unique and not asked:
             return Loaded({}, {}, [0] * len(probes))
-        args: list[Any] = [self.keys.namespace, len(unique), *unique, len(asked)]
+        keys = self.keys
+        args: list[Any] = [len(unique)]
+        for identity_id in unique:
+            args += (keys.velocity(identity_id), keys.account(identity_id))
+        args.append(len(asked))
         for device_id, at_ms in asked:
-            args += (self.keys.device(self.secret, device_id), at_ms)
+            args += (keys.device(self.secret, device_id), at_ms)
         args.append(DEVICE_WINDOW_MS)
         raw = await retrying(lambda: self._load(args=args), "state")
         histories, accounts = {}, {}
@@ -463,8 +450,8 @@ class HotPathState:
         or decides on unchanged state."""
         if not (changes.history or changes.account_events or changes.decided):
             return
+        keys = self.keys
         args: list[Any] = [
-            self.keys.namespace,
             self.snapshot_ttl,
             TRACE_REPLAY_SECONDS,
             HISTORY_TTL_SECONDS,
@@ -473,12 +460,12 @@ class HotPathState:
             len(changes.history),
         ]
         for identity_id, (at_ms, amount, order_id) in changes.history:
-            args += (identity_id, at_ms, history_member(amount, order_id))
+            args += (keys.velocity(identity_id), at_ms, history_member(amount, order_id))
         args.append(len(changes.account_events))
         for identity_id, event, order_id, amount in changes.account_events:
             if event != "approved":  # the hot path only opens orders; settlements close them
                 raise ValueError(f"the hot path does not apply {event!r} account events")
-            args += (identity_id, order_id, amount)
+            args += (keys.account(identity_id), order_id, amount)
         if len(changes.snapshots) != len(changes.decided):
             raise ValueError("every decided order has its snapshot")
         args.append(len(changes.decided))
@@ -487,5 +474,6 @@ class HotPathState:
         ):
             if order_id != decided_id:
                 raise ValueError(f"snapshot {order_id} beside decision {decided_id}")
-            args += (order_id, snapshot.to_json(), decision, trace)
+            args += (keys.snapshot(order_id), snapshot.to_json(), keys.decision(order_id))
+            args += (decision, keys.trace(order_id), trace)
         await retrying(lambda: self._save(args=args), "state")

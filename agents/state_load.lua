@@ -1,16 +1,15 @@
--- The hot path's read of one batch (agents/state.py HotPathState.load), one call.
--- ARGV: namespace, n, identity × n, m, (device key, order ms) × m, device window ms.
+-- The hot path's read of one batch (agents/state.py HotPathState.load), one call. Keys come
+-- from agents/state.py `Keys`, the one place they are laid out.
+-- ARGV: n, (velocity key, account key) × n, m, (device key, order ms) × m, device window ms.
 -- Returns {velocity of each identity as {member, score, ...}, account of each as {field,
 -- value, ...}, failures in the window before each probe}.
-local ns = ARGV[1]
-local n = tonumber(ARGV[2])
+local n = tonumber(ARGV[1])
 local out = {}
 for j = 1, n do
-  local id = ARGV[2 + j]
-  out[#out + 1] = redis.call('ZRANGE', ns .. ':vel:' .. id, 0, -1, 'WITHSCORES')
-  out[#out + 1] = redis.call('HGETALL', ns .. ':acct:' .. id)
+  out[#out + 1] = redis.call('ZRANGE', ARGV[2 * j], 0, -1, 'WITHSCORES')
+  out[#out + 1] = redis.call('HGETALL', ARGV[2 * j + 1])
 end
-local i = 3 + n
+local i = 2 + 2 * n
 local m = tonumber(ARGV[i])
 local window = tonumber(ARGV[i + 2 * m + 1])
 local counts = {}

@@ -1,17 +1,19 @@
 -- The hot path's write of one batch (agents/state.py HotPathState.save), atomic: Redis runs a
 -- script alone, so a crash leaves all of a batch's state changes and decisions or none.
 -- One call instead of ~7 pipelined commands an order (their Python-side cost dominated).
--- ARGV: namespace, snapshot ttl s, trace ttl s, history ttl s, history window ms, history max,
---   then n velocity entries: n, (identity, event ms, member) × n,
---   then m approved deferred orders: m, (identity, order id, yen) × m,
---   then k decided orders: k, (order id, snapshot json, Decision bytes, trace bytes) × k.
-local ns = ARGV[1]
-local ttl, trace_ttl, hist_ttl = ARGV[2], ARGV[3], ARGV[4]
-local hist_ms, hist_max = tonumber(ARGV[5]), tonumber(ARGV[6])
-local i = 7
+-- Keys come from agents/state.py `Keys`; account fields are `o:<order id>` (open, yen) and
+-- `u:<order id>` (unpaid), as in `queue_event`.
+-- ARGV: snapshot ttl s, trace ttl s, history ttl s, history window ms, history max,
+--   then n velocity entries: n, (velocity key, event ms, member) × n,
+--   then m approved deferred orders: m, (account key, order id, yen) × m,
+--   then k decided orders: k, (snapshot key, snapshot json, decision key, Decision bytes,
+--   trace key, trace bytes) × k.
+local ttl, trace_ttl, hist_ttl = ARGV[1], ARGV[2], ARGV[3]
+local hist_ms, hist_max = tonumber(ARGV[4]), tonumber(ARGV[5])
+local i = 6
 local newest, order = {}, {}
 for _ = 1, tonumber(ARGV[i]) do
-  local key, at = ns .. ':vel:' .. ARGV[i + 1], tonumber(ARGV[i + 2])
+  local key, at = ARGV[i + 1], tonumber(ARGV[i + 2])
   redis.call('ZADD', key, 'NX', at, ARGV[i + 3])
   if newest[key] == nil then order[#order + 1] = key end
   if newest[key] == nil or at > newest[key] then newest[key] = at end
@@ -24,17 +26,16 @@ for _, key in ipairs(order) do
   redis.call('EXPIRE', key, hist_ttl)
 end
 for _ = 1, tonumber(ARGV[i]) do
-  local key, order_id = ns .. ':acct:' .. ARGV[i + 1], ARGV[i + 2]
+  local key, order_id = ARGV[i + 1], ARGV[i + 2]
   redis.call('HDEL', key, 'u:' .. order_id)
   redis.call('HSET', key, 'o:' .. order_id, ARGV[i + 3])
   i = i + 3
 end
 i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
-  local order_id = ARGV[i + 1]
-  redis.call('SET', ns .. ':snap:' .. order_id, ARGV[i + 2], 'EX', ttl)
-  redis.call('SET', ns .. ':dec:' .. order_id, ARGV[i + 3], 'EX', ttl)
-  redis.call('SET', ns .. ':dtr:' .. order_id, ARGV[i + 4], 'EX', trace_ttl)
-  i = i + 4
+  redis.call('SET', ARGV[i + 1], ARGV[i + 2], 'EX', ttl)
+  redis.call('SET', ARGV[i + 3], ARGV[i + 4], 'EX', ttl)
+  redis.call('SET', ARGV[i + 5], ARGV[i + 6], 'EX', trace_ttl)
+  i = i + 6
 end
 return 1

@@ -69,7 +69,6 @@ class Received:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
-    headers: list[tuple[str, bytes]] | None = None
 
 
 def received(msg: Any) -> Received:
