@@ -176,10 +176,11 @@ async def apply_settlements(stream: Any) -> None:
             SETTLEMENTS.labels(kind, "applied").inc()
 
 
-@app.timer(interval=15.0)
+@app.timer(interval=5.0)
 async def measure_exposure() -> None:
-    """Totals over every account (the same in every worker: dashboards take the max). A gauge
-    is a report: while Redis is away it keeps its last value, and the worker keeps screening."""
+    """Totals over every account (the same in every worker: dashboards take the max), two
+    numbers the account scripts keep. A gauge is a report: while Redis is away it keeps its
+    last value, and the worker keeps screening."""
     client = redis_client(settings)
     try:
         total, held = await AccountStore(client, settings.identity_namespace).totals()

@@ -61,7 +61,7 @@ from streams.dlq import dead_letter
 from streams.metrics import DECIDED_AMOUNT, DECISIONS, LATENCY, MODEL_SCORE
 from streams.records import Merchant, Order
 from streams.settings import Settings
-from streams.txloop import Received, TransactionalLoop
+from streams.txloop import Received, Stopwatch, TransactionalLoop
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,7 @@ class OrderScreening:
         )
 
     async def __call__(self, batch: list[Received]) -> list[Outgoing]:
+        watch = Stopwatch("screen")
         now = datetime.now(UTC)
         outgoing: list[Outgoing] = []
         accepted: list[Accepted] = []
@@ -426,6 +427,7 @@ class OrderScreening:
                 accepted.append(result)
             else:
                 outgoing.append(result)
+        watch.lap("intake")
         earlier = await self.state.earlier([a.order.order_id for a in accepted])
         fresh = []
         for item, found in zip(accepted, earlier, strict=True):
@@ -433,9 +435,11 @@ class OrderScreening:
                 fresh.append(item)
             else:
                 outgoing += replay(item, found, self.out)
+        watch.lap("earlier")
         lookup = partial(identity_lookup, secret=self.secret, dead_letters=outgoing, dlq=dlq)
         # computing the next chunk's keys overlaps the script call of this one
         done = await resolve_overlapped(self.graph, fresh, lookup, to_ms(now))
+        watch.lap("identity")
         for item in done.unresolved:
             detail = f"identity: {type(done.error).__name__}"
             outgoing.append(
@@ -450,8 +454,12 @@ class OrderScreening:
             [c.identity["identity_id"] for c in candidates],
             [(c.order.device_id, to_ms(c.order.event_time)) for c in candidates],
         )
+        watch.lap("load")
         sent, changes = screen_batch(candidates, loaded, self.rules(datetime.now(UTC)), self.out)
+        watch.lap("screen")
         await self.state.save(changes)  # before the decisions: an outcome can only follow them
+        watch.lap("save")
+        watch.log_if_slow("handler", len(batch))
         return outgoing + sent
 
 

@@ -11,6 +11,8 @@ hashes, `keyed_hash`):
   screening one person at once both add (ZADD is commutative), neither overwrites the other.
 - `<ns>:acct:<identity>` the deferred-payment account: `o:<order id>` → yen for each open
   deferred order, `u:<order id>` for each unpaid one (events are single HSET / HDEL commands).
+- `<ns>:exposure` the totals over every account (`outstanding` yen, `held` identities), kept
+  by the same scripts that change accounts (agents/accounts.lua).
 - `<ns>:devfail:<device hash>` failed card authorisations per device, scored by event time.
 - `<ns>:snap:<order id>` the feature snapshot the learner joins (`Snapshot`).
 - `<ns>:dec:<order id>` the encoded Decision sent for the order, kept as long as snapshots;
@@ -53,8 +55,17 @@ T = TypeVar("T")
 
 HISTORY_TTL_SECONDS = 8 * 86_400  # the longest velocity window (7 d), plus a day
 TRACE_REPLAY_SECONDS = 3600
-LOAD_SCRIPT = (Path(__file__).parent / "state_load.lua").read_text(encoding="utf-8")
-SAVE_SCRIPT = (Path(__file__).parent / "state_save.lua").read_text(encoding="utf-8")
+
+
+def lua(name: str) -> str:
+    return (Path(__file__).parent / name).read_text(encoding="utf-8")
+
+
+LOAD_SCRIPT = lua("state_load.lua")
+SAVE_SCRIPT = lua("accounts.lua") + lua("state_save.lua")  # accounts change through one rule
+EVENTS_SCRIPT = lua("accounts.lua") + lua("account_events.lua")
+RECOUNT_SCRIPT = lua("account_totals.lua")
+ACCOUNT_EVENTS = ("approved", "unpaid", "repaid", "written_off")
 DEVICE_WINDOW_MS = 3_600_000  # failed authorisations counted in the hour before an order
 DEVICE_KEEP_MS = 2 * 86_400_000
 
@@ -138,6 +149,9 @@ class Keys:
 
     def lease(self) -> str:
         return f"{self.namespace}:learner"
+
+    def exposure(self) -> str:
+        return f"{self.namespace}:exposure"
 
 
 # ---------------------------------------------------------------- feature snapshots
@@ -240,43 +254,49 @@ def account_from_hash(fields: dict[bytes, bytes]) -> Account:
     return account
 
 
-def queue_event(pipe: Any, key: str, event: str, order_id: str, amount: int) -> None:
-    """The Redis commands of one account event (agents/exposure.py apply_event, in Redis)."""
-    pipe.hdel(key, f"u:{order_id}")  # any news on an order lifts its unpaid hold ...
-    if event == "approved":
-        pipe.hset(key, f"o:{order_id}", amount)
-    elif event == "unpaid":
-        pipe.hset(key, f"u:{order_id}", 1)  # ... unless it is that it is unpaid
-    elif event in ("repaid", "written_off"):
-        pipe.hdel(key, f"o:{order_id}")
-    else:
-        raise ValueError(f"unknown account event {event!r}")
-
-
 class AccountStore:
+    """Settlements change accounts (and the exposure totals beside them) through
+    agents/accounts.lua, the rule the hot path's approvals follow too."""
+
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self.client, self.keys = client, Keys(namespace)
+        self._events = client.register_script(EVENTS_SCRIPT)
+        self._recount = client.register_script(RECOUNT_SCRIPT)
 
     async def apply(self, events: Sequence[tuple[str, str, str, int]]) -> None:
-        """(identity, event, order id, yen) account events, in one round trip."""
+        """(identity, event, order id, yen) account events, in one atomic call."""
         if not events:
             return
-
-        async def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for identity_id, event, order_id, amount in events:
-                queue_event(pipe, self.keys.account(identity_id), event, order_id, amount)
-            await pipe.execute()
-
-        await retrying(write, "accounts")
+        args: list[Any] = [self.keys.exposure()]
+        for identity_id, event, order_id, amount in events:
+            if event not in ACCOUNT_EVENTS:
+                raise ValueError(f"unknown account event {event!r}")
+            args += (self.keys.account(identity_id), event, order_id, amount)
+        await retrying(lambda: self._events(args=args), "accounts")
 
     async def totals(self) -> tuple[int, int]:
-        """(outstanding yen, identities held) over every account: for the gauges."""
-        total = held = 0
-        async for key in self.client.scan_iter(self.keys.account("*"), count=1000):
-            account = account_from_hash(await self.client.hgetall(key))
-            total += sum(account["open"].values())
-            held += bool(account["unpaid"])
+        """(outstanding yen, identities held), kept by every account change: for the gauges.
+        Totals never counted (data written before they were kept) are recounted first."""
+        fields = await self.client.hmget(self.keys.exposure(), ["outstanding", "held", "since"])
+        if fields[2] is None:
+            return await self.recount()
+        return int(fields[0] or 0), int(fields[1] or 0)
+
+    async def recount(self, step: int = 1000) -> tuple[int, int]:
+        """Sum every account again (in Redis, `step` keys a call) and store the totals.
+
+        For accounts written before totals were kept: O(keys), so run once, not per scrape.
+        Changes made while it runs may be counted twice or not at all (it takes seconds)."""
+        cursor, total, held = b"0", 0, 0
+        pattern = self.keys.account("*")
+        while True:
+            cursor, part, part_held = await self._recount(args=[cursor, pattern, step])
+            total, held = total + int(part), held + int(part_held)
+            if cursor in (b"0", 0, "0"):
+                break
+        await self.client.hset(
+            self.keys.exposure(), mapping={"outstanding": total, "held": held, "since": 1}
+        )
         return total, held
 
 
@@ -461,7 +481,7 @@ class HotPathState:
         ]
         for identity_id, (at_ms, amount, order_id) in changes.history:
             args += (keys.velocity(identity_id), at_ms, history_member(amount, order_id))
-        args.append(len(changes.account_events))
+        args += (keys.exposure(), len(changes.account_events))
         for identity_id, event, order_id, amount in changes.account_events:
             if event != "approved":  # the hot path only opens orders; settlements close them
                 raise ValueError(f"the hot path does not apply {event!r} account events")

@@ -1,11 +1,12 @@
 -- The hot path's write of one batch (agents/state.py HotPathState.save), atomic: Redis runs a
 -- script alone, so a crash leaves all of a batch's state changes and decisions or none.
 -- One call instead of ~7 pipelined commands an order (their Python-side cost dominated).
--- Keys come from agents/state.py `Keys`; account fields are `o:<order id>` (open, yen) and
--- `u:<order id>` (unpaid), as in `queue_event`.
+-- Keys come from agents/state.py `Keys`; accounts change through accounts.lua's
+-- `apply_event` (prepended), which keeps the exposure totals.
 -- ARGV: snapshot ttl s, trace ttl s, history ttl s, history window ms, history max,
 --   then n velocity entries: n, (velocity key, event ms, member) × n,
---   then m approved deferred orders: m, (account key, order id, yen) × m,
+--   then the totals key and m approved deferred orders: totals key, m,
+--   (account key, order id, yen) × m,
 --   then k decided orders: k, (snapshot key, snapshot json, decision key, Decision bytes,
 --   trace key, trace bytes) × k.
 local ttl, trace_ttl, hist_ttl = ARGV[1], ARGV[2], ARGV[3]
@@ -19,16 +20,15 @@ for _ = 1, tonumber(ARGV[i]) do
   if newest[key] == nil or at > newest[key] then newest[key] = at end
   i = i + 3
 end
-i = i + 1
+local totals = ARGV[i + 1]
+i = i + 2
 for _, key in ipairs(order) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', newest[key] - hist_ms)
   redis.call('ZREMRANGEBYRANK', key, 0, -(hist_max + 1))
   redis.call('EXPIRE', key, hist_ttl)
 end
 for _ = 1, tonumber(ARGV[i]) do
-  local key, order_id = ARGV[i + 1], ARGV[i + 2]
-  redis.call('HDEL', key, 'u:' .. order_id)
-  redis.call('HSET', key, 'o:' .. order_id, ARGV[i + 3])
+  apply_event(totals, ARGV[i + 1], 'approved', ARGV[i + 2], ARGV[i + 3])
   i = i + 3
 end
 i = i + 1

@@ -136,8 +136,12 @@ class SchemaRegistry:
         if writer_name != name:
             raise CodecError(SCHEMA_MISMATCH, f"expected {name}, got {writer_name}")
         body = io.BytesIO(raw[HEADER_BYTES:])
+        reader = self._readers[name]
+        # written with the current schema: no resolution (it costs a third of the decode)
         try:
-            datum = fastavro.schemaless_reader(body, writer_schema, self._readers[name])
+            datum = fastavro.schemaless_reader(
+                body, writer_schema, None if writer_schema is reader else reader
+            )
         except Exception as exc:  # fastavro raises many types on truncated or garbled bodies
             raise CodecError(CORRUPT_AVRO, f"{name} body: {type(exc).__name__}") from None
         if body.tell() != len(raw) - HEADER_BYTES:

@@ -54,9 +54,49 @@ BATCH_SECONDS = Histogram(
     ["loop"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
 )
+STAGE_SECONDS = Histogram(
+    "shinsa_batch_stage_seconds",
+    "A hot-path batch's time by stage: the loop's queued (polled → handler started, the event "
+    "loop's delay), handle and commit, and each handler's own stages (named in code).",
+    ["loop", "stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+SLOW_BATCH_SECONDS = 0.2  # a batch slower than this is logged with its stages
 STOP_GRACE_SECONDS = 5.0
 TXN_CALL_SECONDS = 10.0  # librdkafka's own timeout for send_offsets / commit …
 COMMIT_WATCHDOG_SECONDS = 20.0  # … and ours, for when it does not keep it
+
+
+class Stopwatch:
+    """Where a batch's time went: laps by stage, observed in `shinsa_batch_stage_seconds`
+    and logged when the batch was slow (a pause is then explained in the worker's log)."""
+
+    def __init__(self, loop: str) -> None:
+        self.loop = loop
+        self.started = self.last = time.perf_counter()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((stage, now - self.last))
+        STAGE_SECONDS.labels(self.loop, stage).observe(now - self.last)
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return self.last - self.started
+
+    def log_if_slow(self, what: str, size: int) -> None:
+        if self.total >= SLOW_BATCH_SECONDS:
+            stages = ", ".join(f"{stage} {s * 1000:.0f} ms" for stage, s in self.laps)
+            log.warning(
+                "hot path %s: slow %s of %d messages (%.0f ms): %s",
+                self.loop,
+                what,
+                size,
+                self.total * 1000,
+                stages,
+            )
 
 
 @dataclass(slots=True)
@@ -201,10 +241,12 @@ class TransactionalLoop(Service):
         log.info("hot path %s consuming %s", self.loop_name, ", ".join(self.topics))
         backoff = 0.1
         while not self.stopping:
-            batch = await asyncio.to_thread(self._poll)
+            batch, polled = await asyncio.to_thread(self._poll)
             if not batch:
                 continue
-            started = time.perf_counter()
+            watch = Stopwatch(self.loop_name)
+            watch.started = polled
+            watch.lap("queued")
             self.handling = asyncio.ensure_future(self.handler(batch))
             try:
                 outgoing = await self.handling
@@ -220,12 +262,15 @@ class TransactionalLoop(Service):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            watch.lap("handle")
             committed = await self._commit_watched(batch, outgoing)
             if committed:
                 backoff = 0.1
+                watch.lap("commit")
                 BATCH_SIZE.labels(self.loop_name).observe(len(batch))
-                BATCH_SECONDS.labels(self.loop_name).observe(time.perf_counter() - started)
+                BATCH_SECONDS.labels(self.loop_name).observe(watch.total)
                 count_sent(o.topic for o in outgoing)
+                watch.log_if_slow("batch", len(batch))
 
     async def _commit_watched(self, batch: list[Received], outgoing: list[Outgoing]) -> bool:
         """`_commit`, replacing the producer if the commit hangs: librdkafka's
@@ -255,12 +300,13 @@ class TransactionalLoop(Service):
         producer.init_transactions(60)
         return producer
 
-    def _poll(self) -> list[Received]:
-        """Wait up to the batch timeout for one message, then take what else is there."""
+    def _poll(self) -> tuple[list[Received], float]:
+        """Wait up to the batch timeout for one message, then take what else is there; and
+        when the batch was taken (perf_counter)."""
         assert self.consumer is not None
         first = self.consumer.poll(self.settings.batch_timeout)
         if first is None:
-            return []
+            return [], time.perf_counter()
         more = self.consumer.consume(self.settings.batch_size - 1, 0) if first else []
         out: list[Received] = []
         for msg in (first, *more):
@@ -269,7 +315,7 @@ class TransactionalLoop(Service):
                 out.append(received(msg))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("hot path %s: consumer error %s", self.loop_name, err)
-        return out
+        return out, time.perf_counter()
 
     def _commit(
         self, producer: Producer | None, batch: list[Received], outgoing: list[Outgoing]

@@ -43,6 +43,7 @@ ALLOWED_LABELS = frozenset(
         "shadow",
         "loop",  # the hot path's transactional loops, named in code (screen)
         "store",  # the Redis stores of agents/state.py (STORES)
+        "stage",  # a hot-path batch's stages, named in code (Stopwatch laps)
     }
 )
 # Names that would carry personal data or unbounded identifiers.
