@@ -18,6 +18,7 @@ from streams.delivery import send_all
 from streams.dlq import dead_letter
 from streams.metrics import EVENTS_IN
 from streams.topics import (
+    accounts_topic,
     checked_events_topic,
     dlq_topic,
     logins_topic,
@@ -33,6 +34,7 @@ RECORD_OF_TOPIC = {
     topic.get_topic_name(): (logical, TOPIC_RECORDS[logical][0])
     for logical, topic in (
         ("payments", payments_topic),
+        ("accounts", accounts_topic),
         ("logins", logins_topic),
         ("outcomes", outcomes_topic),
         ("merchants", merchants_topic),

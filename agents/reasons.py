@@ -23,6 +23,18 @@ IDENTITY_HELD_UNPAID = "IDENTITY_HELD_UNPAID"
 EXPOSURE_OVER_LIMIT = "EXPOSURE_OVER_LIMIT"
 VELOCITY_OVER_CAP = "VELOCITY_OVER_CAP"
 NEW_IDENTITY_OVER_LIMIT = "NEW_IDENTITY_OVER_LIMIT"
+# Wallet payments (agents/wallet_rules.py).
+ACCOUNT_FROZEN = "ACCOUNT_FROZEN"
+ACCOUNT_UNKNOWN = "ACCOUNT_UNKNOWN"
+KYC_LIMIT_EXCEEDED = "KYC_LIMIT_EXCEEDED"
+DAILY_LIMIT_EXCEEDED = "DAILY_LIMIT_EXCEEDED"
+COUNTERPARTY_FAN_IN = "COUNTERPARTY_FAN_IN"
+NEW_DEVICE_BEFORE_CASH_OUT = "NEW_DEVICE_BEFORE_CASH_OUT"
+FAILED_LOGINS_BEFORE = "FAILED_LOGINS_BEFORE"
+CASH_OUT_AFTER_CHARGE = "CASH_OUT_AFTER_CHARGE"
+FIRST_TRANSFER_LARGE = "FIRST_TRANSFER_LARGE"
+SELF_TRANSFER = "SELF_TRANSFER"
+PAYMENT_VELOCITY_OVER_CAP = "PAYMENT_VELOCITY_OVER_CAP"
 # Enrichment (enrich.py).
 MERCHANT_UNKNOWN = "MERCHANT_UNKNOWN"
 # How the score was made.
@@ -53,6 +65,17 @@ DECISION_REASONS: dict[str, str] = {
     EXPOSURE_OVER_LIMIT: "Outstanding deferred balance plus this order exceeds the limit.",
     VELOCITY_OVER_CAP: "More earlier orders (or yen) in a window than the policy allows.",
     NEW_IDENTITY_OVER_LIMIT: "A brand-new identity's first order above the policy's limit.",
+    ACCOUNT_FROZEN: "The paying (or receiving) wallet account is frozen or closed.",
+    ACCOUNT_UNKNOWN: "No account event seen for the paying wallet account; cautious defaults.",
+    KYC_LIMIT_EXCEEDED: "Amount above what the account's KYC level allows for this kind.",
+    DAILY_LIMIT_EXCEEDED: "Today's transfers and withdrawals exceed the account's daily limit.",
+    COUNTERPARTY_FAN_IN: "The receiving account got money from many senders lately (mule).",
+    NEW_DEVICE_BEFORE_CASH_OUT: "Money leaves within the hour after a login from a new device.",
+    FAILED_LOGINS_BEFORE: "Failed logins on the account in the hour before (takeover attempt).",
+    CASH_OUT_AFTER_CHARGE: "Withdrawn or sent on soon after a charge (cash-out).",
+    FIRST_TRANSFER_LARGE: "A large first transfer to this counterparty (scam-driven).",
+    SELF_TRANSFER: "Between two accounts of one identity: not fraud, counterparty rules skipped.",
+    PAYMENT_VELOCITY_OVER_CAP: "More payments of this kind (or yen) in a window than allowed.",
     MERCHANT_UNKNOWN: "No attributes for the merchant yet; screened with cautious defaults.",
     SCORE_RULES_ONLY: "Score comes from policy rules only (no model consulted).",
     MODEL_COLD_START: "The model has not learned enough labels yet; policy rules decided alone.",
@@ -67,3 +90,9 @@ INVALID_ITEM = "invalid_item"
 EMPTY_ID = "empty_id"
 EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
 PROCESSING_ERROR = "processing_error"
+MISSING_ACCOUNT = "missing_account"
+MISSING_COUNTERPARTY = "missing_counterparty"
+INVALID_COUNTERPARTY = "invalid_counterparty"
+INVALID_CHANNEL = "invalid_channel"
+KYC_INCOMPLETE = "kyc_incomplete"
+INVALID_LIMIT = "invalid_limit"

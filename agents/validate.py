@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from agents import reasons
 from streams.codec import CodecError, SchemaRegistry
-from streams.records import RECORD_TYPES, Merchant, Order, Payment, record_from_datum
+from streams.records import RECORD_TYPES, Account, Merchant, Order, Payment, record_from_datum
 
 T = TypeVar("T")
 
@@ -56,6 +56,13 @@ def check_order(order: Order, now: datetime) -> Rejection | None:
     return check_event_time(order.event_time, now)
 
 
+WALLET_KINDS = ("CHARGE", "PAY", "TRANSFER", "WITHDRAW")
+CHANNELS = {
+    "CHARGE": ("BANK_ACCOUNT", "ATM", "CONVENIENCE_STORE", "CARD", "SHOP_REGISTER"),
+    "WITHDRAW": ("BANK", "ATM"),
+}
+
+
 def check_payment(payment: Payment, now: datetime) -> Rejection | None:
     if not payment.payment_id:
         return Rejection(reasons.EMPTY_ID, "payment_id must be non-empty")
@@ -63,7 +70,43 @@ def check_payment(payment: Payment, now: datetime) -> Rejection | None:
         return Rejection(
             reasons.AMOUNT_NOT_POSITIVE, f"amount must be > 0 yen, got {payment.amount}"
         )
-    return check_event_time(payment.event_time, now)
+    return check_wallet_payment(payment) or check_event_time(payment.event_time, now)
+
+
+def check_wallet_payment(payment: Payment) -> Rejection | None:
+    """What screening a wallet payment needs: its account, a transfer's counterparty, a
+    channel that fits the kind."""
+    kind = payment.kind
+    if kind not in WALLET_KINDS:
+        return None
+    if not payment.account_id:
+        return Rejection(reasons.MISSING_ACCOUNT, f"a {kind} payment needs account_id")
+    if kind == "TRANSFER":
+        if not payment.counterparty_account_id:
+            return Rejection(
+                reasons.MISSING_COUNTERPARTY, "a TRANSFER needs counterparty_account_id"
+            )
+        if payment.counterparty_account_id == payment.account_id:
+            return Rejection(reasons.INVALID_COUNTERPARTY, "a TRANSFER to its own account")
+    allowed = CHANNELS.get(kind)
+    if payment.channel is not None and (allowed is None or payment.channel not in allowed):
+        fits = ", ".join(allowed) if allowed else "none"
+        return Rejection(
+            reasons.INVALID_CHANNEL, f"channel {payment.channel} does not fit {kind} ({fits})"
+        )
+    return None
+
+
+def check_account(account: Account, now: datetime) -> Rejection | None:
+    if not account.account_id:
+        return Rejection(reasons.EMPTY_ID, "account_id must be non-empty")
+    if account.kind == "KYC_VERIFIED" and (account.kyc_level is None or account.person is None):
+        return Rejection(reasons.KYC_INCOMPLETE, "KYC_VERIFIED needs kyc_level and person")
+    if account.kind == "LIMITS_CHANGED" and (
+        account.daily_limit is None or account.daily_limit < 0
+    ):
+        return Rejection(reasons.INVALID_LIMIT, "LIMITS_CHANGED needs daily_limit >= 0 yen")
+    return check_event_time(account.event_time, now)
 
 
 def check_event_time(event_time: datetime, now: datetime) -> Rejection | None:
@@ -81,6 +124,8 @@ def check_any(record: Any, now: datetime) -> Rejection | None:
         return check_order(record, now)
     if isinstance(record, Payment):
         return check_payment(record, now)
+    if isinstance(record, Account):
+        return check_account(record, now)
     if isinstance(record, Merchant):
         return check_event_time(record.updated_at, now)
     return check_event_time(record.event_time, now)

@@ -28,6 +28,7 @@ from streams.settings import Settings
 TOPIC_RECORDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "orders": ("Order", ("order_id",)),
     "payments": ("Payment", ("order_id", "payment_id")),
+    "accounts": ("Account", ("account_id",)),
     "logins": ("Login", ("account_id",)),
     "outcomes": ("Outcome", ("order_id",)),
     "merchants": ("Merchant", ("merchant_id",)),

@@ -83,6 +83,21 @@ class Payment:
     card_fingerprint: str | None = None
     device_id: str | None = None
     ip: str | None = None
+    counterparty_account_id: str | None = None
+    channel: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Account:
+    """A wallet account event (the `accounts` topic)."""
+
+    account_id: str
+    event_time: datetime
+    kind: str
+    kyc_level: str | None = None
+    person: Buyer | None = None
+    daily_limit: int | None = None
+    note: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,6 +118,7 @@ class Outcome:
     kind: str
     source: str
     note: str | None = None
+    subject: str = "ORDER"
 
 
 @dataclass(slots=True, frozen=True)
@@ -131,6 +147,10 @@ class Decision:
     identity_id: str | None = None
     model_version: str | None = None
     merchant_category: str | None = None
+    subject: str = "ORDER"
+    payment_id: str | None = None
+    payment_kind: str | None = None
+    account_id: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -161,10 +181,13 @@ class DecisionTrace:
     features: dict[str, float]
     allowed_methods: list[str] | None = None
     shadow: ShadowDecision | None = None
+    subject: str = "ORDER"
+    payment_kind: str | None = None
 
 
 RECORD_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Order, Payment, Login, Outcome, Merchant, Decision, DecisionTrace)
+    cls.__name__: cls
+    for cls in (Order, Payment, Account, Login, Outcome, Merchant, Decision, DecisionTrace)
 }
 
 

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOPIC_NAMES = (
     "orders",
     "payments",
+    "accounts",  # wallet accounts: opened, KYC verified, limits, frozen, closed
     "logins",
     "outcomes",
     "merchants",

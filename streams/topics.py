@@ -21,6 +21,7 @@ def _topic(name: str, compacted: bool = False) -> object:
 # Inputs, from producers.
 orders_topic = _topic("orders")
 payments_topic = _topic("payments")
+accounts_topic = _topic("accounts")
 logins_topic = _topic("logins")
 outcomes_topic = _topic("outcomes")
 merchants_topic = _topic("merchants", compacted=True)  # read whole by every worker
@@ -29,7 +30,10 @@ policies_topic = _topic("policies", compacted=True)
 account_events_topic = _topic("account-events")
 # One channel over the event topics that are validated and counted (agents/ingest.py).
 checked_events_topic = app.topic(
-    *(t.get_topic_name() for t in (payments_topic, logins_topic, outcomes_topic, merchants_topic)),
+    *(
+        t.get_topic_name()
+        for t in (payments_topic, accounts_topic, logins_topic, outcomes_topic, merchants_topic)
+    ),
     key_type=bytes,
     value_type=bytes,
 )

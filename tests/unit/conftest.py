@@ -38,6 +38,18 @@ VALID_JSON: dict[str, dict[str, Any]] = {
         "kind": "CARD_AUTH",
         "amount": 4980,
     },
+    "Account": {
+        "account_id": "a-1",
+        "event_time": 1790000000000,
+        "kind": "KYC_VERIFIED",
+        "kyc_level": "FULL",
+        "person": {
+            "name": "山田 太郎",
+            "birth_date": "1990-01-01",
+            "phone": "090-1234-5678",
+            "address": {"postal_code": "530-0001", "street": "梅田1-1", "prefecture": "大阪府"},
+        },
+    },
     "Login": {
         "login_id": "l-1",
         "account_id": "a-1",

@@ -239,6 +239,7 @@ def test_a_verdict_is_a_valid_reviewer_outcome(registry, verdict, kind):
         "kind": kind,
         "source": "REVIEWER",
         "note": "called the buyer",
+        "subject": "ORDER",
     }
 
 
