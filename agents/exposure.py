@@ -95,8 +95,8 @@ def settlement_of(topic: str, value: bytes | None) -> tuple[str, str] | None:
             return None
         return payment.order_id, "repaid"
     outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
-    if isinstance(outcome, Rejection):
-        return None
+    if isinstance(outcome, Rejection) or outcome.subject != "ORDER":
+        return None  # a wallet payment's outcome labels the model; it settles no deferred order
     if outcome.kind == "LEGIT_CONFIRMED" and outcome.source == "REVIEWER":
         return outcome.order_id, "approved"  # applies to a DEFERRED order held for review
     event = OUTCOME_EVENTS.get(outcome.kind)

@@ -61,7 +61,9 @@ def to_label(value: bytes | None) -> Label | None:
     label = label_of(outcome.kind)
     if label is None:
         return None
-    return Label(outcome.order_id, label, outcome.kind, int(outcome.event_time.timestamp() * 1000))
+    # a wallet payment's snapshot is kept under pay:<payment id> (agents/wallet.py)
+    ref = f"pay:{outcome.order_id}" if outcome.subject == "PAYMENT" else outcome.order_id
+    return Label(ref, label, outcome.kind, int(outcome.event_time.timestamp() * 1000))
 
 
 def join_label(state: ModelState, snapshot: Snapshot, label: Label, uncommitted: set[str]) -> str:

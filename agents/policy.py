@@ -25,6 +25,15 @@ block:                           # decline; `overridable: false` even beats the 
   - {kind: identity, value: i42}
 allow:                           # approve, unless a non-overridable block hits
   - {kind: email, hash: 9c41…}
+payments:                        # wallet payments (agents/wallet_rules.py has the defaults)
+  review_score: 0.5
+  decline_score: 0.9
+  kinds: {TRANSFER: {review_score: 0.4}}          # per-kind thresholds
+  kyc_limits: {NONE: {TRANSFER: 10000, WITHDRAW: 0}, BASIC: {TRANSFER: 100000}}
+  velocity_caps: {TRANSFER: {count_1h: 10, amount_24h: 500000}}
+  fan_in_24h: 5                  # distinct senders into the receiver in 24 h → DECLINE
+  failed_logins_review: 3        # failed logins in the hour before → REVIEW
+  first_transfer_review_amount: 100000
 ```
 
 List entries never hold PII: phones, emails and devices are keyed hashes (HMAC with
@@ -47,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agents.decide import ListHits, Policy
 from agents.normalize import normalize_email, normalize_phone
 from agents.state import keyed_hash
+from agents.wallet_rules import PaymentPolicy
 from streams.records import Order
 
 Tier = Literal["ENTERPRISE", "STANDARD", "SMALL", "HIGH_RISK"]
@@ -97,6 +107,70 @@ class Rules(BaseModel):
         return self
 
 
+PaymentKind = Literal["CHARGE", "PAY", "TRANSFER", "WITHDRAW"]
+KycLevel = Literal["NONE", "BASIC", "FULL"]
+
+
+class KindThresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    review_score: float | None = Field(None, ge=0, le=1)
+    decline_score: float | None = Field(None, ge=0, le=1)
+
+
+class PaymentVelocityCaps(BaseModel):
+    """Most earlier payments of the kind (or yen) an account may have made in a window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count_1h: int | None = Field(None, ge=0)
+    count_24h: int | None = Field(None, ge=0)
+    amount_24h: int | None = Field(None, ge=0)
+
+
+class PaymentRules(BaseModel):
+    """Wallet payments (agents/wallet_rules.py); None means the default shown there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    review_score: float | None = Field(None, ge=0, le=1)
+    decline_score: float | None = Field(None, ge=0, le=1)
+    kinds: dict[PaymentKind, KindThresholds] | None = None
+    kyc_limits: dict[KycLevel, dict[PaymentKind, int]] | None = None
+    velocity_caps: dict[PaymentKind, PaymentVelocityCaps] | None = None
+    fan_in_24h: int | None = Field(None, ge=1)
+    failed_logins_review: int | None = Field(None, ge=1)
+    first_transfer_review_amount: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _limits_not_negative(self) -> PaymentRules:
+        for level, limits in (self.kyc_limits or {}).items():
+            for kind, yen in limits.items():
+                if yen < 0:
+                    raise ValueError(f"kyc_limits.{level}.{kind} must be >= 0 yen, got {yen}")
+        return self
+
+
+def payment_policy(name: str, rules: PaymentRules) -> PaymentPolicy:
+    """The wallet defaults with the file's `payments:` section laid over them (a KYC level's
+    limits are merged kind by kind)."""
+    base = PaymentPolicy(name=name)
+    kyc = {level: dict(limits) for level, limits in base.kyc_limits.items()}
+    for level, limits in (rules.kyc_limits or {}).items():
+        kyc.setdefault(level, {}).update(limits)
+    set_fields = rules.model_dump(exclude_none=True)
+    return PaymentPolicy(
+        name=name,
+        review_score=set_fields.get("review_score", base.review_score),
+        decline_score=set_fields.get("decline_score", base.decline_score),
+        kinds=set_fields.get("kinds", {}),
+        kyc_limits=kyc,
+        velocity_caps=set_fields.get("velocity_caps", {}),
+        fan_in_24h=set_fields.get("fan_in_24h", base.fan_in_24h),
+        failed_logins_review=set_fields.get("failed_logins_review", base.failed_logins_review),
+        first_transfer_review_amount=set_fields.get(
+            "first_transfer_review_amount", base.first_transfer_review_amount
+        ),
+    )
+
+
 class ListEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: ListKind
@@ -129,9 +203,17 @@ class PolicyDocument(BaseModel):
     merchants: dict[str, Rules] = {}
     block: list[ListEntry] = []
     allow: list[ListEntry] = []
+    payments: PaymentRules = PaymentRules()
 
     @model_validator(mode="after")
     def _effective_thresholds_in_order(self) -> PolicyDocument:
+        wallet = payment_policy(self.name, self.payments)
+        for kind in ("CHARGE", "PAY", "TRANSFER", "WITHDRAW"):
+            review, decline = wallet.thresholds(kind)
+            if review > decline:
+                raise ValueError(
+                    f"payments {kind}: review_score {review} is above decline_score {decline}"
+                )
         for merchant, rules in self.merchants.items():
             merged = merge(Policy(), self.default, rules)
             if merged.review_score > merged.decline_score:
@@ -167,6 +249,7 @@ class PolicySet:
     merchants: dict[str, Policy] = field(default_factory=dict)
     blocks: dict[tuple[str, str], ListEntry] = field(default_factory=dict)
     allows: dict[tuple[str, str], ListEntry] = field(default_factory=dict)
+    payments: PaymentPolicy = field(default_factory=PaymentPolicy)
 
     def for_merchant(self, merchant_id: str) -> Policy:
         return self.merchants.get(merchant_id, self.default)
@@ -193,6 +276,7 @@ def build_policy_set(document: PolicyDocument) -> PolicySet:
         merchants,
         {(e.kind, e.key): e for e in document.block},
         {(e.kind, e.key): e for e in document.allow},
+        payment_policy(document.name, document.payments),
     )
 
 

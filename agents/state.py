@@ -13,6 +13,13 @@ hashes, `keyed_hash`):
   deferred order, `u:<order id>` for each unpaid one (events are single HSET / HDEL commands).
 - `<ns>:exposure` the totals over every account (`outstanding` yen, `held` identities), kept
   by the same scripts that change accounts (agents/accounts.lua).
+- wallet accounts (agents/wallet.py; account ids are opaque ids, devices keyed hashes):
+  `<ns>:wa:<account>` hash of what the accounts topic said (identity, kyc, opened, status,
+  limit); `<ns>:wp:<account>` its payments of the last 30 days (score: event ms, member
+  `kind|yen|counterparty|payment id`); `<ns>:wi:<account>` transfers it received in the last
+  day (`sender|yen|payment id`); `<ns>:wl:<account>` its logins of the last two hours
+  (`device hash|1 or 0|login id`); `<ns>:wd:<account>` devices it logged in from, scored by
+  first use.
 - `<ns>:devfail:<device hash>` failed card authorisations per device, scored by event time.
 - `<ns>:snap:<order id>` the feature snapshot the learner joins (`Snapshot`).
 - `<ns>:dec:<order id>` the encoded Decision sent for the order, kept as long as snapshots;
@@ -47,6 +54,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.features import HISTORY_MAX, HISTORY_MS, PastOrder
+from agents.wallet_features import (
+    DAY,
+    HOUR,
+    SPLIT_BILL_MS,
+    AccountFacts,
+    Incoming,
+    LoginSeen,
+    PastPayment,
+    WalletContext,
+)
+from agents.wallet_features import HISTORY_MS as WALLET_HISTORY_MS
+from streams.records import Login, Payment
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,7 +89,7 @@ DEVICE_WINDOW_MS = 3_600_000  # failed authorisations counted in the hour before
 DEVICE_KEEP_MS = 2 * 86_400_000
 
 # The stores, the label values of the retry counter.
-STORES = ("identity", "state", "decisions", "snapshots", "devices", "accounts", "lease")
+STORES = ("identity", "state", "decisions", "snapshots", "devices", "accounts", "wallet", "lease")
 REDIS_RETRIES = Counter(
     "shinsa_redis_retries_total",
     "Redis calls retried because Redis did not answer (the caller waits, nothing is lost), "
@@ -152,6 +171,21 @@ class Keys:
 
     def exposure(self) -> str:
         return f"{self.namespace}:exposure"
+
+    def wallet_account(self, account_id: str) -> str:
+        return f"{self.namespace}:wa:{account_id}"
+
+    def wallet_payments(self, account_id: str) -> str:
+        return f"{self.namespace}:wp:{account_id}"
+
+    def wallet_incoming(self, account_id: str) -> str:
+        return f"{self.namespace}:wi:{account_id}"
+
+    def wallet_logins(self, account_id: str) -> str:
+        return f"{self.namespace}:wl:{account_id}"
+
+    def wallet_devices(self, account_id: str) -> str:
+        return f"{self.namespace}:wd:{account_id}"
 
 
 # ---------------------------------------------------------------- feature snapshots
@@ -497,3 +531,135 @@ class HotPathState:
             args += (keys.snapshot(order_id), snapshot.to_json(), keys.decision(order_id))
             args += (decision, keys.trace(order_id), trace)
         await retrying(lambda: self._save(args=args), "state")
+
+
+# ---------------------------------------------------------------- wallet accounts
+
+WALLET_HISTORY_TTL = 31 * 86_400
+WALLET_INCOMING_MS = 86_400_000
+WALLET_LOGINS_MS = 2 * 3_600_000
+WALLET_DEVICES_TTL = 180 * 86_400
+
+
+class WalletState:
+    """The wallet's accounts, payments and logins in Redis: one read pipeline and one write
+    transaction per batch (agents/wallet.py)."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, secret: bytes) -> None:
+        self.client, self.keys, self.secret = client, Keys(namespace), secret
+
+    def device(self, device_id: str | None) -> str:
+        return keyed_hash(self.secret, "device", device_id) if device_id else ""
+
+    async def load(self, payments: Sequence[tuple[Payment, int]]) -> list[WalletContext]:
+        """Each (payment, event ms)'s context, in one round trip."""
+        if not payments:
+            return []
+        keys = self.keys
+
+        async def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for payment, at_ms in payments:
+                account = payment.account_id or ""
+                pipe.hgetall(keys.wallet_account(account))
+                pipe.zrangebyscore(
+                    keys.wallet_payments(account),
+                    at_ms - WALLET_HISTORY_MS,
+                    "+inf",
+                    withscores=True,
+                )
+                pipe.zrangebyscore(
+                    keys.wallet_logins(account), at_ms - HOUR, "+inf", withscores=True
+                )
+                pipe.zrange(keys.wallet_devices(account), 0, -1, withscores=True)
+                if payment.kind == "TRANSFER":
+                    other = payment.counterparty_account_id or ""
+                    pipe.hgetall(keys.wallet_account(other))
+                    pipe.zrangebyscore(
+                        keys.wallet_incoming(other), at_ms - DAY, "+inf", withscores=True
+                    )
+                    pipe.zrangebyscore(
+                        keys.wallet_payments(other), at_ms - SPLIT_BILL_MS, "+inf", withscores=True
+                    )
+            return await pipe.execute()
+
+        raw = iter(await retrying(read, "wallet"))
+        contexts = []
+        for payment, _ in payments:
+            ctx = WalletContext(
+                payer=AccountFacts.from_hash(next(raw)),
+                payer_history=[PastPayment.parse(m.decode(), s) for m, s in next(raw)],
+                logins=[LoginSeen.parse(m.decode(), s) for m, s in next(raw)],
+                devices={m.decode(): int(s) for m, s in next(raw)},
+            )
+            if payment.kind == "TRANSFER":
+                ctx.counterparty = AccountFacts.from_hash(next(raw))
+                ctx.counterparty_incoming = [Incoming.parse(m.decode(), s) for m, s in next(raw)]
+                ctx.counterparty_history = [PastPayment.parse(m.decode(), s) for m, s in next(raw)]
+            contexts.append(ctx)
+        return contexts
+
+    async def record_payments(self, payments: Sequence[tuple[Payment, int]]) -> None:
+        """Screened payments into their accounts' histories (a retry adds nothing: members
+        carry the payment id, and features skip the payment's own entry)."""
+        if not payments:
+            return
+        keys = self.keys
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            for payment, at_ms in payments:
+                account = payment.account_id or ""
+                other = payment.counterparty_account_id or ""
+                past = PastPayment(at_ms, payment.kind, payment.amount, other, payment.payment_id)
+                key = keys.wallet_payments(account)
+                pipe.zadd(key, {past.member(): at_ms}, nx=True)
+                pipe.zremrangebyscore(key, "-inf", at_ms - WALLET_HISTORY_MS)
+                pipe.expire(key, WALLET_HISTORY_TTL)
+                if payment.kind == "TRANSFER":
+                    got = Incoming(at_ms, account, payment.amount, payment.payment_id)
+                    key = keys.wallet_incoming(other)
+                    pipe.zadd(key, {got.member(): at_ms}, nx=True)
+                    pipe.zremrangebyscore(key, "-inf", at_ms - WALLET_INCOMING_MS)
+                    pipe.expire(key, WALLET_HISTORY_TTL)
+            await pipe.execute()
+
+        await retrying(write, "wallet")
+
+    async def record_logins(self, logins: Sequence[Login]) -> None:
+        """Logins into their accounts' recent logins; a successful one's device into the
+        devices the account has used (scored by first use: ZADD LT keeps the earliest)."""
+        if not logins:
+            return
+        keys = self.keys
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for login in logins:
+                at_ms = int(login.event_time.timestamp() * 1000)
+                device = self.device(login.device_id)
+                seen = LoginSeen(at_ms, device, login.success, login.login_id)
+                key = keys.wallet_logins(login.account_id)
+                pipe.zadd(key, {seen.member(): at_ms}, nx=True)
+                pipe.zremrangebyscore(key, "-inf", at_ms - WALLET_LOGINS_MS)
+                pipe.expire(key, WALLET_LOGINS_MS // 1000 * 12)
+                if login.success and device:
+                    key = keys.wallet_devices(login.account_id)
+                    pipe.zadd(key, {device: at_ms}, lt=True)
+                    pipe.expire(key, WALLET_DEVICES_TTL)
+            await pipe.execute()
+
+        await retrying(write, "wallet")
+
+    async def record_accounts(self, changes: Sequence[tuple[str, dict[str, str | int]]]) -> None:
+        """(account id, fields) from account events: identity, kyc, opened, status, limit."""
+        if not changes:
+            return
+
+        async def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for account_id, fields in changes:
+                pipe.hset(self.keys.wallet_account(account_id), mapping=fields)
+            await pipe.execute()
+
+        await retrying(write, "wallet")

@@ -23,6 +23,7 @@ def run_worker(loglevel: str = "info") -> None:
     import agents.policies
     import agents.scorer  # the control agents register themselves on import
     from agents.screen import screening_loop
+    from agents.wallet import payments_loop  # and the wallet's accounts and logins agents
     from streams.app import app, registry, settings
     from streams.metrics import WORKER_UP, serve_metrics
 
@@ -30,9 +31,9 @@ def run_worker(loglevel: str = "info") -> None:
     port = serve_metrics(settings.metrics_port)
     logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     print(f"shinsa worker: metrics on http://127.0.0.1:{port}/metrics", flush=True)
-    hot_path = screening_loop(settings, registry)
-    app.service(hot_path)  # the hot path starts, runs and stops with the Faust app
-    agents.lag.hot_paths.append(hot_path)
+    for hot_path in (screening_loop(settings, registry), payments_loop(settings, registry)):
+        app.service(hot_path)  # the hot paths start, run and stop with the Faust app
+        agents.lag.hot_paths.append(hot_path)
     WORKER_UP.set(1)
     # Everything imported so far (schemas, postal data, the Faust app) lives as long as the
     # worker: keep it out of the collector's scans (measured ~20 µs of GC per order otherwise).

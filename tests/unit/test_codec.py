@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,3 +234,76 @@ def test_json_to_avro_and_back_is_identity(registry, amount, name, email, millis
     assert registry.decode("Order", registry.encode("Order", datum)) == datum
     buyer = datum["buyer"]
     assert (datum["amount"], buyer["name"], buyer["email"]) == (amount, name, email)
+
+
+# ------------------------------------------------------------ the wallet's evolution (v1 → v2)
+
+
+@pytest.mark.parametrize("name", ["Payment", "Outcome", "Decision", "DecisionTrace"])
+def test_events_written_before_the_wallet_still_decode(registry, valid_json, name):
+    """Old producers keep working: an event of the schema in schemas/history decodes, the new
+    fields at their defaults (subject ORDER, no counterparty, no channel)."""
+    old = json.loads((SCHEMA_DIR / "history" / f"{name}.v1.avsc").read_text(encoding="utf-8"))
+    datum = {**valid_json.get(name, {})} or old_datum(registry, name)
+    raw = registry.encode_with(parsed(old), registry.from_json(name, datum))
+    decoded = registry.decode(name, raw)
+    defaults = {
+        "Payment": {"counterparty_account_id": None, "channel": None},
+        "Outcome": {"subject": "ORDER"},
+        "Decision": {"subject": "ORDER", "payment_id": None, "payment_kind": None},
+        "DecisionTrace": {"subject": "ORDER", "payment_kind": None},
+    }[name]
+    assert {k: decoded[k] for k in defaults} == defaults
+
+
+@pytest.mark.parametrize("name", ["Payment", "Outcome", "Decision", "DecisionTrace"])
+def test_events_of_the_wallet_decode_with_the_old_schema(registry, valid_json, name):
+    """Old consumers keep working: a new event read with the v1 schema drops the new fields."""
+    old = parsed(
+        json.loads((SCHEMA_DIR / "history" / f"{name}.v1.avsc").read_text(encoding="utf-8"))
+    )
+    new_values = {
+        "Payment": {"kind": "WITHDRAW", "account_id": "a-1", "channel": "ATM"},
+        "Outcome": {"subject": "PAYMENT"},
+        "Decision": {"subject": "PAYMENT", "payment_id": "o-1", "payment_kind": "TRANSFER"},
+        "DecisionTrace": {"subject": "PAYMENT", "payment_kind": "TRANSFER"},
+    }[name]
+    datum = {**valid_json.get(name, {})} or old_datum(registry, name)
+    datum = registry.from_json(name, datum | new_values)
+    raw = registry.encode(name, datum)
+    body = io.BytesIO(raw[10:])
+    decoded = fastavro.schemaless_reader(body, registry.reader(name), old)
+    assert set(decoded) == {f["name"] for f in old["fields"]}
+    assert decoded[next(iter(decoded))] == datum[next(iter(decoded))]
+
+
+def old_datum(registry: SchemaRegistry, name: str) -> dict[str, Any]:
+    """A valid Decision or DecisionTrace (valid_json has only the input events)."""
+    base = {
+        "order_id": "o-1",
+        "decided_at": 1790000000000,
+        "decision": "APPROVE",
+        "score": 0.1,
+        "reasons": ["SCORE_RULES_ONLY"],
+        "policy_version": "default-00000000",
+    }
+    if name == "Decision":
+        return base | {
+            "merchant_id": "m0001",
+            "amount": 100,
+            "event_time": 1790000000000,
+            "latency_event_ms": 1.0,
+            "latency_ingest_ms": 1.0,
+        }
+    return base | {
+        "merchant_override": False,
+        "thresholds": {},
+        "inputs": {},
+        "fired": [],
+        "list_hits": {},
+        "model_version": "logreg-v0",
+        "model_warm": False,
+        "model_score": 0.0,
+        "contributions": {},
+        "features": {},
+    }

@@ -149,6 +149,7 @@ def test_thresholds_come_from_the_policy():
 def test_every_rule_is_described_in_the_reason_catalogue():
     from agents import reasons
     from agents.decide import RULE_SCORES
+    from agents.wallet_rules import PAYMENT_RULE_SCORES
 
     how_scored = {
         reasons.SCORE_RULES_ONLY,
@@ -156,7 +157,8 @@ def test_every_rule_is_described_in_the_reason_catalogue():
         reasons.SCORE_MODEL,
         reasons.MODEL_PREFIX,
     }
-    assert set(RULE_SCORES) | how_scored | {reasons.ALLOW_LISTED} == set(reasons.DECISION_REASONS)
+    rules = set(RULE_SCORES) | set(PAYMENT_RULE_SCORES)
+    assert rules | how_scored | {reasons.ALLOW_LISTED} == set(reasons.DECISION_REASONS)
 
 
 def opinion(score: float, warm: bool = True, top: tuple[str, ...] = ()) -> ModelOpinion:
