@@ -339,14 +339,10 @@ class PaymentScreening:
         wallet: WalletState,
         rules: Callable[[datetime], PaymentRules],
         out: Outputs,
+        max_bytes: int,
     ) -> None:
-        self.registry, self.state, self.wallet, self.rules, self.out = (
-            reg,
-            state,
-            wallet,
-            rules,
-            out,
-        )
+        self.registry, self.state, self.wallet = reg, state, wallet
+        self.rules, self.out, self.max_bytes = rules, out, max_bytes
 
     async def __call__(self, batch: list[Received]) -> list[Outgoing]:
         watch = Stopwatch("pay")
