@@ -315,6 +315,11 @@ def payment_series(kind: str, decision: str) -> tuple[Any, Any]:
 
 
 LATENCY_EVENT = LATENCY.labels("event")
+for _kind in sorted(WALLET_KINDS):  # every series at 0 from the start, so rate() sees the first
+    for _decision in ("APPROVE", "REVIEW", "DECLINE"):
+        payment_series(_kind, _decision)
+for _kind in ("TRANSFER", "WITHDRAW"):
+    CASH_OUT_STOPPED.labels(_kind)
 
 
 def record_payment_metrics(decision: dict[str, Any], score: float) -> None:

@@ -531,6 +531,65 @@ def business() -> Any:
         ),
     ):
         board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Wallet payments"))
+    for panel in (
+        graph(
+            "Wallet payments per minute by kind and decision",
+            "Charges, payments at shops, P2P transfers and withdrawals decided per minute, by "
+            "decision. A kind whose declines climb is a pattern being stopped (mules, "
+            "takeovers, cash-out) or a limit set too tight: see its reasons.",
+            "short",
+            [
+                (
+                    f"60 * sum by (kind, decision) (rate(shinsa_payment_decisions_total[{RATE}]))",
+                    "{{kind}} {{decision}}",
+                )
+            ],
+            span=8,
+            stacked=True,
+        ),
+        number(
+            "Wallet payments declined",
+            "Share of wallet payments refused over the last 30 minutes, all kinds.",
+            "percentunit",
+            "sum(shinsa:payment_decline_rate:ratio_rate30m * "
+            "on (kind) shinsa:payments_per_minute:rate30m) / "
+            "sum(shinsa:payments_per_minute:rate30m)",
+            thresholds=steps((None, "green"), (0.03, "yellow"), (0.1, "red")),
+            decimals=1,
+            height=8,
+        ),
+        graph(
+            "Yen screened per hour by kind and decision",
+            "Yen of wallet payments decided per hour; DECLINE is money blocked.",
+            "currencyJPY",
+            [
+                (
+                    "3600 * sum by (kind, decision) "
+                    f"(rate(shinsa_payment_amount_yen_total[{RATE}]))",
+                    "{{kind}} {{decision}}",
+                )
+            ],
+            span=12,
+            stacked=True,
+            axis="per h",
+        ),
+        graph(
+            "Cash-out kept from leaving per hour",
+            "Yen of transfers and withdrawals declined or held for review per hour: money a "
+            "fraudster did not get out (or a customer waits for, if it was theirs).",
+            "currencyJPY",
+            [
+                (
+                    f"3600 * sum by (kind) (rate(shinsa_cash_out_stopped_yen_total[{RATE}]))",
+                    "{{kind}}",
+                )
+            ],
+            span=12,
+            axis="per h",
+        ),
+    ):
+        board = board.with_panel(panel)
     return board
 
 

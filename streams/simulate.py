@@ -262,6 +262,7 @@ class Simulator:
         pool = max(20, cfg.orders // 3)
         self.people = [self._person(i) for i in range(pool)]
         self._seq = 0
+        self._wallets: set[str] = set()  # people whose wallet account was opened
 
     # ------------------------------------------------------------ entities
 
@@ -397,6 +398,31 @@ class Simulator:
         # everyday e-commerce: log-normal around ~4,000 yen
         return max(100, int(math.exp(self.rng.gauss(8.3, 0.8)) * scale) // 10 * 10)
 
+    def _wallet_opened(self, p: Person, when: datetime) -> list[SimEvent]:
+        """A person's wallet account, opened and verified before its first wallet payment
+        (fixed ages, no draw from the generator: other events stay as they were)."""
+        self._wallets.add(p.person_id)
+        opened, verified = when - timedelta(days=90), when - timedelta(days=89)
+        base = {"account_id": p.person_id}
+        return [
+            SimEvent(
+                "accounts",
+                base | {"event_time": opened.isoformat(timespec="milliseconds"), "kind": "OPENED"},
+                opened,
+            ),
+            SimEvent(
+                "accounts",
+                base
+                | {
+                    "event_time": verified.isoformat(timespec="milliseconds"),
+                    "kind": "KYC_VERIFIED",
+                    "kyc_level": "FULL",
+                    "person": self._buyer(p, False),
+                },
+                verified,
+            ),
+        ]
+
     def _order(
         self,
         p: Person,
@@ -454,6 +480,8 @@ class Simulator:
         }
         p.orders += 1
         events = [SimEvent("orders", order, when, pattern)]
+        if method == "WALLET" and p.person_id not in self._wallets:
+            events = self._wallet_opened(p, when) + events
         if method in ("CARD", "WALLET"):
             events.insert(
                 0,

@@ -41,6 +41,7 @@ def test_totals_follow_every_account_change_and_agree_with_a_recount(local_stack
             events += [(f"i{n}", "unpaid", f"o{n}", 0) for n in range(1, 250, 25)]
             events += [("i1", "unpaid", "o1", 0), ("i3", "unpaid", "o3", 0)]
             events += [("i3", "repaid", "o3", 0)]
+            events += [("i999", "repaid", "never-opened", 0)]  # a settlement of nothing open
             await store.apply(events)
             await AccountStore(client, other).apply([("i1", "approved", "x", 99_999)])
             seen["settled"] = await store.totals()

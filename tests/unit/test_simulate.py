@@ -79,8 +79,24 @@ def test_events_after_merchants_are_in_event_time_order(big):
 
 def test_every_valid_event_can_be_produced(registry):
     events = simulate(orders=150, seed=11)
-    assert {e.topic for e in events} == {"merchants", "orders", "payments", "logins", "outcomes"}
+    topics = {"merchants", "orders", "payments", "accounts", "logins", "outcomes"}
+    assert {e.topic for e in events} == topics
     assert [e for e in events if e.raw is not None or fails_prepare(registry, e)] == []
+
+
+def test_a_wallet_payer_has_a_verified_account_before_paying():
+    events = simulate(orders=300, seed=11)
+    first_pay: dict[str, datetime] = {}
+    for e in events:
+        if e.topic == "payments" and e.value["kind"] == "PAY":
+            first_pay.setdefault(e.value["account_id"], e.time)
+    verified = {
+        e.value["account_id"]: e.time
+        for e in events
+        if e.topic == "accounts" and e.value["kind"] == "KYC_VERIFIED"
+    }
+    assert first_pay and set(first_pay) <= set(verified)
+    assert all(verified[a] < t for a, t in first_pay.items())
 
 
 def test_invalid_rate_breaks_some_events(registry):
