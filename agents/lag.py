@@ -22,7 +22,8 @@ from streams.metrics import CONSUMER_LAG, logical_topic
 
 log = logging.getLogger(__name__)
 
-Series = tuple[str, str]  # (logical topic, partition) label values
+Series = tuple[str, str, str]  # (logical topic, partition, loop) label values
+AGENTS = "agents"  # the loop label of Faust's own group (the control streams)
 
 
 def partition_lags(
@@ -31,7 +32,7 @@ def partition_lags(
     committed: Mapping[Any, int | None],
     starts: Mapping[Any, int],
 ) -> dict[Series, int]:
-    """Lag per (logical topic, partition) of the pipeline's topics among `assigned`.
+    """Lag per (logical topic, partition, "agents") of the pipeline's topics among `assigned`.
 
     Partitions are Kafka TopicPartitions (anything with .topic and .partition). A partition
     with nothing committed yet lags by everything from its log start; Faust's own topics
@@ -45,7 +46,7 @@ def partition_lags(
         position = committed.get(tp)
         if position is None:
             position = starts.get(tp, 0)
-        lags[(topic, str(tp.partition))] = max(ends[tp] - position, 0)
+        lags[(topic, str(tp.partition), AGENTS)] = max(ends[tp] - position, 0)
     return lags
 
 
@@ -69,7 +70,7 @@ async def hot_path_lags() -> dict[Series, int]:
         for (topic, partition), lag in (await asyncio.to_thread(loop.measure_lag)).items():
             name = logical_topic(topic)
             if name is not None:
-                lags[(name, str(partition))] = lag
+                lags[(name, str(partition), loop.loop_name)] = lag
     return lags
 
 

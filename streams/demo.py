@@ -115,6 +115,7 @@ def run_demo(
             settings, registry, decisions_start, set(truth), worker, progress
         )
         show_summary(settings, console, decided, truth, dlq_start, metrics_url(log))
+        show_payments(settings, console, registry, decisions_start)
     finally:
         stop_worker(worker)
     console.print(
@@ -219,6 +220,22 @@ def show_summary(
         show_kpis(console, metrics)
 
 
+def show_payments(
+    settings: Settings, console: Console, registry: SchemaRegistry, start: dict[int, int]
+) -> None:
+    """The wallet payments decided so far (decisions with subject PAYMENT), by kind."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for msg in read_topic(settings, settings.topic("decisions"), start=start):
+        d = registry.decode("Decision", msg.value())
+        if d["subject"] == "PAYMENT":
+            counts[(d["payment_kind"] or "?", d["decision"])] += 1
+    table = Table("kind", "payments", "approved", "review", "declined", title="Wallet payments")
+    for kind in sorted({k for k, _ in counts}):
+        row = [counts[(kind, d)] for d in ("APPROVE", "REVIEW", "DECLINE")]
+        table.add_row(kind, f"{sum(row):,}", *(f"{n:,}" for n in row))
+    console.print(table if counts else "[dim]no wallet payments decided in this run")
+
+
 def show_kpis(console: Console, url: str) -> None:
     try:
         text = urllib.request.urlopen(url, timeout=5).read().decode()
@@ -227,6 +244,7 @@ def show_kpis(console: Console, url: str) -> None:
         return
     wanted = (
         "shinsa_decisions_total",
+        "shinsa_payment_decisions_total",
         "shinsa_dlq_total",
         "shinsa_events_in_total",
         "shinsa_merchants_known",

@@ -26,8 +26,10 @@ EVENTS_OUT = Counter(
 CONSUMER_LAG = Gauge(
     "shinsa_consumer_lag_messages",
     "Messages of a partition assigned to this worker not yet committed: end offset minus "
-    "committed offset (the log start offset while nothing is committed).",
-    ["topic", "partition"],
+    "committed offset (the log start offset while nothing is committed), by the loop that "
+    "reads it (screen, pay: the hot paths; agents: Faust's control streams). A topic read by "
+    "two loops (payments) has a series for each.",
+    ["topic", "partition", "loop"],
 )
 DLQ = Counter(
     "shinsa_dlq_total",

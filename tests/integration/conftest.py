@@ -108,6 +108,16 @@ class Worker:
                 samples[name] = float(value)
         return samples
 
+    def assigned(self, loop: str) -> set[str]:
+        """The partitions a hot-path loop holds now, from its assigned / revoked log lines."""
+        held: set[str] = set()
+        for line in self.text().splitlines():
+            found = re.search(rf"hot path {loop}: (assigned|revoked) (.*)$", line)
+            if found:
+                names = {n.strip() for n in found.group(2).split(",")} - {"", "nothing"}
+                held = held | names if found.group(1) == "assigned" else held - names
+        return held
+
     def text(self) -> str:
         return self.log.read_text("utf-8", "replace") if self.log.exists() else ""
 

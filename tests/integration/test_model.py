@@ -166,6 +166,7 @@ def test_two_workers_score_with_the_same_model_version(model_env, registry, tmp_
             wait_for_metric(w, f'shinsa_model_info{{version="{model["version"]}"}}', 1)
         learners = [w.metrics().get("shinsa_learner_active", 0) for w in workers]
         assert sorted(learners) == [0, 1], "exactly one worker learns"
+        wait_until_both_screen(workers)
         produce(model_env, late)
         decided = decisions_of(registry, model_env, len(early) + len(late), workers[0])
         late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
@@ -177,6 +178,15 @@ def test_two_workers_score_with_the_same_model_version(model_env, registry, tmp_
         for w in workers:
             if w.proc and w.proc.poll() is None:
                 w.stop()
+
+
+def wait_until_both_screen(workers: list[Worker], timeout: float = 60.0) -> None:
+    """Each worker's screening loop holds some partitions of orders (the second worker's
+    loop starts after its model and merchants are loaded: a rebalance follows)."""
+    deadline = time.monotonic() + timeout
+    while not all(w.assigned("screen") for w in workers):
+        assert time.monotonic() < deadline, [w.assigned("screen") for w in workers]
+        time.sleep(0.3)
 
 
 def outcome_for(registry, order_id: str, kind: str = "FRAUD_CONFIRMED") -> tuple:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agents.validate import WALLET_KINDS
 from streams import stack
 from streams.cli import encode_events
 from streams.demo import metrics_url
@@ -242,6 +243,12 @@ def run_traffic_and_check(
     outcomes = [e for e, ev in zip(encoded, events, strict=True) if ev.topic == "outcomes"]
     first = [e for e, ev in zip(encoded, events, strict=True) if ev.topic != "outcomes"]
     valid_orders = {e.value["order_id"] for e in events if e.topic == "orders" and not e.broken}
+    wallet_payments = {
+        e.value["payment_id"]
+        for e in events
+        if e.topic == "payments" and not e.broken and e.value["kind"] in WALLET_KINDS
+    }
+    assert wallet_payments, "the simulation produced no wallet payments"
     assert outcomes, "the simulation produced no outcomes"
 
     # Prometheus must see the counters at 0 before the burst, or increase() cannot count it
@@ -252,7 +259,9 @@ def run_traffic_and_check(
     )
     time.sleep(2)  # one more scrape of each at 0
     produce(env, first)
-    decisions = collect(env, "decisions", len(valid_orders), timeout=60, worker=workers[0])
+    decided = len(valid_orders) + len(wallet_payments)  # one decision each, on one topic
+    decisions = collect(env, "decisions", decided, timeout=60, worker=workers[0])
+    assert len(decisions) == decided
     produce(env, outcomes)  # after their orders' decisions: the learner finds their features
     print(f"traffic decided after {time.monotonic() - started:.0f}s")
 
@@ -268,7 +277,7 @@ def run_traffic_and_check(
     ), prom.values('sum(shinsa_events_out_total{topic="decisions"})')
     check_lag(prom, env)
     check_alertmanager(prom, alertmanager)
-    check_kpi(prom, ports[0], len(decisions))
+    check_kpi(prom, ports[0], len(valid_orders))
     # The model: learned labels reach the scorers through a checkpoint (every 2 s here). If
     # it never happens, the model panels below say exactly which queries lack data.
     prom.wait_for(
@@ -288,14 +297,16 @@ def check_lag(prom: Prometheus, env: Settings) -> None:
 
     def settled() -> bool:
         per_topic = {
-            s["metric"]["topic"]: float(s["value"][1])
-            for s in prom.query("count by (topic) (shinsa_consumer_lag_messages)")["data"]["result"]
+            (s["metric"]["topic"], s["metric"]["loop"]): float(s["value"][1])
+            for s in prom.query("count by (topic, loop) (shinsa_consumer_lag_messages)")["data"][
+                "result"
+            ]
         }
-        once = prom.values("max(count by (topic, partition) (shinsa_consumer_lag_messages))")
+        once = prom.values("max(count by (topic, partition, loop) (shinsa_consumer_lag_messages))")
         orders_lag = prom.values('sum(shinsa_consumer_lag_messages{topic="orders"})')
         # the pipeline's input topics at least (internal hops may be added), each whole
         return (
-            set(INPUT_TOPICS) <= set(per_topic)
+            set(INPUT_TOPICS) <= {topic for topic, _ in per_topic}
             and set(per_topic.values()) == {partitions}
             and once == [1.0]
             and orders_lag == [0.0]

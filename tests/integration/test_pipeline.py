@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from agents.validate import WALLET_KINDS
 from streams.clients import prepare
 from streams.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from tests.integration.conftest import (
@@ -86,13 +87,21 @@ def test_every_valid_order_one_decision_every_invalid_event_in_dlq(env, worker, 
     produce(env, [(p.topic, p.key, p.value) for p in valid])
     sent_bad = produce(env, [(t, k, v) for t, k, v, _ in bad])
 
-    decisions = collect(env, "decisions", len(order_ids), worker=worker)
+    payment_ids = {  # the simulated wallet orders' payments are decided too (subject PAYMENT)
+        e.value["payment_id"]
+        for e in events
+        if e.topic == "payments" and e.value["kind"] in WALLET_KINDS
+    }
+    assert payment_ids
+    decisions = collect(env, "decisions", len(order_ids) + len(payment_ids), worker=worker)
     dead = collect(env, "dlq", len(bad), worker=worker)
 
-    decided = Counter(registry.decode("Decision", m.value())["order_id"] for m in decisions)
-    assert set(decided) == order_ids
+    decoded = [registry.decode("Decision", m.value()) for m in decisions]
+    decided = Counter((d["subject"], d["order_id"]) for d in decoded)
+    expected = {("ORDER", o) for o in order_ids} | {("PAYMENT", p) for p in payment_ids}
+    assert set(decided) == expected
     assert set(decided.values()) == {1}
-    by_key = {registry.decode("Decision", m.value())["order_id"]: m for m in decisions}
+    by_key = {d["order_id"]: m for d, m in zip(decoded, decisions, strict=True)}
     unknown = registry.decode("Decision", by_key["o-unknown-merchant"].value())
     assert "MERCHANT_UNKNOWN" in unknown["reasons"] and unknown["decision"] == "REVIEW"
 

@@ -182,16 +182,20 @@ def test_lag_is_end_minus_committed_and_the_log_start_while_nothing_is_committed
     committed = {orders0: 100, orders1: None, hop: 9, leader: 1}
     starts = {orders1: 20}
     lags = partition_lags([orders0, orders1, hop, leader], ends, committed, starts)
-    assert lags == {("orders", "0"): 20, ("orders", "1"): 30, ("account-events", "3"): 0}
+    assert lags == {
+        ("orders", "0", "agents"): 20,
+        ("orders", "1", "agents"): 30,
+        ("account-events", "3", "agents"): 0,
+    }
 
 
 def test_partitions_taken_away_stop_being_reported():
     from agents.lag import publish
     from streams.metrics import CONSUMER_LAG
 
-    before = publish({("payments", "0"): 5, ("payments", "1"): 6}, set())
-    after = publish({("payments", "1"): 2}, before)
-    assert after == {("payments", "1")}
+    before = publish({("payments", "0", "pay"): 5, ("payments", "1", "pay"): 6}, set())
+    after = publish({("payments", "1", "pay"): 2}, before)
+    assert after == {("payments", "1", "pay")}
     series = {
         (s.labels["topic"], s.labels["partition"]): s.value
         for metric in CONSUMER_LAG.collect()
