@@ -12,7 +12,15 @@ from typing import Any, TypeVar
 
 from agents import reasons
 from streams.codec import CodecError, SchemaRegistry
-from streams.records import RECORD_TYPES, Account, Merchant, Order, Payment, record_from_datum
+from streams.records import (
+    RECORD_TYPES,
+    WALLET_KINDS,
+    Account,
+    Merchant,
+    Order,
+    Payment,
+    record_from_datum,
+)
 
 T = TypeVar("T")
 
@@ -56,7 +64,6 @@ def check_order(order: Order, now: datetime) -> Rejection | None:
     return check_event_time(order.event_time, now)
 
 
-WALLET_KINDS = ("CHARGE", "PAY", "TRANSFER", "WITHDRAW")
 CHANNELS = {
     "CHARGE": ("BANK_ACCOUNT", "ATM", "CONVENIENCE_STORE", "CARD", "SHOP_REGISTER"),
     "WITHDRAW": ("BANK", "ATM"),

@@ -50,14 +50,13 @@ from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
 from streams.metrics import LATENCY, MODEL_SCORE
-from streams.records import Account, Login, Payment
+from streams.records import WALLET_KINDS, Account, Login, Payment
 from streams.settings import Settings
 from streams.topics import accounts_topic, logins_topic
 from streams.txloop import Received, Stopwatch, TransactionalLoop
 
 log = logging.getLogger(__name__)
 
-WALLET_KINDS = frozenset({"CHARGE", "PAY", "TRANSFER", "WITHDRAW"})
 PAYMENT_PREFIX = "pay:"  # Redis ids of payment snapshots, decisions and traces
 
 PAYMENT_DECISIONS = Counter(

@@ -552,9 +552,8 @@ def business() -> Any:
             "Wallet payments declined",
             "Share of wallet payments refused over the last 30 minutes, all kinds.",
             "percentunit",
-            "sum(shinsa:payment_decline_rate:ratio_rate30m * "
-            "on (kind) shinsa:payments_per_minute:rate30m) / "
-            "sum(shinsa:payments_per_minute:rate30m)",
+            'sum(rate(shinsa_payment_decisions_total{decision="DECLINE"}[30m])) '
+            "/ sum(rate(shinsa_payment_decisions_total[30m]))",
             thresholds=steps((None, "green"), (0.03, "yellow"), (0.1, "red")),
             decimals=1,
             height=8,

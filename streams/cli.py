@@ -251,6 +251,15 @@ def simulate(
     output: Annotated[
         Path | None, typer.Option(help="Write JSON lines here instead of Kafka.")
     ] = None,
+    wallet: Annotated[
+        int,
+        typer.Option(
+            help="Wallet payments (charges, shop payments, transfers, withdrawals).", min=0
+        ),
+    ] = 0,
+    wallet_fraud_rate: Annotated[
+        float, typer.Option(help="Share of wallet activities that are fraud.", min=0, max=1)
+    ] = 0.03,
 ) -> None:
     """Generate realistic Japanese traffic with named fraud patterns and publish it."""
     from datetime import UTC, datetime
@@ -275,6 +284,8 @@ def simulate(
         days=days,
         invalid_rate=invalid_rate,
         end=end_time,
+        wallet_payments=wallet,
+        wallet_fraud_rate=wallet_fraud_rate,
     )
     events = list(Simulator(cfg).events())
     if output is not None:

@@ -29,6 +29,7 @@ from streams.clients import end_offsets, read_topic
 from streams.codec import SchemaRegistry
 from streams.dlq import REASON
 from streams.errors import UserError
+from streams.records import WALLET_KINDS
 from streams.settings import Settings
 from streams.simulate import SimConfig, Simulator
 
@@ -103,7 +104,8 @@ def run_demo(
     console.print(f"worker started (pid {worker.pid}, log {log})")
     try:
         seed = seed if seed is not None else int(time.time()) % 1_000_000
-        events = list(Simulator(SimConfig(orders=orders, seed=seed, invalid_rate=0.005)).events())
+        cfg = SimConfig(orders=orders, seed=seed, invalid_rate=0.005, wallet_payments=orders // 2)
+        events = list(Simulator(cfg).events())
         encoded = encode_events(settings, events)
         registry = SchemaRegistry(settings.schema_dir)
         truth = {}
@@ -115,7 +117,12 @@ def run_demo(
             settings, registry, decisions_start, set(truth), worker, progress
         )
         show_summary(settings, console, decided, truth, dlq_start, metrics_url(log))
-        show_payments(settings, console, registry, decisions_start)
+        patterns = {
+            e.value["payment_id"]: e.fraud_pattern
+            for e in events
+            if e.topic == "payments" and not e.broken and e.value["kind"] in WALLET_KINDS
+        }
+        show_payments(settings, console, registry, decisions_start, patterns)
     finally:
         stop_worker(worker)
     console.print(
@@ -221,19 +228,44 @@ def show_summary(
 
 
 def show_payments(
-    settings: Settings, console: Console, registry: SchemaRegistry, start: dict[int, int]
+    settings: Settings,
+    console: Console,
+    registry: SchemaRegistry,
+    start: dict[int, int],
+    patterns: dict[str, str | None],
 ) -> None:
-    """The wallet payments decided so far (decisions with subject PAYMENT), by kind."""
-    counts: Counter[tuple[str, str]] = Counter()
+    """The wallet payments decided (decisions with subject PAYMENT): by kind, and each
+    simulated fraud pattern against its decisions."""
+    decided: dict[str, dict[str, Any]] = {}
     for msg in read_topic(settings, settings.topic("decisions"), start=start):
         d = registry.decode("Decision", msg.value())
         if d["subject"] == "PAYMENT":
-            counts[(d["payment_kind"] or "?", d["decision"])] += 1
+            decided[d["payment_id"]] = d
+    if not decided:
+        console.print("[dim]no wallet payments decided in this run")
+        return
+    verdicts = ("APPROVE", "REVIEW", "DECLINE")
     table = Table("kind", "payments", "approved", "review", "declined", title="Wallet payments")
-    for kind in sorted({k for k, _ in counts}):
-        row = [counts[(kind, d)] for d in ("APPROVE", "REVIEW", "DECLINE")]
+    by_kind = Counter((d["payment_kind"] or "?", d["decision"]) for d in decided.values())
+    for kind in sorted({k for k, _ in by_kind}):
+        row = [by_kind[(kind, v)] for v in verdicts]
         table.add_row(kind, f"{sum(row):,}", *(f"{n:,}" for n in row))
-    console.print(table if counts else "[dim]no wallet payments decided in this run")
+    console.print(table)
+    by_pattern = Counter(
+        (patterns.get(pid) or "legitimate", d["decision"]) for pid, d in decided.items()
+    )
+    table = Table(
+        "simulated pattern",
+        "payments",
+        "approved",
+        "review",
+        "declined",
+        title="Wallet fraud patterns vs decisions",
+    )
+    for pattern in sorted({p for p, _ in by_pattern}):
+        row = [by_pattern[(pattern, v)] for v in verdicts]
+        table.add_row(pattern, f"{sum(row):,}", *(f"{n:,}" for n in row))
+    console.print(table)
 
 
 def show_kpis(console: Console, url: str) -> None:

@@ -70,6 +70,9 @@ class Order:
     items: list[Item] = field(default_factory=list)
 
 
+WALLET_KINDS = ("CHARGE", "PAY", "TRANSFER", "WITHDRAW")  # Payment kinds that get a decision
+
+
 @dataclass(slots=True, frozen=True)
 class Payment:
     payment_id: str

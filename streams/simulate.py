@@ -244,6 +244,8 @@ class SimConfig:
     days: float = 30.0
     invalid_rate: float = 0.0
     end: datetime = field(default_factory=lambda: datetime.now(UTC))
+    wallet_payments: int = 0  # wallet traffic beside the orders (streams/simulate_wallet.py)
+    wallet_fraud_rate: float = 0.03  # share of wallet activities that are fraud cases
 
 
 class Simulator:
@@ -721,6 +723,10 @@ class Simulator:
                 for e in batch
                 if e.time <= self.cfg.end and e.value.get("order_id") not in dropped
             )
+        if self.cfg.wallet_payments:
+            from streams.simulate_wallet import WalletTraffic
+
+            timeline.extend(e for e in WalletTraffic(self).build() if e.time <= self.cfg.end)
         timeline.sort(key=lambda e: e.time)
         for event in timeline:
             if self.cfg.invalid_rate and self.rng.random() < self.cfg.invalid_rate:

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
-from agents.validate import WALLET_KINDS
 from streams import stack
 from streams.cli import encode_events
 from streams.demo import metrics_url
 from streams.metrics import free_port
+from streams.records import WALLET_KINDS
 from streams.settings import ROOT, Settings
 from tests.integration.conftest import Worker, collect, produce, simulated
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from agents.validate import WALLET_KINDS
 from streams.clients import prepare
 from streams.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from streams.records import WALLET_KINDS
 from tests.integration.conftest import (
     collect,
     env_vars,

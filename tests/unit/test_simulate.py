@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agents.validate import check_order
 from streams.clients import prepare
 from streams.codec import CodecError
-from streams.records import Order, record_from_datum
+from streams.records import WALLET_KINDS, Order, record_from_datum
 from streams.simulate import PATTERNS, SimConfig, SimEvent, Simulator
+from streams.simulate_wallet import WALLET_PATTERNS
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -131,3 +132,36 @@ def test_every_order_id_in_payments_refers_to_an_emitted_order():
     events = simulate(orders=3, seed=50, fraud_rate=0.5, merchants=5)
     placed = {e.value["order_id"] for e in events if e.topic == "orders"}
     assert {e.value["order_id"] for e in events if e.topic == "payments"} - {None} <= placed
+
+
+def test_wallet_traffic_has_its_patterns_labels_and_leaves_the_orders_as_they_were():
+    plain = simulate(orders=300, seed=5)
+    both = simulate(orders=300, seed=5, wallet_payments=1500, wallet_fraud_rate=0.1)
+    orders = [e.value for e in plain if e.topic == "orders"]
+    assert [e.value for e in both if e.topic == "orders"] == orders  # its own random stream
+    wallet = [e for e in both if e.topic == "payments" and e.value["kind"] in WALLET_KINDS]
+    assert len(wallet) >= 1500
+    assert {e.fraud_pattern for e in wallet} >= {None, *WALLET_PATTERNS}
+    kinds = {e.value["kind"] for e in wallet}
+    assert kinds == set(WALLET_KINDS)
+    assert all(e.value["counterparty_account_id"] for e in wallet if e.value["kind"] == "TRANSFER")
+    labels = {
+        e.value["order_id"]: e.value["kind"]
+        for e in both
+        if e.topic == "outcomes" and e.value.get("subject") == "PAYMENT"
+    }
+    frauds = [e for e in wallet if e.fraud_pattern]
+    assert all(
+        labels.get(e.value["payment_id"]) in ("FRAUD_CONFIRMED", "CHARGEBACK")
+        for e in frauds
+        if e.time < END - timedelta(days=10)
+    )
+    assert "LEGIT_CONFIRMED" in labels.values()
+    # every payer and receiver has an account opened and verified before it pays
+    verified = {
+        e.value["account_id"]: e.time
+        for e in both
+        if e.topic == "accounts" and e.value["kind"] == "KYC_VERIFIED"
+    }
+    for e in wallet:
+        assert verified[e.value["account_id"]] < e.time

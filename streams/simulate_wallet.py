@@ -1,0 +1,289 @@
+"""Simulated wallet traffic (the wallet seed): accounts, logins, charges, shop payments, P2P
+transfers among friends, split bills and withdrawals, with named fraud patterns and outcomes
+that arrive days later. Part of `Simulator.events()` when `SimConfig.wallet_payments` > 0.
+
+Shape (per activity of a wallet user; users are the simulator's people, so a wallet account
+and a BNPL buyer of one person resolve to one identity):
+- charges from a bank account, a convenience store, an ATM, a card or a shop register, more
+  around payday (the 25th, JST);
+- payments at shops; P2P transfers inside friend groups; split bills (one friend pays the
+  restaurant, the others send their share within hours); withdrawals to a bank or an ATM;
+- most payments follow a login from the user's own device.
+
+Fraud patterns (the truth is the payment's `fraud_pattern`):
+- `wallet_takeover`: failed logins and a login from a new device, then a transfer out;
+- `mule_fan_in`: a fresh, barely verified account collects transfers from many scam victims
+  within hours, then withdraws at an ATM;
+- `card_cash_out`: a fresh account charges with a stolen card and withdraws it at once;
+- `scam_transfer`: a user sends a large first transfer to someone new, talked into it.
+Fraud payments are labelled FRAUD_CONFIRMED (a stolen-card charge: CHARGEBACK) 2–10 days
+later; a share of legitimate ones LEGIT_CONFIRMED after a week (Outcome subject PAYMENT).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.simulate import Person, SimEvent, Simulator
+
+WALLET_PATTERNS = ("wallet_takeover", "mule_fan_in", "card_cash_out", "scam_transfer")
+CHARGE_CHANNELS = ("BANK_ACCOUNT", "CONVENIENCE_STORE", "ATM", "CARD", "SHOP_REGISTER")
+CHARGE_WEIGHTS = (45, 20, 15, 15, 5)
+LEGIT_LABEL_SHARE = 0.3
+
+
+class WalletTraffic:
+    """Builds the wallet events of one simulation (its own random stream: the orders of a
+    seed stay what they were)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        from streams.simulate import JST, SimEvent
+
+        self.sim, self.cfg, self.jst, self.Event = sim, sim.cfg, JST, SimEvent
+        self.rng = random.Random(sim.cfg.seed * 7919 + 1)
+        n_users = max(12, min(len(sim.people), sim.cfg.wallet_payments // 6))
+        self.users = self.rng.sample(sim.people, min(n_users, len(sim.people)))
+        self.friends: dict[str, list[Person]] = {}
+        shuffled = list(self.users)
+        self.rng.shuffle(shuffled)
+        i = 0
+        while i < len(shuffled):
+            size = self.rng.randint(3, 6)
+            group = shuffled[i : i + size]
+            for p in group:
+                self.friends[p.person_id] = [f for f in group if f is not p]
+            i += size
+        self.events: list[SimEvent] = []
+
+    # ------------------------------------------------------------ building blocks
+    def stamp(self, when: datetime) -> str:
+        return when.astimezone(self.jst).isoformat(timespec="milliseconds")
+
+    def account(self, p: Person, when: datetime, kyc: str = "FULL", age_days: float = 90) -> None:
+        """Open and verify `p`'s wallet account (once per person)."""
+        if p.person_id in self.sim._wallets:
+            return
+        self.sim._wallets.add(p.person_id)
+        opened = when - timedelta(days=age_days)
+        verified = opened + timedelta(hours=1)
+        base = {"account_id": p.person_id}
+        self.events.append(
+            self.Event(
+                "accounts", base | {"event_time": self.stamp(opened), "kind": "OPENED"}, opened
+            )
+        )
+        kyc_event = base | {
+            "event_time": self.stamp(verified),
+            "kind": "KYC_VERIFIED",
+            "kyc_level": kyc,
+            "person": self.sim._buyer(p, False),
+        }
+        self.events.append(self.Event("accounts", kyc_event, verified))
+
+    def login(self, p: Person, when: datetime, device: str | None = None, ok: bool = True) -> None:
+        value = {
+            "login_id": self.sim._next_id("wl"),
+            "account_id": p.person_id,
+            "event_time": self.stamp(when),
+            "method": "PASSWORD",
+            "success": ok,
+            "device_id": device or p.device_id,
+            "ip": p.ip,
+        }
+        self.events.append(self.Event("logins", value, when))
+
+    def pay(
+        self,
+        p: Person,
+        kind: str,
+        amount: int,
+        when: datetime,
+        *,
+        to: Person | None = None,
+        channel: str | None = None,
+        merchant: str | None = None,
+        device: str | None = None,
+        pattern: str | None = None,
+        label: str | None = None,
+    ) -> str:
+        payment_id = self.sim._next_id("wp")
+        value = {
+            "payment_id": payment_id,
+            "account_id": p.person_id,
+            "counterparty_account_id": to.person_id if to else None,
+            "merchant_id": merchant,
+            "event_time": self.stamp(when),
+            "kind": kind,
+            "amount": amount,
+            "status": "SUCCEEDED",
+            "channel": channel,
+            "device_id": device or p.device_id,
+            "ip": p.ip,
+        }
+        self.events.append(self.Event("payments", value, when, pattern))
+        if label is None and pattern is None and self.rng.random() < LEGIT_LABEL_SHARE:
+            label = "LEGIT_CONFIRMED"
+        if label is not None:
+            delay = (
+                timedelta(days=7) if pattern is None else timedelta(days=self.rng.uniform(2, 10))
+            )
+            known = when + delay
+            outcome = {
+                "order_id": payment_id,
+                "event_time": self.stamp(known),
+                "kind": label,
+                "source": "ISSUER",
+                "note": None,
+                "subject": "PAYMENT",
+            }
+            self.events.append(self.Event("outcomes", outcome, known))
+        return payment_id
+
+    def yen(self, low: int, high: int, step: int = 100) -> int:
+        """Log-uniform between low and high, rounded to `step`."""
+        value = math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        return max(step, int(value) // step * step)
+
+    def when(self, payday: bool = False) -> datetime:
+        moment = self.sim._when()
+        if payday and self.rng.random() < 0.4:  # charges cluster around payday (25th, JST)
+            local = moment.astimezone(self.jst)
+            for shift in range(0, 31):
+                candidate = local - timedelta(days=shift)
+                if candidate.day in (25, 26, 27) and candidate >= self.sim.start:
+                    return candidate
+        return moment
+
+    def fresh_person(self) -> Person:
+        return self.sim._person(30_000_000 + self.sim._seq + self.rng.randrange(1_000_000))
+
+    # ------------------------------------------------------------ legitimate activity
+    def legit(self) -> None:
+        rng = self.rng
+        p = rng.choice(self.users)
+        kind = rng.choices(["charge", "pay", "split", "p2p", "withdraw"], [30, 35, 15, 12, 8])[0]
+        when = self.when(payday=kind == "charge")
+        self.account(p, when)
+        if rng.random() < 0.7:
+            self.login(p, when - timedelta(minutes=rng.uniform(0.5, 20)))
+        if kind == "charge":
+            channel = rng.choices(CHARGE_CHANNELS, CHARGE_WEIGHTS)[0]
+            self.pay(p, "CHARGE", self.yen(1_000, 50_000, 1_000), when, channel=channel)
+        elif kind == "pay":
+            merchant = rng.choice(self.sim.active_merchants)["merchant_id"]
+            self.pay(p, "PAY", self.yen(300, 20_000, 10), when, merchant=merchant)
+        elif kind == "withdraw":
+            channel = rng.choice(["BANK", "ATM"])
+            self.pay(p, "WITHDRAW", self.yen(3_000, 50_000, 1_000), when, channel=channel)
+        else:
+            friends = self.friends.get(p.person_id) or [rng.choice(self.users)]
+            if kind == "p2p":
+                to = rng.choice(friends)
+                self.account(to, when)
+                self.pay(p, "TRANSFER", self.yen(500, 10_000, 100), when, to=to)
+            else:  # split bill: p pays the restaurant, friends send their share
+                total = self.yen(3_000, 20_000, 100)
+                merchant = rng.choice(self.sim.active_merchants)["merchant_id"]
+                self.pay(p, "PAY", total, when, merchant=merchant)
+                sharing = friends[: rng.randint(1, len(friends))]
+                share = max(100, total // (len(sharing) + 1) // 10 * 10)
+                for friend in sharing:
+                    later = when + timedelta(minutes=rng.uniform(5, 300))
+                    self.account(friend, later)
+                    self.pay(friend, "TRANSFER", share, later, to=p)
+
+    # ------------------------------------------------------------ fraud
+    def fraud(self) -> None:
+        rng = self.rng
+        pattern = rng.choice(WALLET_PATTERNS)
+        when = self.when()
+        if pattern == "wallet_takeover":
+            victim = rng.choice(self.users)
+            self.account(victim, when)
+            self.login(victim, when - timedelta(days=rng.uniform(1, 20)))  # the victim, as usual
+            attacker = f"dev-{rng.getrandbits(48):012x}"
+            start = when - timedelta(minutes=rng.uniform(5, 40))
+            for k in range(rng.randint(0, 4)):
+                self.login(victim, start - timedelta(minutes=k + 1), attacker, ok=False)
+            self.login(victim, start, attacker)
+            mule = self.fresh_person()
+            self.account(mule, when, kyc="BASIC", age_days=rng.uniform(1, 10))
+            amount = self.yen(20_000, 100_000, 1_000)
+            self.pay(
+                victim,
+                "TRANSFER",
+                amount,
+                when,
+                to=mule,
+                device=attacker,
+                pattern=pattern,
+                label="FRAUD_CONFIRMED",
+            )
+        elif pattern == "mule_fan_in":
+            mule = self.fresh_person()
+            self.account(mule, when, kyc="BASIC", age_days=rng.uniform(1, 5))
+            t = when
+            total = 0
+            for victim in rng.sample(self.users, min(len(self.users), rng.randint(6, 10))):
+                self.account(victim, t)
+                amount = self.yen(10_000, 50_000, 1_000)
+                total += amount
+                self.pay(
+                    victim, "TRANSFER", amount, t, to=mule, pattern=pattern, label="FRAUD_CONFIRMED"
+                )
+                t += timedelta(minutes=rng.uniform(10, 90))
+            self.pay(
+                mule,
+                "WITHDRAW",
+                min(total, 100_000),
+                t + timedelta(minutes=20),
+                channel="ATM",
+                pattern=pattern,
+                label="FRAUD_CONFIRMED",
+            )
+        elif pattern == "card_cash_out":
+            thief = self.fresh_person()
+            self.account(thief, when, kyc="BASIC", age_days=rng.uniform(0.05, 3))
+            amount = self.yen(30_000, 100_000, 1_000)
+            self.pay(
+                thief, "CHARGE", amount, when, channel="CARD", pattern=pattern, label="CHARGEBACK"
+            )
+            later = when + timedelta(minutes=rng.uniform(2, 15))
+            self.pay(
+                thief,
+                "WITHDRAW",
+                amount * 95 // 100 // 1000 * 1000,
+                later,
+                channel="ATM",
+                pattern=pattern,
+                label="FRAUD_CONFIRMED",
+            )
+        else:  # scam_transfer: a user talked into a large first transfer to someone new
+            victim = rng.choice(self.users)
+            self.account(victim, when)
+            self.login(victim, when - timedelta(minutes=rng.uniform(1, 30)))
+            scammer = self.fresh_person()
+            self.account(scammer, when, kyc="BASIC", age_days=rng.uniform(2, 30))
+            amount = self.yen(100_000, 300_000, 10_000)
+            self.pay(
+                victim,
+                "TRANSFER",
+                amount,
+                when,
+                to=scammer,
+                pattern=pattern,
+                label="FRAUD_CONFIRMED",
+            )
+
+    def build(self) -> list[Any]:
+        target = self.cfg.wallet_payments
+        while sum(e.topic == "payments" for e in self.events) < target:
+            if self.rng.random() < self.cfg.wallet_fraud_rate:
+                self.fraud()
+            else:
+                self.legit()
+        return self.events
