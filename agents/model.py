@@ -40,6 +40,8 @@ from typing import Any
 import orjson
 from river import base, forest, linear_model, optim, preprocessing, tree
 
+from agents.wallet_features import PAYMENT_FEATURE
+
 MAGIC = b"SHM1"
 ESTIMATORS = ("logreg", "tree", "forest")
 PROBA_EPS = 1e-7
@@ -165,6 +167,10 @@ class ModelState:
     # where the learner stands in the outcomes topic, and labels still waiting for snapshots
     offsets: dict[int, int] = field(default_factory=dict)
     pending: dict[str, Any] = field(default_factory=dict)
+    # wallet payments learned (their features carry PAYMENT_FEATURE): the orders' labels do
+    # not make the model competent on payments (0 in checkpoints written before)
+    payment_labels: int = 0
+    payment_positives: int = 0
 
     def __post_init__(self) -> None:
         if self.estimator is None:
@@ -212,6 +218,9 @@ class ModelState:
         self.estimator.learn_one(dict(x), bool(label))
         self.labels += 1
         self.positives += label
+        if PAYMENT_FEATURE in x:
+            self.payment_labels += 1
+            self.payment_positives += label
         self.features.update(x)
         self.updated_at = time.time()
 
@@ -229,6 +238,11 @@ class ModelState:
         """Enough labels of both kinds to be trusted with decisions."""
         return self.labels >= min_labels and self.positives >= min_positives
 
+    def warm_for_payments(self, min_labels: int, min_positives: int) -> bool:
+        """The same, counting wallet payments' labels only: a model that learned orders has
+        not yet learned takeovers, mules or cash-outs, so the wallet rules decide till then."""
+        return self.payment_labels >= min_labels and self.payment_positives >= min_positives
+
     @property
     def name(self) -> str:
         """The version as decisions report it."""
@@ -242,6 +256,7 @@ class ModelState:
             "kind": self.kind,
             "labels": self.labels,
             "positives": self.positives,
+            "payment_labels": self.payment_labels,
             "features": len(self.features),
             "updated_at": self.updated_at,
             **self.metrics(),

@@ -44,6 +44,10 @@ class Scorer:
     def warm(self) -> bool:
         return self.state.warm(settings.model_min_labels, settings.model_min_positives)
 
+    @property
+    def warm_for_payments(self) -> bool:
+        return self.state.warm_for_payments(settings.model_min_labels, settings.model_min_positives)
+
     def apply(self, blob: bytes | None, secret: bytes) -> bool:
         """Swap in a newer checkpoint; False (and the old model kept) if it is refused."""
         try:

@@ -392,7 +392,7 @@ class PaymentScreening:
 
 
 def current_payment_rules(now: datetime) -> PaymentRules:
-    return PaymentRules(now, policies.active, scorer.state, scorer.warm)
+    return PaymentRules(now, policies.active, scorer.state, scorer.warm_for_payments)
 
 
 def payments_loop(settings: Settings, reg: SchemaRegistry) -> TransactionalLoop:

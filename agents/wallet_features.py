@@ -39,6 +39,7 @@ SPLIT_BILL_MS = 6 * HOUR
 SPLIT_BILL_MAX_YEN = 20_000
 JST_MS = 9 * HOUR
 MONEY_OUT = ("TRANSFER", "WITHDRAW")
+PAYMENT_FEATURE = "pay_amount_log"  # every payment has it: how the model counts their labels
 
 
 @dataclass(slots=True, frozen=True)
@@ -182,7 +183,7 @@ def payment_features(payment: Payment, ctx: WalletContext, at_ms: int) -> dict[s
     same_kind = [p for p in history if p.kind == kind]
     x: dict[str, float] = {
         f"payment_kind={kind}": 1.0,
-        "pay_amount_log": math.log1p(amount),
+        PAYMENT_FEATURE: math.log1p(amount),
         "pay_count_1h": float(sum(p.at_ms >= at_ms - HOUR for p in same_kind)),
         "pay_count_24h": float(sum(p.at_ms >= at_ms - DAY for p in same_kind)),
         "pay_amount_24h_log": math.log1p(

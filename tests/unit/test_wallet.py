@@ -221,3 +221,21 @@ def test_each_payment_sees_the_batch_before_it_and_a_poison_one_costs_only_itsel
     }
     assert [r for r, _ in changes.snapshots] == [f"pay:p{i}" for i in (0, 1, 3, 4, 5, 6)]
     assert [p.payment_id for p, _ in recorded] == ["p0", "p1", "p3", "p4", "p5", "p6"]
+
+
+def test_the_model_is_warm_for_payments_only_once_it_learned_payments():
+    import pickle
+
+    model = ModelState()
+    order_x = {"amount_log": 8.0, "category=FOOD": 1.0}
+    for i in range(40):
+        model.learn(order_x, int(i % 4 == 0), None)
+    assert model.warm(20, 5) and not model.warm_for_payments(20, 5)
+    pay_x = payment_features(payment(), WalletContext(BASIC, BASIC), T)
+    for i in range(40):
+        model.learn(pay_x, int(i % 4 == 0), None)
+    assert model.warm_for_payments(20, 5) and model.payment_labels == 40
+    # a checkpoint written before payments were counted loads with none counted
+    state = pickle.loads(pickle.dumps(model))
+    del state.__dict__["payment_labels"], state.__dict__["payment_positives"]
+    assert pickle.loads(pickle.dumps(state)).payment_labels == 0
