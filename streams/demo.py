@@ -112,7 +112,13 @@ def run_demo(
         for event in events:
             if event.topic == "orders" and not event.broken:
                 truth[event.value["order_id"]] = event.fraud_pattern
-        send_prepared(settings, encoded, f"simulating {orders} orders (seed {seed})")
+        # accounts and logins happened before the payments they precede (days, minutes): a
+        # bulk replay sends them first, so the wallet sees them as it would have then
+        first = [e for e in encoded if e[0] in ("accounts", "logins")]
+        send_prepared(settings, first, "wallet accounts and logins")
+        time.sleep(3)
+        rest = [e for e in encoded if e[0] not in ("accounts", "logins")]
+        send_prepared(settings, rest, f"simulating {orders} orders (seed {seed})")
         decided = wait_for_decisions(
             settings, registry, decisions_start, set(truth), worker, progress
         )

@@ -52,9 +52,17 @@ from rich.table import Column, Table
 
 from streams import stack
 from streams.cli import progress
-from streams.clients import Prepared, make_producer, prepare, produce_one, read_topic
+from streams.clients import (
+    Prepared,
+    end_offsets,
+    make_producer,
+    prepare,
+    produce_one,
+    read_topic,
+)
 from streams.codec import SchemaRegistry
 from streams.demo import percentile, start_worker, stop_worker, worker_env
+from streams.records import WALLET_KINDS
 from streams.settings import Settings, load_settings
 from streams.simulate import SimConfig, Simulator
 
@@ -153,6 +161,24 @@ def generate(
             if i % 1000 == 0 or i == len(values):
                 bar.update(task, completed=i)
     return merchants, encoded
+
+
+def generate_wallet(
+    registry: SchemaRegistry, payments: int, seed: int
+) -> tuple[list[Prepared], list[Prepared], list[Prepared]]:
+    """Simulated wallet traffic, Avro-encoded: (accounts, logins, wallet payments)."""
+    with console.status(f"wallet: simulating {payments:,} payments (seed {seed})"):
+        cfg = SimConfig(orders=max(300, payments // 3), seed=seed, wallet_payments=payments)
+        events = [
+            e
+            for e in Simulator(cfg).events()
+            if e.topic in ("accounts", "logins")
+            or (e.topic == "payments" and e.value["kind"] in WALLET_KINDS)
+        ]
+        out: dict[str, list[Prepared]] = {"accounts": [], "logins": [], "payments": []}
+        for e in events:
+            out[e.topic].append(prepare(registry, e.topic, e.value))
+    return out["accounts"], out["logins"], out["payments"]
 
 
 def produce(
@@ -520,6 +546,7 @@ class PipelineRun:
     dead_letters: int
     startup_s: float
     phases: list[Phase] = field(default_factory=list)
+    wallet: list[dict[str, Any]] = field(default_factory=list)  # a backlog of wallet payments
 
 
 def paced_phase(
@@ -564,9 +591,11 @@ def run_pipeline(
     log: Path,
     procs: list[subprocess.Popen],
     timeout: float,
+    wallet: int = 0,
 ) -> PipelineRun:
     """The backlog at full speed, then each paced phase (name, rate, orders, seed) in turn; a
-    rate of 0 means 80 % of the capacity the backlog measured."""
+    rate of 0 means 80 % of the capacity the backlog measured; then a backlog of `wallet`
+    wallet payments."""
     worker = start_worker(settings, log, env=worker_env(settings))
     procs.append(worker)
     watch = CommittedCount(settings, [settings.topic("decisions"), settings.topic("dlq")])
@@ -596,10 +625,41 @@ def run_pipeline(
             run.phases.append(
                 paced_phase(settings, watch, base, name, orders, rate, worker, log, timeout)
             )
+        if wallet:
+            run.wallet = wallet_backlog(settings, registry, watch, wallet, worker, log, timeout)
     finally:
         watch.close()
     stop_worker(worker)
     return run
+
+
+def wallet_backlog(
+    settings: Settings,
+    registry: SchemaRegistry,
+    watch: CommittedCount,
+    n: int,
+    worker: subprocess.Popen,
+    log: Path,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    """Accounts and logins first (the agents keep them in Redis), then `n` wallet payments at
+    once: their decisions (subject PAYMENT)."""
+    accounts, logins, payments = generate_wallet(registry, n, SEED + 7)
+    produce(settings, settings.topic("accounts"), accounts, "wallet: accounts")
+    produce(settings, settings.topic("logins"), logins, "wallet: logins")
+    time.sleep(5)  # the accounts and logins agents apply them (a Faust batch each)
+    start = end_offsets(settings, settings.topic("decisions"))
+    base = watch.total()
+    produce(settings, settings.topic("payments"), payments, "wallet: payments backlog")
+    wait_for(watch, base + len(payments), "wallet: decisions", timeout, worker, log, base)
+    decided = [
+        registry.decode("Decision", m.value())
+        for m in read_topic(settings, settings.topic("decisions"), start=start)
+    ]
+    decided = [d for d in decided if d["subject"] == "PAYMENT"]
+    if len({d["payment_id"] for d in decided}) != len(payments):
+        raise BenchError(f"wallet: {len(decided):,} decisions for {len(payments):,} payments")
+    return decided
 
 
 def backlog_seconds(backlog: Sequence[dict[str, Any]]) -> float:
@@ -734,7 +794,14 @@ def report(results: dict[str, Measured], args: argparse.Namespace, prefix: str) 
         title=f"Shinsa pipeline benchmark: {args.orders:,} orders, topics {prefix}*",
         box=box.SIMPLE_HEAD,
     )
-    for m in (aio, conf, faust, pipe, screen):
+    for m in (
+        aio,
+        conf,
+        faust,
+        pipe,
+        *([results["wallet"]] if "wallet" in results else []),
+        screen,
+    ):
         table.add_row(
             m.contender,
             f"{m.messages:,}",
@@ -839,6 +906,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--phase-seconds", type=positive, default=10, help="seconds of each paced phase (10)"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per phase")
+    parser.add_argument(
+        "--wallet", type=int, default=10_000, help="wallet payments backlog (10000; 0: none)"
+    )
     parser.add_argument("--keep-topics", action="store_true", help="keep the run's topics")
     return parser.parse_args(argv)
 
@@ -908,8 +978,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs / f"{run}-worker.log",
             procs,
             args.timeout,
+            args.wallet,
         )
         results["pipeline"] = pipeline_measured(pipeline)
+        if pipeline.wallet:
+            results["wallet"] = Measured(
+                "shinsa wallet payments",
+                len(pipeline.wallet),
+                backlog_seconds(pipeline.wallet),
+                "decided_at of the first and last payment decision (a backlog)",
+            )
         summary = report(results, args, prefix)
     except BenchError as exc:
         console.print(f"[red]benchmark failed:[/red] {exc}")
