@@ -11,16 +11,24 @@
                    decide (decide.py, policy.py) <── policies (policies.py), trace, encode
                  state + snapshots + decisions: one Redis MULTI        state.py
            ──> decisions, traces (the decision's audit record); bad input ──> dlq
+    payments (CHARGE, PAY, TRANSFER, WITHDRAW) ──> the "pay" loop (wallet.py): earlier
+                 decision? re-sent; accounts, histories, logins: one Redis read (state.py);
+                 screen_payments: features (wallet_features.py), score (model.py), decide
+                 (wallet_rules.py) <── policies; histories, snapshots, decisions to Redis
+           ──> decisions, traces (subject PAYMENT)
+    accounts ──> watch_accounts (wallet.py): account facts; KYC person ──> identity graph
+    logins ──> watch_logins (wallet.py): recent logins and devices per account
     payments ──> watch_card_auths (devices.py): failed card auths per device ──> Redis
     payments, outcomes ──> route_settlements (exposure.py) ──> account-events
            ──> apply_settlements (exposure.py): the accounts screen.py reads
     outcomes ──> learn_outcomes (learn.py, one worker holds the lease)
                  join snapshot, learn ──> models (checkpoints, every worker loads them)
-    payments, logins, outcomes, merchants ──> check_events (ingest.py); bad input ──> dlq
+    payments, accounts, logins, outcomes, merchants ──> check_events (ingest.py); bad input
+           ──> dlq
 
-Stage functions are pure (no I/O) and tested alone; screen.py's handler and the agents and
-tasks of learn.py, scorer.py, policies.py, exposure.py, devices.py, lag.py, ingest.py and
-merchants.py do the Kafka and Redis I/O, all Redis through state.py. The worker
-(streams/worker.py) registers the hot path and imports the control agents. Reason codes come
-from one catalogue, reasons.py.
+Stage functions are pure (no I/O) and tested alone; the handlers of screen.py and wallet.py
+and the agents and tasks of learn.py, scorer.py, policies.py, exposure.py, devices.py, lag.py,
+ingest.py, merchants.py and wallet.py do the Kafka and Redis I/O, all Redis through state.py.
+The worker (streams/worker.py) registers the two hot paths (orders, payments) and imports the
+agents. Reason codes come from one catalogue, reasons.py.
 """
