@@ -34,6 +34,7 @@ payments:                        # wallet payments (agents/wallet_rules.py has t
   fan_in_24h: 5                  # distinct senders into the receiver in 24 h → DECLINE
   failed_logins_review: 3        # failed logins in the hour before → REVIEW
   first_transfer_review_amount: 100000
+  unknown_account_kyc: NONE      # limits of a payer no account event told us of yet
 ```
 
 List entries never hold PII: phones, emails and devices are keyed hashes (HMAC with
@@ -138,6 +139,7 @@ class PaymentRules(BaseModel):
     fan_in_24h: int | None = Field(None, ge=1)
     failed_logins_review: int | None = Field(None, ge=1)
     first_transfer_review_amount: int | None = Field(None, gt=0)
+    unknown_account_kyc: KycLevel | None = None
 
     @model_validator(mode="after")
     def _limits_not_negative(self) -> PaymentRules:
@@ -168,6 +170,7 @@ def payment_policy(name: str, rules: PaymentRules) -> PaymentPolicy:
         first_transfer_review_amount=set_fields.get(
             "first_transfer_review_amount", base.first_transfer_review_amount
         ),
+        unknown_account_kyc=set_fields.get("unknown_account_kyc", base.unknown_account_kyc),
     )
 
 

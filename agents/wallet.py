@@ -133,7 +133,7 @@ def screen_payment(
     signals = PaymentSignals(
         payer_status=ctx.payer.status,
         counterparty_status=ctx.counterparty.status if ctx.counterparty else None,
-        payer_kyc=ctx.payer.kyc,
+        payer_kyc=ctx.payer.kyc if ctx.payer.known else policy.unknown_account_kyc,
         payer_known=ctx.payer.known,
         daily_limit=ctx.payer.daily_limit,
         money_out_today=out_today,

@@ -81,6 +81,7 @@ class PaymentPolicy:
     fan_in_24h: int = 5
     failed_logins_review: int = 3
     first_transfer_review_amount: int = 100_000
+    unknown_account_kyc: str = "NONE"  # the limits of a payer no account event told us of
 
     @cached_property
     def version(self) -> str:

@@ -239,3 +239,20 @@ def test_the_model_is_warm_for_payments_only_once_it_learned_payments():
     state = pickle.loads(pickle.dumps(model))
     del state.__dict__["payment_labels"], state.__dict__["payment_positives"]
     assert pickle.loads(pickle.dumps(state)).payment_labels == 0
+
+
+def test_a_payer_no_account_event_told_of_gets_the_policy_s_unknown_account_limits(registry):
+    p = payment("WITHDRAW", 20_000, channel="ATM")
+    unknown = WalletContext(AccountFacts())
+
+    def decided(document: str) -> dict:
+        policies = load_policy_yaml(document)
+        rules = PaymentRules(NOW, policies, ModelState(), False)
+        out = Outputs(registry, "t.decisions", "t.traces", "t.dlq")
+        sent, _, _ = screen_payments(batch([p]), [unknown], rules, out)
+        return registry.decode("Decision", sent[0].value)
+
+    strict = decided("name: w\n")
+    assert strict["decision"] == "DECLINE" and strict["reasons"][0] == reasons.KYC_LIMIT_EXCEEDED
+    lenient = decided("name: w\npayments: {unknown_account_kyc: BASIC}\n")
+    assert lenient["decision"] == "APPROVE" and reasons.ACCOUNT_UNKNOWN in lenient["reasons"]
