@@ -62,6 +62,7 @@ from agents.model import (
     roc_auc,
 )
 from agents.validate import Rejection, check_order, decode_event
+from streams.backtest_wallet import pattern_recall
 from streams.errors import UserError
 from streams.records import Merchant, Order, Outcome
 from streams.settings import Settings
@@ -135,6 +136,7 @@ class History:
     txns: list[Txn]
     source: str  # "simulator" or "table"
     notes: list[str] = field(default_factory=list)
+    patterns: list[str | None] = field(default_factory=list)  # wallet: each payment's truth
 
 
 class EntityRisk:
@@ -627,6 +629,23 @@ def simulated_history(
     return History(txns, "simulator")
 
 
+def wallet_history(
+    path: Path, settings: Settings, *, say: Callable[[str], None] = quiet
+) -> History:
+    """The wallet payments of a simulator file (streams/backtest_wallet.py)."""
+    from streams.backtest_wallet import read_wallet
+    from streams.codec import SchemaRegistry
+
+    wallet = read_wallet(path, SchemaRegistry(settings.schema_dir))
+    if wallet.skipped:
+        say("skipped: " + ", ".join(f"{n} {what}" for what, n in wallet.skipped.most_common()))
+    txns = []
+    for at_ms, x, payment_id in zip(wallet.times, wallet.features, wallet.payment_ids, strict=True):
+        label, known_ms = wallet.labels.get(payment_id, (None, None))
+        txns.append(Txn(at_ms, label, known_ms, x))
+    return History(txns, "simulator", patterns=wallet.patterns)
+
+
 # ------------------------------------------------------------------ CSV and Parquet input
 
 
@@ -843,6 +862,7 @@ class EvalOptions:
     estimator: str = "logreg"
     review_rate: float = 0.01
     columns: Columns = field(default_factory=lambda: Columns(None, None))
+    payments: bool = False  # a simulator file's wallet payments instead of its orders
 
 
 def step(progress: Any, what: str, total: int) -> Any:
@@ -902,7 +922,11 @@ def load_history(
     say: Callable[[str], None],
 ) -> History:
     if kind == "table":
+        if options.payments:
+            raise UserError("--payments reads a simulator file (`shinsa simulate --wallet N`)")
         return table_history(path, options.columns, progress=progress, say=say)
+    if options.payments:
+        return wallet_history(path, settings, say=say)
     cols = options.columns
     if any((cols.label, cols.time, cols.amount, cols.entities, cols.ignore)):
         say("a simulator file: --label, --time, --amount, --entity and --ignore are not used")
@@ -925,7 +949,8 @@ def run_eval(
     started = time.perf_counter()
     kind = input_kind(path)
     delay_ms = resolve_delay(options.delay, kind)
-    txns = load_history(path, kind, options, settings, progress, say).txns
+    history = load_history(path, kind, options, settings, progress, say)
+    txns = history.txns
     prepared = time.perf_counter() - started
     split = split_halves(txns)
     if not split.labelled:
@@ -949,9 +974,15 @@ def run_eval(
         "labelled": len(split.labelled),
         "positives": sum(txns[i].label or 0 for i in split.labelled),
         "split_time": datetime.fromtimestamp(split.at_ms / 1000, UTC).isoformat(),
+        "subject": "payments" if options.payments else "orders",
         "delayed": streaming_metrics(txns, delayed, split, rate),
         "no_delay": streaming_metrics(txns, no_delay, split, rate),
         **batch,
+        **(
+            {"patterns": pattern_recall(delayed.scores, history.patterns, split.labelled, rate)}
+            if history.patterns
+            else {}
+        ),
         "seconds": {
             "prepare": round(prepared, 2),
             "batch": round(time.perf_counter() - started_batch, 2),
@@ -999,7 +1030,8 @@ def report_table(report: Mapping[str, Any]) -> Any:
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
-        title=f"{report['orders']} orders, {report['labelled']} labelled, "
+        title=f"{report['orders']} {report.get('subject', 'orders')}, "
+        f"{report['labelled']} labelled, "
         f"{report['positives']} fraud; 2nd half from {report['split_time'][:16]}",
         caption=caption(report),
     )
@@ -1027,4 +1059,18 @@ def report_table(report: Mapping[str, Any]) -> Any:
         )
     if skipped:
         table.caption = "\n".join([table.caption or "", *sorted(skipped)])
+    patterns = report.get("patterns")
+    if patterns:
+        caught = ", ".join(
+            f"{name} {share:.2f}"
+            for name, share in patterns.items()
+            if name not in ("threshold", "legitimate_flagged")
+        )
+        table.caption = "\n".join(
+            [
+                table.caption or "",
+                f"stream, delay {report['delay']}: flagging {patterns['legitimate_flagged']:.1%}"
+                f" of legitimate payments catches {caught}",
+            ]
+        )
     return table

@@ -304,7 +304,10 @@ def write_events(events: list[Any], output: Path) -> None:
     with output.open("wb") as out:
         for e in events:
             if e.raw is None:
-                out.write(orjson.dumps({"topic": e.topic, "value": e.value}) + b"\n")
+                line = {"topic": e.topic, "value": e.value}
+                if e.fraud_pattern is not None:  # the truth, for `shinsa eval --payments`
+                    line["pattern"] = e.fraud_pattern
+                out.write(orjson.dumps(line) + b"\n")
 
 
 def encode_events(s: Settings, events: list[Any]) -> list[tuple[str, bytes | None, bytes]]:
@@ -865,6 +868,9 @@ def eval_history(
     ] = None,
     estimator: Annotated[str, typer.Option(help="logreg, tree or forest.")] = "logreg",
     review_rate: Annotated[float, typer.Option(help="Share of orders reviewed.")] = 0.01,
+    payments: Annotated[
+        bool, typer.Option(help="Simulator file: its wallet payments instead of its orders.")
+    ] = False,
 ) -> None:
     """Backtest: replay a labelled history through the model with delayed labels.
 
@@ -875,7 +881,7 @@ def eval_history(
     from streams.backtest import Columns, EvalOptions, report_table, run_eval
 
     columns = Columns(label, time_column, amount, tuple(entity or ()), tuple(ignore or ()))
-    options = EvalOptions(delay, estimator, review_rate, columns)
+    options = EvalOptions(delay, estimator, review_rate, columns, payments)
     with progress() as bar:
         report = run_eval(
             file, options, settings(), progress=bar, say=lambda note: err.print(escape(note))

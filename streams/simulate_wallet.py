@@ -10,6 +10,10 @@ and a BNPL buyer of one person resolve to one identity):
   restaurant, the others send their share within hours); withdrawals to a bank or an ATM;
 - most payments follow a login from the user's own device.
 
+Legitimate look-alikes (a new phone before paying a friend, a club treasurer collecting fees
+from many members, a first large transfer to a landlord, the wallet used as a bridge from the
+bank to an ATM) keep the fraud patterns from being trivially separable.
+
 Fraud patterns (the truth is the payment's `fraud_pattern`):
 - `wallet_takeover`: failed logins and a login from a new device, then a transfer out;
 - `mule_fan_in`: a fresh, barely verified account collects transfers from many scam victims
@@ -58,16 +62,25 @@ class WalletTraffic:
                 self.friends[p.person_id] = [f for f in group if f is not p]
             i += size
         self.events: list[SimEvent] = []
+        self.verified: dict[str, datetime] = {}  # person id → when their account was verified
 
     # ------------------------------------------------------------ building blocks
     def stamp(self, when: datetime) -> str:
         return when.astimezone(self.jst).isoformat(timespec="milliseconds")
 
-    def account(self, p: Person, when: datetime, kyc: str = "FULL", age_days: float = 90) -> None:
-        """Open and verify `p`'s wallet account (once per person)."""
+    def account(
+        self, p: Person, when: datetime, kyc: str | None = None, age_days: float | None = None
+    ) -> datetime:
+        """Open and verify `p`'s wallet account (once per person): by default an account of
+        any age (one in six under two weeks: new users are common) and KYC level."""
         if p.person_id in self.sim._wallets:
-            return
+            return self.verified.get(p.person_id, when)
         self.sim._wallets.add(p.person_id)
+        rng = self.rng
+        if age_days is None:
+            age_days = rng.uniform(0.2, 14) if rng.random() < 1 / 6 else rng.uniform(14, 1200)
+        if kyc is None:
+            kyc = rng.choices(["BASIC", "FULL"], [35, 65])[0]
         opened = when - timedelta(days=age_days)
         verified = opened + timedelta(hours=1)
         base = {"account_id": p.person_id}
@@ -83,6 +96,13 @@ class WalletTraffic:
             "person": self.sim._buyer(p, False),
         }
         self.events.append(self.Event("accounts", kyc_event, verified))
+        self.verified[p.person_id] = verified
+        return verified
+
+    def ready(self, p: Person, when: datetime) -> datetime:
+        """`when`, or just after `p`'s account was verified if that is later: activities are
+        drawn in random time order, and nobody pays before their account exists."""
+        return max(when, self.account(p, when) + timedelta(minutes=self.rng.uniform(5, 120)))
 
     def login(self, p: Person, when: datetime, device: str | None = None, ok: bool = True) -> None:
         value = {
@@ -165,9 +185,13 @@ class WalletTraffic:
     def legit(self) -> None:
         rng = self.rng
         p = rng.choice(self.users)
-        kind = rng.choices(["charge", "pay", "split", "p2p", "withdraw"], [30, 35, 15, 12, 8])[0]
-        when = self.when(payday=kind == "charge")
-        self.account(p, when)
+        kind = rng.choices(
+            ["charge", "pay", "split", "p2p", "withdraw", "look-alike"], [30, 35, 15, 12, 8, 4]
+        )[0]
+        if kind == "look-alike":
+            self.look_alike(p)
+            return
+        when = self.ready(p, self.when(payday=kind == "charge"))
         if rng.random() < 0.7:
             self.login(p, when - timedelta(minutes=rng.uniform(0.5, 20)))
         if kind == "charge":
@@ -192,9 +216,38 @@ class WalletTraffic:
                 sharing = friends[: rng.randint(1, len(friends))]
                 share = max(100, total // (len(sharing) + 1) // 10 * 10)
                 for friend in sharing:
-                    later = when + timedelta(minutes=rng.uniform(5, 300))
-                    self.account(friend, later)
+                    later = self.ready(friend, when + timedelta(minutes=rng.uniform(5, 300)))
                     self.pay(friend, "TRANSFER", share, later, to=p)
+
+    def look_alike(self, p: Person) -> None:
+        """Legitimate activity that looks like a fraud pattern: what keeps rules honest."""
+        rng = self.rng
+        when = self.ready(p, self.when())
+        case = rng.choice(["new_phone", "treasurer", "rent", "charge_then_withdraw"])
+        if case == "new_phone":  # a new phone, then paying a friend back
+            phone = f"dev-{rng.getrandbits(48):012x}"
+            self.login(p, when - timedelta(days=rng.uniform(2, 30)))
+            self.login(p, when - timedelta(minutes=rng.uniform(2, 50)), phone)
+            to = rng.choice(self.friends.get(p.person_id) or self.users)
+            self.account(to, when)
+            self.pay(p, "TRANSFER", self.yen(1_000, 30_000, 100), when, to=to, device=phone)
+        elif case == "treasurer":  # a club's treasurer collects the fees of many members
+            t = when
+            for member in rng.sample(self.users, min(len(self.users), rng.randint(6, 12))):
+                if member is p:
+                    continue
+                t = self.ready(member, t)
+                self.pay(member, "TRANSFER", rng.choice([3_000, 5_000, 10_000]), t, to=p)
+                t += timedelta(minutes=rng.uniform(5, 120))
+        elif case == "rent":  # a deposit or rent to a landlord paid for the first time
+            landlord = self.fresh_person()
+            self.account(landlord, when, kyc="FULL", age_days=rng.uniform(30, 900))
+            self.pay(p, "TRANSFER", self.yen(60_000, 250_000, 1_000), when, to=landlord)
+        else:  # the wallet as a bridge: charged from the bank, withdrawn at an ATM
+            amount = self.yen(10_000, 80_000, 1_000)
+            self.pay(p, "CHARGE", amount, when, channel="BANK_ACCOUNT")
+            later = when + timedelta(minutes=rng.uniform(3, 25))
+            self.pay(p, "WITHDRAW", amount, later, channel="ATM")
 
     # ------------------------------------------------------------ fraud
     def fraud(self) -> None:
@@ -203,7 +256,7 @@ class WalletTraffic:
         when = self.when()
         if pattern == "wallet_takeover":
             victim = rng.choice(self.users)
-            self.account(victim, when)
+            when = self.ready(victim, when)
             self.login(victim, when - timedelta(days=rng.uniform(1, 20)))  # the victim, as usual
             attacker = f"dev-{rng.getrandbits(48):012x}"
             start = when - timedelta(minutes=rng.uniform(5, 40))
@@ -229,7 +282,7 @@ class WalletTraffic:
             t = when
             total = 0
             for victim in rng.sample(self.users, min(len(self.users), rng.randint(6, 10))):
-                self.account(victim, t)
+                t = self.ready(victim, t)
                 amount = self.yen(10_000, 50_000, 1_000)
                 total += amount
                 self.pay(
@@ -264,7 +317,7 @@ class WalletTraffic:
             )
         else:  # scam_transfer: a user talked into a large first transfer to someone new
             victim = rng.choice(self.users)
-            self.account(victim, when)
+            when = self.ready(victim, when)
             self.login(victim, when - timedelta(minutes=rng.uniform(1, 30)))
             scammer = self.fresh_person()
             self.account(scammer, when, kyc="BASIC", age_days=rng.uniform(2, 30))
