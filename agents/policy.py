@@ -20,6 +20,7 @@ default:                         # rules for every merchant
   exposure_limit: 100000         # outstanding deferred balance per identity (支払い能力)
 merchants:                       # per-merchant overrides, field by field over `default`
   m0001: {review_score: 0.3, allowed_methods: [CARD]}
+  m0002: {payments: {review_score: 0.4}}  # its wallet payments (PAY), over `payments:`
 block:                           # decline; `overridable: false` even beats the allow list
   - {kind: phone, hash: 3f2a…, overridable: false, note: chargeback ring 2026-10}
   - {kind: identity, value: i42}
@@ -81,33 +82,6 @@ class VelocityCaps(BaseModel):
     amount_7d: int | None = Field(None, ge=0)
 
 
-class Rules(BaseModel):
-    """The rules of one policy level; None means 'as the level below'."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    review_score: float | None = Field(None, ge=0, le=1)
-    decline_score: float | None = Field(None, ge=0, le=1)
-    review_amount: int | None = Field(None, gt=0)
-    decline_amount: int | None = Field(None, gt=0)
-    deferred_cap: int | None = Field(None, gt=0)
-    tier_review_amount: dict[Tier, int] | None = None
-    identity_contacts_review: int | None = Field(None, ge=1)
-    allowed_methods: list[Method] | None = Field(None, min_length=1)
-    velocity_caps: VelocityCaps | None = None
-    new_identity_max_amount: int | None = Field(None, gt=0)
-    exposure_limit: int | None = Field(None, ge=0)
-
-    @model_validator(mode="after")
-    def _thresholds_in_order(self) -> Rules:
-        if (
-            self.review_score is not None
-            and self.decline_score is not None
-            and self.review_score > self.decline_score
-        ):
-            raise ValueError("review_score must not be above decline_score")
-        return self
-
-
 PaymentKind = Literal["CHARGE", "PAY", "TRANSFER", "WITHDRAW"]
 KycLevel = Literal["NONE", "BASIC", "FULL"]
 
@@ -150,14 +124,26 @@ class PaymentRules(BaseModel):
         return self
 
 
-def payment_policy(name: str, rules: PaymentRules) -> PaymentPolicy:
-    """The wallet defaults with the file's `payments:` section laid over them (a KYC level's
-    limits are merged kind by kind)."""
+def payment_policy(name: str, *levels: PaymentRules | None) -> PaymentPolicy:
+    """The wallet defaults with the file's `payments:` sections laid over them in order (the
+    default's, then a merchant's): fields replaced, a KYC level's limits, per-kind thresholds
+    and velocity caps merged key by key."""
     base = PaymentPolicy(name=name)
     kyc = {level: dict(limits) for level, limits in base.kyc_limits.items()}
-    for level, limits in (rules.kyc_limits or {}).items():
-        kyc.setdefault(level, {}).update(limits)
-    set_fields = rules.model_dump(exclude_none=True)
+    kinds: dict[str, dict[str, float]] = {}
+    caps: dict[str, dict[str, int]] = {}
+    set_fields: dict[str, Any] = {}
+    for rules in levels:
+        if rules is None:
+            continue
+        for level, limits in (rules.kyc_limits or {}).items():
+            kyc.setdefault(level, {}).update(limits)
+        for kind, values in (rules.kinds or {}).items():
+            kinds.setdefault(kind, {}).update(values.model_dump(exclude_none=True))
+        for kind, values in (rules.velocity_caps or {}).items():
+            caps.setdefault(kind, {}).update(values.model_dump(exclude_none=True))
+        set_fields |= rules.model_dump(exclude_none=True)
+    set_fields["kinds"], set_fields["velocity_caps"] = kinds, caps
     return PaymentPolicy(
         name=name,
         review_score=set_fields.get("review_score", base.review_score),
@@ -172,6 +158,34 @@ def payment_policy(name: str, rules: PaymentRules) -> PaymentPolicy:
         ),
         unknown_account_kyc=set_fields.get("unknown_account_kyc", base.unknown_account_kyc),
     )
+
+
+class Rules(BaseModel):
+    """The rules of one policy level; None means 'as the level below'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    review_score: float | None = Field(None, ge=0, le=1)
+    decline_score: float | None = Field(None, ge=0, le=1)
+    review_amount: int | None = Field(None, gt=0)
+    decline_amount: int | None = Field(None, gt=0)
+    deferred_cap: int | None = Field(None, gt=0)
+    tier_review_amount: dict[Tier, int] | None = None
+    identity_contacts_review: int | None = Field(None, ge=1)
+    allowed_methods: list[Method] | None = Field(None, min_length=1)
+    velocity_caps: VelocityCaps | None = None
+    new_identity_max_amount: int | None = Field(None, gt=0)
+    exposure_limit: int | None = Field(None, ge=0)
+    payments: PaymentRules | None = None  # per merchant: its wallet payments (PAY)
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> Rules:
+        if (
+            self.review_score is not None
+            and self.decline_score is not None
+            and self.review_score > self.decline_score
+        ):
+            raise ValueError("review_score must not be above decline_score")
+        return self
 
 
 class ListEntry(BaseModel):
@@ -210,13 +224,19 @@ class PolicyDocument(BaseModel):
 
     @model_validator(mode="after")
     def _effective_thresholds_in_order(self) -> PolicyDocument:
-        wallet = payment_policy(self.name, self.payments)
-        for kind in ("CHARGE", "PAY", "TRANSFER", "WITHDRAW"):
-            review, decline = wallet.thresholds(kind)
-            if review > decline:
-                raise ValueError(
-                    f"payments {kind}: review_score {review} is above decline_score {decline}"
+        wallets = {"payments": payment_policy(self.name, self.payments)}
+        for merchant, rules in self.merchants.items():
+            if rules.payments is not None:
+                wallets[f"merchant {merchant} payments"] = payment_policy(
+                    self.name, self.payments, rules.payments
                 )
+        for where, wallet in wallets.items():
+            for kind in ("CHARGE", "PAY", "TRANSFER", "WITHDRAW"):
+                review, decline = wallet.thresholds(kind)
+                if review > decline:
+                    raise ValueError(
+                        f"{where} {kind}: review_score {review} is above decline_score {decline}"
+                    )
         for merchant, rules in self.merchants.items():
             merged = merge(Policy(), self.default, rules)
             if merged.review_score > merged.decline_score:
@@ -236,6 +256,8 @@ def merge(base: Policy, *levels: Rules) -> Policy:
     values = {f.name: getattr(base, f.name) for f in fields(base)}
     for rules in levels:
         for name, value in rules.model_dump(exclude_none=True).items():
+            if name == "payments":
+                continue  # wallet rules: `merchant_payment_policy`
             if name == "allowed_methods":
                 value = tuple(value)
             values[name] = value
@@ -253,6 +275,11 @@ class PolicySet:
     blocks: dict[tuple[str, str], ListEntry] = field(default_factory=dict)
     allows: dict[tuple[str, str], ListEntry] = field(default_factory=dict)
     payments: PaymentPolicy = field(default_factory=PaymentPolicy)
+    merchant_payments: dict[str, PaymentPolicy] = field(default_factory=dict)
+
+    def payments_for(self, merchant_id: str | None) -> PaymentPolicy:
+        """The wallet rules of a payment at this merchant (PAY), or the default's."""
+        return self.merchant_payments.get(merchant_id or "", self.payments)
 
     def for_merchant(self, merchant_id: str) -> Policy:
         return self.merchants.get(merchant_id, self.default)
@@ -280,6 +307,11 @@ def build_policy_set(document: PolicyDocument) -> PolicySet:
         {(e.kind, e.key): e for e in document.block},
         {(e.kind, e.key): e for e in document.allow},
         payment_policy(document.name, document.payments),
+        {
+            mid: payment_policy(document.name, document.payments, rules.payments)
+            for mid, rules in document.merchants.items()
+            if rules.payments is not None
+        },
     )
 
 

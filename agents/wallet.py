@@ -120,7 +120,7 @@ def screen_payment(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], float]:
     """One payment → (Decision datum, DecisionTrace datum, features, model score)."""
     payment, at_ms = candidate.payment, candidate.at_ms
-    policy: PaymentPolicy = rules.policies.payments
+    policy: PaymentPolicy = rules.policies.payments_for(payment.merchant_id)
     features = payment_features(payment, ctx, at_ms)
     probability, contributions = rules.model.assess(features, explain=rules.warm)
     opinion = ModelOpinion(
@@ -161,6 +161,7 @@ def screen_payment(
         "account_id": payment.account_id,
     }
     trace = payment_trace(decision, payment, policy, signals, verdict, opinion, features)
+    trace["merchant_override"] = (payment.merchant_id or "") in rules.policies.merchant_payments
     trace["contributions"] = dict(contributions)
     return decision, trace, features, probability
 

@@ -256,3 +256,28 @@ def test_a_payer_no_account_event_told_of_gets_the_policy_s_unknown_account_limi
     assert strict["decision"] == "DECLINE" and strict["reasons"][0] == reasons.KYC_LIMIT_EXCEEDED
     lenient = decided("name: w\npayments: {unknown_account_kyc: BASIC}\n")
     assert lenient["decision"] == "APPROVE" and reasons.ACCOUNT_UNKNOWN in lenient["reasons"]
+
+
+def test_a_merchant_s_own_wallet_rules_apply_to_payments_at_that_merchant(registry):
+    policies = load_policy_yaml(
+        "name: w\npayments:\n  kyc_limits: {BASIC: {PAY: 50000}}\nmerchants:\n"
+        "  m-strict: {payments: {kyc_limits: {BASIC: {PAY: 1000}}}}\n"
+    )
+    assert policies.payments_for("m-strict").kyc_limits["BASIC"]["PAY"] == 1000
+    assert policies.payments_for("m-strict").kyc_limits["BASIC"]["TRANSFER"] == 100_000
+    assert policies.payments_for("m-other").kyc_limits["BASIC"]["PAY"] == 50_000
+    rules = PaymentRules(NOW, policies, ModelState(), False)
+    out = Outputs(registry, "t.decisions", "t.traces", "t.dlq")
+    at_strict = payment("PAY", 5000, merchant_id="m-strict", payment_id="p-s")
+    elsewhere = payment("PAY", 5000, merchant_id="m-other", payment_id="p-o")
+    sent, _, _ = screen_payments(
+        batch([at_strict, elsewhere]), [WalletContext(BASIC), WalletContext(BASIC)], rules, out
+    )
+    decided = [registry.decode("Decision", o.value) for o in sent if o.topic == "t.decisions"]
+    traces = [registry.decode("DecisionTrace", o.value) for o in sent if o.topic == "t.traces"]
+    assert [d["decision"] for d in decided] == ["DECLINE", "APPROVE"]
+    assert [t["merchant_override"] for t in traces] == [True, False]
+    with pytest.raises(PolicyError, match=r"merchant m-x payments PAY: review_score 0\.95"):
+        load_policy_yaml(
+            "name: w\nmerchants:\n  m-x: {payments: {kinds: {PAY: {review_score: 0.95}}}}\n"
+        )
