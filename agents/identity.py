@@ -50,6 +50,20 @@ log = logging.getLogger(__name__)
 
 KATAKANA_ONLY = re.compile("[\u30a1-\u30fa\u30fc]+")
 SCRIPT = (Path(__file__).parent / "identity_graph.lua").read_text(encoding="utf-8")
+# ARGV: the parent hash, then identity ids; returns each id's root (read only)
+ROOTS_SCRIPT = """
+local out = {}
+for i = 2, #ARGV do
+  local node = ARGV[i]
+  for _ = 1, 64 do
+    local parent = redis.call('HGET', ARGV[1], node)
+    if not parent then break end
+    node = parent
+  end
+  out[#out + 1] = node
+end
+return out
+"""
 # Records per script call in resolve_overlapped. The first chunk's keys and the last chunk's
 # script run alone, so chunks are small; a call's fixed cost (~0.35 ms) keeps them from being
 # tiny. A small batch is still cut in two, down to MIN_CHUNK records a chunk.
@@ -158,6 +172,7 @@ class IdentityGraph:
         self.namespace = namespace
         self.fanout_limit = fanout_limit
         self._script = client.register_script(SCRIPT)
+        self._roots = client.register_script(ROOTS_SCRIPT)
 
     async def resolve(
         self,
@@ -190,6 +205,14 @@ class IdentityGraph:
         raw = await retrying(lambda: self._script(args=args), "identity")
         results = orjson.loads(raw) or []
         return [to_identity(r) for r in results]
+
+    async def roots(self, identity_ids: Sequence[str]) -> list[str]:
+        """The identities these ids belong to now (merges absorb ids), in one call."""
+        if not identity_ids:
+            return []
+        args = [f"{self.namespace}:parent", *identity_ids]
+        found = await retrying(lambda: self._roots(args=args), "identity")
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in found]
 
     async def root(self, identity_id: str) -> str:
         """The identity an id now belongs to (ids absorbed by a merge point to the survivor)."""

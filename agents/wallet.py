@@ -345,8 +345,9 @@ class PaymentScreening:
         rules: Callable[[datetime], PaymentRules],
         out: Outputs,
         max_bytes: int,
+        graph: IdentityGraph,
     ) -> None:
-        self.registry, self.state, self.wallet = reg, state, wallet
+        self.registry, self.state, self.wallet, self.graph = reg, state, wallet, graph
         self.rules, self.out, self.max_bytes = rules, out, max_bytes
 
     async def __call__(self, batch: list[Received]) -> list[Outgoing]:
@@ -380,6 +381,7 @@ class PaymentScreening:
             if found.trace is not None:
                 outgoing.append(Outgoing(self.out.traces, key, found.trace))
         contexts = await self.wallet.load([(c.payment, c.at_ms) for c in fresh])
+        await current_identities(self.graph, contexts)
         watch.lap("load")
         sent, changes, recorded = screen_payments(fresh, contexts, self.rules(now), self.out)
         watch.lap("screen")
@@ -390,6 +392,25 @@ class PaymentScreening:
         watch.lap("save")
         watch.log_if_slow("handler", len(batch))
         return outgoing + sent
+
+
+async def current_identities(graph: IdentityGraph, contexts: Sequence[WalletContext]) -> None:
+    """A transfer's two accounts as the identities they belong to now: an account keeps the
+    identity its KYC resolved to, which a later merge may have absorbed (self-transfers are
+    told by identity)."""
+    pairs = [
+        c
+        for c in contexts
+        if c.counterparty is not None
+        and c.payer.identity_id
+        and c.counterparty.identity_id
+        and c.payer.identity_id != c.counterparty.identity_id
+    ]
+    ids = [x for c in pairs for x in (c.payer.identity_id, c.counterparty.identity_id)]
+    roots = iter(await graph.roots(ids))  # type: ignore[arg-type]
+    for c in pairs:
+        c.payer = replace(c.payer, identity_id=next(roots))
+        c.counterparty = replace(c.counterparty, identity_id=next(roots))  # type: ignore[arg-type]
 
 
 def current_payment_rules(now: datetime) -> PaymentRules:
@@ -405,8 +426,9 @@ def payments_loop(settings: Settings, reg: SchemaRegistry) -> TransactionalLoop:
     )
     wallet = WalletState(client, settings.identity_namespace, secret)
     out = Outputs(reg, settings.topic("decisions"), settings.topic("traces"), settings.topic("dlq"))
+    graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
     handler = PaymentScreening(
-        reg, state, wallet, current_payment_rules, out, settings.max_event_bytes
+        reg, state, wallet, current_payment_rules, out, settings.max_event_bytes, graph
     )
     return TransactionalLoop(
         settings,

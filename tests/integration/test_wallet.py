@@ -106,6 +106,7 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
     for i, sender in enumerate(senders):
         setup += w.opened(sender, i)
     setup += w.opened("mine-1", 50, kyc="FULL") + w.opened("mine-2", 50, kyc="FULL")  # one person
+    setup += w.opened("later-1", 60, kyc="FULL") + w.opened("later-2", 61, kyc="FULL")
     setup += [
         w.login("l1", "victim", "dev-home", timedelta(days=30)),
         w.login("l2", "victim", "dev-attacker", timedelta(minutes=10)),
@@ -124,13 +125,21 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
         ),
     )  # KYC without the person
     produce(env, [*setup, bad])
-    accounts = ["mule", "victim", *senders, "mine-1", "mine-2"]
+    accounts = ["mule", "victim", *senders, "mine-1", "mine-2", "later-1", "later-2"]
     wait_for_keys(env, [f"wa:{a}" for a in accounts] + ["wl:victim", "wd:victim"])
     client = redis.Redis.from_url(env.redis_url)
     ids = [
         client.hget(f"{env.identity_namespace}:wa:{a}", "identity") for a in ("mine-1", "mine-2")
     ]
     assert ids[0] and ids[0] == ids[1], "two accounts of one person resolve to one identity"
+    # two people the graph merges after their KYC (here by hand, as identity_graph.lua's
+    # absorb does): their accounts keep the ids they resolved to, now one identity
+    first, second = (
+        client.hget(f"{env.identity_namespace}:wa:{a}", "identity").decode()
+        for a in ("later-1", "later-2")
+    )
+    assert first != second
+    client.hset(f"{env.identity_namespace}:parent", second, first)
 
     # five senders into the mule, then a sixth: declined once fan-in has built up
     produce(
@@ -149,9 +158,10 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
             w.transfer("self", "mine-1", "mine-2", 300_000, timedelta(minutes=4)),
             w.transfer("ato", "victim", "s0", 30_000, timedelta(minutes=3)),
             w.transfer("m5", senders[5], "mule", 5_000, timedelta(minutes=5)),  # sent twice
+            w.transfer("merged", "later-2", "later-1", 300_000, timedelta(minutes=2)),
         ],
     )
-    everything = decisions_by_payment(env, registry, 9, worker)
+    everything = decisions_by_payment(env, registry, 10, worker)
     assert everything["m5"]["decision"] == "DECLINE"
     assert everything["m5"]["reasons"][0] == "COUNTERPARTY_FAN_IN"
     assert (
@@ -160,7 +170,9 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
     )
     assert everything["ato"]["decision"] == "REVIEW"
     assert everything["ato"]["reasons"][0] == "NEW_DEVICE_BEFORE_CASH_OUT"
-    traces = collect(env, "traces", 9, worker=worker)
+    assert "SELF_TRANSFER" in everything["merged"]["reasons"]
+    assert everything["merged"]["decision"] == "APPROVE"
+    traces = collect(env, "traces", 10, worker=worker)
     assert {m.key().decode() for m in traces} == set(everything)
 
     dead = collect(env, "dlq", 1, worker=worker)
