@@ -327,8 +327,7 @@ def test_batch_rows_are_skipped_without_scikit_learn(tmp_path: Path, monkeypatch
     assert "batch HGB 1st half skipped" in shown and "scikit-learn is not installed" in shown
 
 
-def test_batch_rows_with_scikit_learn(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn")
+def test_batch_rows_with_scikit_learn(tmp_path: Path, sklearn_present: None) -> None:
     report = run(write_csv(tmp_path / "t.csv", entity_fraud()), delay="30m")
     assert report["batch"]["labelled"] == report["delayed"]["second_half"]["labelled"]
     assert report["batch"]["train"] + report["batch"]["labelled"] == report["labelled"]

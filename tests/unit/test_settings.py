@@ -35,3 +35,15 @@ def test_a_bad_value_is_refused(monkeypatch):
     monkeypatch.setenv("SHINSA_PARTITIONS", "zero")
     with pytest.raises(ValidationError):
         load_settings()
+
+
+def test_a_missing_tool_skips_a_test_on_a_laptop_and_fails_it_in_ci(monkeypatch):
+    from tests.unit import conftest
+
+    monkeypatch.setattr(conftest, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="nosuchtool missing"):
+        conftest.require("nosuchtool", False, "apt-get install it")
+    monkeypatch.setattr(conftest, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="under CI=true a missing tool fails"):
+        conftest.require("nosuchtool", False, "apt-get install it")
+    conftest.require("present", True, "")  # a tool that is there: nothing happens
