@@ -314,7 +314,7 @@ def payment_series(kind: str, decision: str) -> tuple[Any, Any]:
     return PAYMENT_DECISIONS.labels(kind, decision), PAYMENT_AMOUNT.labels(kind, decision)
 
 
-LATENCY_EVENT = LATENCY.labels("event")
+LATENCY_EVENT, LATENCY_INGEST = LATENCY.labels("event"), LATENCY.labels("ingest")
 for _kind in sorted(WALLET_KINDS):  # every series at 0 from the start, so rate() sees the first
     for _decision in ("APPROVE", "REVIEW", "DECLINE"):
         payment_series(_kind, _decision)
@@ -330,6 +330,7 @@ def record_payment_metrics(decision: dict[str, Any], score: float) -> None:
     if kind in ("TRANSFER", "WITHDRAW") and verdict in (DECLINE, REVIEW):
         CASH_OUT_STOPPED.labels(kind).inc(amount)
     LATENCY_EVENT.observe(max(decision["latency_event_ms"], 0.0) / 1000)
+    LATENCY_INGEST.observe(max(decision["latency_ingest_ms"], 0.0) / 1000)
     MODEL_SCORE.observe(score)
 
 

@@ -275,29 +275,13 @@ def show_payments(
 
 
 def show_kpis(console: Console, url: str) -> None:
+    """The worker's KPIs as `shinsa kpi` shows them (streams/kpi.py), not raw samples."""
+    from streams.kpi import from_worker, table
+
     try:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        text = urllib.request.urlopen(url, timeout=5).read().decode("utf-8", "replace")
     except OSError as exc:
         console.print(f"[yellow]could not read {url}: {exc}")
         return
-    wanted = (
-        "shinsa_decisions_total",
-        "shinsa_payment_decisions_total",
-        "shinsa_dlq_total",
-        "shinsa_events_in_total",
-        "shinsa_merchants_known",
-        "shinsa_identit",
-        "shinsa_model_info",
-        "shinsa_model_labels_learned",
-        "shinsa_model_roc_auc",
-        "shinsa_labels_total",
-        "shinsa_exposure_outstanding_yen",
-    )
-    lines = [
-        line
-        for line in text.splitlines()
-        if line.startswith(wanted) and not line.split("{")[0].split()[0].endswith("_created")
-    ]
     console.print(f"[bold]KPIs from the worker[/bold] ({url}, {datetime.now(UTC):%H:%M:%S} UTC):")
-    for line in lines[:80]:
-        console.print(f"  {line}", highlight=False)
+    console.print(table(from_worker(text, url)))

@@ -48,6 +48,8 @@ class Snapshot:
     model_version: str | None = None
     model_warm: float | None = None
     roc_auc: float | None = None
+    payments: dict[str, dict[str, float]] = field(default_factory=dict)  # kind → decision → n
+    cash_out_stopped: float = 0.0  # yen of transfers and withdrawals declined or reviewed
 
 
 # ---------------------------------------------------------------- fetching
@@ -156,6 +158,10 @@ def add_worker_sample(
         snap.model_warm = value
     elif name == "shinsa_model_roc_auc" and math.isfinite(value):
         snap.roc_auc = value
+    elif name == "shinsa_payment_decisions_total":
+        add(snap.payments.setdefault(labels["kind"], {}), labels["decision"], value)
+    elif name == "shinsa_cash_out_stopped_yen_total":
+        snap.cash_out_stopped += value
 
 
 def add(table: dict[str, float], key: str, value: float) -> None:
@@ -223,6 +229,11 @@ def from_prometheus(base_url: str, window: str) -> Snapshot:
     snap.model_version = ", ".join(sorted(versions)) or None
     snap.model_warm = p.one("min(shinsa_model_warm)")
     snap.roc_auc = p.one("max(shinsa_model_roc_auc >= 0)")
+    for labels, value in p.query(
+        f"sum by (kind, decision) (increase(shinsa_payment_decisions_total[{w}]))"
+    ):
+        snap.payments.setdefault(labels["kind"], {})[labels["decision"]] = value
+    snap.cash_out_stopped = p.one(f"sum(increase(shinsa_cash_out_stopped_yen_total[{w}]))") or 0.0
     return snap
 
 
@@ -265,9 +276,24 @@ def table(snap: Snapshot) -> Table:
     for category, counts in ranked:
         total = sum(counts.values())
         t.add_row(f"  {category}", f"{total:,.0f}, {share(counts.get('APPROVE', 0.0), total)}")
+    add_payment_rows(t, snap)
     add_risk_rows(t, snap)
     add_pipeline_rows(t, snap)
     return t
+
+
+def add_payment_rows(t: Table, snap: Snapshot) -> None:
+    """Wallet payments by kind: how many, and the share declined or sent to review."""
+    total = sum(sum(d.values()) for d in snap.payments.values())
+    if not total:
+        return
+    t.add_row("[bold]Wallet payments", f"{total:,.0f}; declined, review")
+    for kind, counts in sorted(snap.payments.items()):
+        n = sum(counts.values())
+        if n:
+            declined, review = counts.get("DECLINE", 0.0), counts.get("REVIEW", 0.0)
+            t.add_row(f"  {kind.lower()}", f"{n:,.0f}; {share(declined, n)}, {share(review, n)}")
+    t.add_row("  cash-out kept from leaving", f"¥{snap.cash_out_stopped:,.0f}")
 
 
 def add_risk_rows(t: Table, snap: Snapshot) -> None:

@@ -46,7 +46,8 @@ DECIDED_AMOUNT = Counter(
 )
 LATENCY = Histogram(
     "shinsa_decision_latency_seconds",
-    "Decision time minus the order's event time (source=event) or Kafka timestamp (source=ingest).",
+    "Decision time minus the order's or wallet payment's event time (source=event) or Kafka "
+    "timestamp (source=ingest).",
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )

@@ -250,3 +250,30 @@ def test_a_page_without_shinsa_metrics_is_a_clear_error():
 
     with pytest.raises(UserError, match="no shinsa_"):
         from_worker("# TYPE up gauge\nup 1\n", "http://elsewhere/metrics")
+
+
+def test_wallet_payments_appear_in_the_kpi_table_by_kind():
+    from rich.console import Console
+
+    from streams.kpi import from_worker, table
+
+    text = "\n".join(
+        [
+            "# TYPE shinsa_payment_decisions_total counter",
+            'shinsa_payment_decisions_total{decision="APPROVE",kind="TRANSFER"} 90',
+            'shinsa_payment_decisions_total{decision="DECLINE",kind="TRANSFER"} 10',
+            'shinsa_payment_decisions_total{decision="APPROVE",kind="PAY"} 50',
+            "# TYPE shinsa_cash_out_stopped_yen_total counter",
+            'shinsa_cash_out_stopped_yen_total{kind="TRANSFER"} 35000',
+            'shinsa_cash_out_stopped_yen_total{kind="WITHDRAW"} 5000',
+            "",
+        ]
+    )
+    snap = from_worker(text, "http://w/metrics")
+    assert snap.payments == {"TRANSFER": {"APPROVE": 90, "DECLINE": 10}, "PAY": {"APPROVE": 50}}
+    console = Console(width=100, record=True)
+    console.print(table(snap))
+    shown = console.export_text()
+    assert "Wallet payments" in shown and "150" in shown
+    assert "transfer" in shown and "10.0%" in shown
+    assert "¥40,000" in shown
