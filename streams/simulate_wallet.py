@@ -21,7 +21,8 @@ Fraud patterns (the truth is the payment's `fraud_pattern`):
 - `card_cash_out`: a fresh account charges with a stolen card and withdraws it at once;
 - `scam_transfer`: a user sends a large first transfer to someone new, talked into it.
 Fraud payments are labelled FRAUD_CONFIRMED (a stolen-card charge: CHARGEBACK) 2–10 days
-later; a share of legitimate ones LEGIT_CONFIRMED after a week (Outcome subject PAYMENT).
+later; legitimate ones LEGIT_CONFIRMED once a week passed without a dispute (Outcome subject
+PAYMENT).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 WALLET_PATTERNS = ("wallet_takeover", "mule_fan_in", "card_cash_out", "scam_transfer")
 CHARGE_CHANNELS = ("BANK_ACCOUNT", "CONVENIENCE_STORE", "ATM", "CARD", "SHOP_REGISTER")
 CHARGE_WEIGHTS = (45, 20, 15, 15, 5)
-LEGIT_LABEL_SHARE = 0.3
+MATURED_DAYS = 7  # a payment nobody disputed for a week is labelled legitimate
 
 
 class WalletTraffic:
@@ -145,11 +146,14 @@ class WalletTraffic:
             "ip": p.ip,
         }
         self.events.append(self.Event("payments", value, when, pattern))
-        if label is None and pattern is None and self.rng.random() < LEGIT_LABEL_SHARE:
-            label = "LEGIT_CONFIRMED"
+        if label is None and pattern is None:
+            label = "LEGIT_CONFIRMED"  # every payment is labelled: a skewed sample of labels
+            # would skew the model's probabilities, and so its thresholds, towards fraud
         if label is not None:
             delay = (
-                timedelta(days=7) if pattern is None else timedelta(days=self.rng.uniform(2, 10))
+                timedelta(days=MATURED_DAYS)
+                if pattern is None
+                else timedelta(days=self.rng.uniform(2, 10))
             )
             known = when + delay
             outcome = {

@@ -185,3 +185,56 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
     assert metrics['shinsa_payment_decisions_total{decision="DECLINE",kind="TRANSFER"}'] == 1
     assert metrics['shinsa_cash_out_stopped_yen_total{kind="TRANSFER"}'] == 35_000
     assert not worker.errors()
+
+
+def test_wallet_payments_are_decided_exactly_once_through_sigkills(env, worker, registry):
+    """The payments' loop under the orders' chaos: killed twice mid-stream, every wallet
+    payment has exactly one decision read_committed, and no verdict changed (a retried batch
+    finds its first attempt's history entries and skips them)."""
+    from streams.clients import Prepared, prepare
+    from streams.records import WALLET_KINDS
+    from streams.simulate import SimConfig, Simulator
+    from tests.bench.chaos import PacedProducer, Results, tally
+    from tests.integration.test_chaos import wait_for_progress
+
+    cfg = SimConfig(orders=300, seed=9, days=10, wallet_payments=1500, wallet_fraud_rate=0.05)
+    events = [e for e in Simulator(cfg).events() if not e.broken]
+    side = [
+        prepare(registry, e.topic, e.value) for e in events if e.topic in ("accounts", "logins")
+    ]
+    payments = [
+        prepare(registry, e.topic, e.value)
+        for e in events
+        if e.topic == "payments" and e.value["kind"] in WALLET_KINDS
+    ]
+    ids = {registry.decode("Payment", p.value)["payment_id"] for p in payments}
+    produce(env, [(p.topic, p.key, p.value) for p in side])
+    worker.start()
+    results = Results(env, registry, f"{env.app_id}-reader")
+    producer = PacedProducer(env, [Prepared(p.topic, p.key, p.value) for p in payments], 300.0)
+    producer.start()
+    try:
+        for _ in range(2):
+            wait_for_progress(results, ids, worker, timeout=60)
+            worker.kill()
+            worker.start()
+        producer.join(60)
+        assert not producer.is_alive() and producer.failed == []
+        deadline = time.monotonic() + 90
+        while not ids <= results.done:
+            wait_for_progress(results, ids, worker, timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        producer.stopping.set()
+        results.close()
+    assert worker.stop() == 0
+    final = Results(env, registry, f"{env.app_id}-final")
+    try:
+        assert final.read_all(timeout=60)
+    finally:
+        final.close()
+    counted = tally(ids, final.decisions, final.dead)
+    assert counted.missing == []
+    assert counted.duplicates == [], counted.duplicates[:10]
+    assert counted.verdict_changes == []
+    assert counted.decided == len(ids)
+    assert worker.errors() == []
