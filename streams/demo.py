@@ -116,7 +116,12 @@ def run_demo(
         # bulk replay sends them first, so the wallet sees them as it would have then
         first = [e for e in encoded if e[0] in ("accounts", "logins")]
         send_prepared(settings, first, "wallet accounts and logins")
-        time.sleep(3)
+        verified = {
+            e.value["account_id"]
+            for e in events
+            if e.topic == "accounts" and not e.broken and e.value["kind"] == "KYC_VERIFIED"
+        }
+        wait_for_accounts(settings, verified, worker, progress)
         rest = [e for e in encoded if e[0] not in ("accounts", "logins")]
         send_prepared(settings, rest, f"simulating {orders} orders (seed {seed})")
         decided = wait_for_decisions(
@@ -136,6 +141,40 @@ def run_demo(
         "`shinsa dlq`; `shinsa worker` to keep screening; `shinsa simulate --rate 200` for live "
         "traffic; `shinsa stack down` when done. The stack is still up."
     )
+
+
+def wait_for_accounts(
+    settings: Settings,
+    accounts: set[str],
+    worker: subprocess.Popen,
+    progress: Callable[[], Progress],
+    timeout: float = 120.0,
+) -> None:
+    """Until the worker has applied the verified accounts (its accounts agent writes each to
+    Redis; a worker just started takes seconds to be assigned its partitions)."""
+    import redis
+
+    from agents.state import Keys
+
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.identity_namespace)
+    names = [keys.wallet_account(a) for a in sorted(accounts)]
+    deadline = time.monotonic() + timeout
+    with progress() as bar:
+        task = bar.add_task("waiting for the wallet accounts", total=len(names), rate="")
+        while True:
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.hexists(name, "kyc")
+            done = sum(pipe.execute())
+            bar.update(task, completed=done)
+            if done >= len(names):
+                return
+            if worker.poll() is not None:
+                raise UserError(f"the worker exited with code {worker.returncode}; see its log")
+            if time.monotonic() > deadline:
+                raise UserError(f"only {done} of {len(names)} wallet accounts in {timeout:.0f}s")
+            time.sleep(0.5)
 
 
 def wait_for_decisions(
