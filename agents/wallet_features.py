@@ -12,6 +12,7 @@ The features and the fraud pattern each one is for:
 | feature                                  | pattern                                       |
 |------------------------------------------|-----------------------------------------------|
 | pay_count_1h / _24h, pay_amount_24h_log   | velocity of this kind on the account          |
+| payer_payments_30d_log, payer_age_days_log | a new or dormant payer (stolen-card top-ups)  |
 | pay_amount_vs_mean                        | amount against the account's own history      |
 | minutes_since_charge, cash_out_after_charge | stolen card charged, then withdrawn (cash-out) |
 | new_device_login_1h, failed_logins_1h     | account takeover before money leaves          |
@@ -190,6 +191,7 @@ def payment_features(payment: Payment, ctx: WalletContext, at_ms: int) -> dict[s
             sum(p.amount for p in same_kind if p.at_ms >= at_ms - DAY)
         ),
         "pay_all_count_1h": float(sum(p.at_ms >= at_ms - HOUR for p in history)),
+        "payer_payments_30d_log": math.log1p(len(history)),
         "payer_kyc=" + ctx.payer.kyc: 1.0,
         "payer_account_unknown": float(not ctx.payer.known),
     }
