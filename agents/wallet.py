@@ -231,21 +231,22 @@ class BatchHistory:
             self.incoming.setdefault(other, []).append(got)
 
     def seen_by(self, payment: Payment, loaded: WalletContext) -> WalletContext:
+        """`loaded` plus the batch's earlier payments; those Redis already has (a retried
+        batch finds its first attempt's entries) are not counted twice."""
         if not self.payments:
             return loaded
         payer = payment.account_id or ""
-        ctx = replace(loaded, payer_history=[*loaded.payer_history, *self.payments.get(payer, ())])
+        ctx = replace(loaded, payer_history=merged(loaded.payer_history, self.payments, payer))
         if payment.kind == "TRANSFER":
             other = payment.counterparty_account_id or ""
-            ctx.counterparty_history = [
-                *loaded.counterparty_history,
-                *self.payments.get(other, ()),
-            ]
-            ctx.counterparty_incoming = [
-                *loaded.counterparty_incoming,
-                *self.incoming.get(other, ()),
-            ]
+            ctx.counterparty_history = merged(loaded.counterparty_history, self.payments, other)
+            ctx.counterparty_incoming = merged(loaded.counterparty_incoming, self.incoming, other)
         return ctx
+
+
+def merged(loaded: Sequence[Any], batch: dict[str, list[Any]], account: str) -> list[Any]:
+    known = {entry.payment_id for entry in loaded}
+    return [*loaded, *(e for e in batch.get(account, ()) if e.payment_id not in known)]
 
 
 def screen_payments(

@@ -281,3 +281,29 @@ def test_a_merchant_s_own_wallet_rules_apply_to_payments_at_that_merchant(regist
         load_policy_yaml(
             "name: w\nmerchants:\n  m-x: {payments: {kinds: {PAY: {review_score: 0.95}}}}\n"
         )
+
+
+def test_a_retried_batch_does_not_count_its_first_attempt_twice(registry):
+    """The first attempt wrote its history entries, then the worker died before the Kafka
+    commit: the retry reads them back from Redis and must see each payment once."""
+    transfers = [
+        payment(payment_id=f"p{i}", counterparty_account_id=f"r{i}", amount=1000) for i in range(5)
+    ]
+    cands = batch(transfers)
+    first_attempt = [
+        PastPayment(c.at_ms, "TRANSFER", 1000, f"r{i}", c.payment.payment_id)
+        for i, c in enumerate(cands)
+    ]
+    retry = [WalletContext(BASIC, BASIC, payer_history=first_attempt) for _ in cands]
+    fresh = [WalletContext(BASIC, BASIC) for _ in cands]
+    policies = load_policy_yaml("name: w\npayments: {velocity_caps: {TRANSFER: {count_1h: 2}}}\n")
+    rules = PaymentRules(NOW + timedelta(seconds=10), policies, ModelState(), False)
+    out = Outputs(registry, "t.decisions", "t.traces", "t.dlq")
+
+    def verdicts(contexts):
+        sent, _, _ = screen_payments(cands, contexts, rules, out)
+        decided = [registry.decode("Decision", o.value) for o in sent if o.topic == "t.decisions"]
+        return [d["decision"] for d in decided]
+
+    assert verdicts(fresh) == ["APPROVE"] * 3 + ["REVIEW"] * 2  # the 4th has 3 before it
+    assert verdicts(retry) == verdicts(fresh)
