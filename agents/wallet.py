@@ -5,8 +5,8 @@
     payments (CHARGE, PAY, TRANSFER, WITHDRAW) ──> the "pay" transactional loop:
                  earlier decision of the payment id? re-sent       state.py
                  accounts, histories, logins: one Redis read       state.py WalletState
-                 screen_payments: features (wallet_features.py), score (model.py, the one
-                   model: payment features carry `payment_kind=…`), decide (wallet_rules.py)
+                 screen_payments: features (wallet_features.py), score (model.py: one
+                   estimator per payment kind in the one model), decide (wallet_rules.py)
                  histories, snapshots, decisions written; decisions, traces produced with
                  the input offsets in one Kafka transaction (streams/txloop.py)
 

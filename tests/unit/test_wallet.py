@@ -235,10 +235,19 @@ def test_the_model_is_warm_for_payments_only_once_it_learned_payments():
     for i in range(40):
         model.learn(pay_x, int(i % 4 == 0), None)
     assert model.warm_for_payments(20, 5) and model.payment_labels == 40
-    # a checkpoint written before payments were counted loads with none counted
+    # each payment kind has its own estimator; orders keep theirs
+    assert set(model.payment_estimators) == {"TRANSFER"}
+    assert model.estimator_for(pay_x) is model.payment_estimators["TRANSFER"]
+    assert model.estimator_for(order_x) is model.estimator
+    withdraw_x = payment_features(payment("WITHDRAW", 5000), WalletContext(BASIC), T)
+    assert model.score(withdraw_x) == pytest.approx(0.5)  # a kind not learned yet: no opinion
+    # a checkpoint written before payments were counted, or had estimators, loads with none
     state = pickle.loads(pickle.dumps(model))
-    del state.__dict__["payment_labels"], state.__dict__["payment_positives"]
-    assert pickle.loads(pickle.dumps(state)).payment_labels == 0
+    for name in ("payment_labels", "payment_positives", "payment_estimators"):
+        del state.__dict__[name]
+    old = pickle.loads(pickle.dumps(state))
+    assert old.payment_labels == 0 and old.payment_estimators == {}
+    assert old.score(order_x) == model.score(order_x)
 
 
 def test_a_payer_no_account_event_told_of_gets_the_policy_s_unknown_account_limits(registry):
