@@ -96,3 +96,13 @@ INVALID_COUNTERPARTY = "invalid_counterparty"
 INVALID_CHANNEL = "invalid_channel"
 KYC_INCOMPLETE = "kyc_incomplete"
 INVALID_LIMIT = "invalid_limit"
+
+
+MODEL_FEATURE = "MODEL_FEATURE"  # the metric label of every MODEL:<feature> reason
+
+
+def metric_reason(code: str) -> str:
+    """A reason as a metric label: the catalogue's codes, MODEL_FEATURE, or OTHER (bounded)."""
+    if code.startswith(MODEL_PREFIX):
+        return MODEL_FEATURE
+    return code if code in DECISION_REASONS else "OTHER"

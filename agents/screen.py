@@ -58,7 +58,14 @@ from agents.state import (
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
-from streams.metrics import DECIDED_AMOUNT, DECISIONS, LATENCY, MODEL_SCORE
+from streams.metrics import (
+    DECIDED_AMOUNT,
+    DECISION_REASONS,
+    DECISIONS,
+    DECISIONS_BY_METHOD,
+    LATENCY,
+    MODEL_SCORE,
+)
 from streams.records import Merchant, Order
 from streams.settings import Settings
 from streams.txloop import Received, Stopwatch, TransactionalLoop
@@ -239,10 +246,27 @@ LATENCY_EVENT = LATENCY.labels("event")
 LATENCY_INGEST = LATENCY.labels("ingest")
 
 
-def record_decision_metrics(decision: Mapping[str, Any]) -> None:
+@cache
+def reason_series(code: str, decision: str, subject: str) -> Any:
+    return DECISION_REASONS.labels(reasons.metric_reason(code), decision, subject)
+
+
+@cache
+def method_series(method: str, decision: str) -> Any:
+    return DECISIONS_BY_METHOD.labels(method, decision)
+
+
+def count_reasons(decision: Mapping[str, Any], subject: str) -> None:
+    for code in decision["reasons"]:
+        reason_series(code, decision["decision"], subject).inc()
+
+
+def record_decision_metrics(decision: Mapping[str, Any], method: str) -> None:
     count, amount = decision_series(decision["decision"], decision["merchant_category"])
     count.inc()
     amount.inc(decision["amount"])
+    method_series(method, decision["decision"]).inc()
+    count_reasons(decision, "ORDER")
     LATENCY_EVENT.observe(max(decision["latency_event_ms"], 0.0) / 1000)
     LATENCY_INGEST.observe(max(decision["latency_ingest_ms"], 0.0) / 1000)
 
@@ -371,7 +395,7 @@ def screen_one(
         changes.account_events.append((identity_id, "approved", order.order_id, order.amount))
     changes.snapshots.append((order.order_id, snapshot))
     changes.decided.append((order.order_id, decision, trace))
-    record_decision_metrics(screened.decision)
+    record_decision_metrics(screened.decision, order.payment_method)
     MODEL_SCORE.observe(screened.model_score)
     if screened.shadow is not None:
         SHADOW_DECISIONS.labels(screened.decision["decision"], screened.shadow.decision).inc()

@@ -34,7 +34,7 @@ from agents.identity import IdentityGraph, person_keys
 from agents.policies import policies
 from agents.policy import PolicySet
 from agents.scorer import scorer
-from agents.screen import Outputs, screening_ready, stop_worker, to_ms
+from agents.screen import Outputs, count_reasons, screening_ready, stop_worker, to_ms
 from agents.state import Changes, HotPathState, Snapshot, WalletState, redis_client
 from agents.validate import Rejection, check_account, check_payment, decode_event
 from agents.wallet_features import (
@@ -328,6 +328,7 @@ def record_payment_metrics(decision: dict[str, Any], score: float) -> None:
     count, yen = payment_series(kind, verdict)
     count.inc()
     yen.inc(amount)
+    count_reasons(decision, "PAYMENT")
     if kind in ("TRANSFER", "WITHDRAW") and verdict in (DECLINE, REVIEW):
         CASH_OUT_STOPPED.labels(kind).inc(amount)
     LATENCY_EVENT.observe(max(decision["latency_event_ms"], 0.0) / 1000)

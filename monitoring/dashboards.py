@@ -403,6 +403,34 @@ def business() -> Any:
         ),
     ):
         board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Why: reasons and payment methods"))
+    for panel in (
+        bars(
+            "Top reasons for reviews and declines",
+            "Reason codes of the orders and payments reviewed or declined in the selected "
+            "period, most frequent first (README lists every code; MODEL_FEATURE: a feature "
+            "the model named). A code that jumps is the first thing to look at in an alert.",
+            "short",
+            "topk(10, sum by (reason) (increase("
+            f'shinsa_decision_reasons_total{{decision!="APPROVE"}}[{RANGE}])))',
+            "{{reason}}",
+        ),
+        graph(
+            "Orders per minute by payment method and decision",
+            "Deferred payment (後払い), card, wallet and the others: how each is decided.",
+            "short",
+            [
+                (
+                    "60 * sum by (method, decision) "
+                    f"(rate(shinsa_decisions_by_method_total[{RATE}]))",
+                    "{{method}} {{decision}}",
+                )
+            ],
+            stacked=True,
+            axis="orders / min",
+        ),
+    ):
+        board = board.with_panel(panel)
     board = board.with_row(dashboard.Row("By merchant category"))
     for panel in (
         graph(

@@ -49,6 +49,7 @@ class Snapshot:
     model_warm: float | None = None
     roc_auc: float | None = None
     payments: dict[str, dict[str, float]] = field(default_factory=dict)  # kind → decision → n
+    refused_reasons: dict[str, float] = field(default_factory=dict)  # reviews and declines
     cash_out_stopped: float = 0.0  # yen of transfers and withdrawals declined or reviewed
 
 
@@ -158,6 +159,8 @@ def add_worker_sample(
         snap.model_warm = value
     elif name == "shinsa_model_roc_auc" and math.isfinite(value):
         snap.roc_auc = value
+    elif name == "shinsa_decision_reasons_total" and labels["decision"] != "APPROVE":
+        add(snap.refused_reasons, labels["reason"], value)
     elif name == "shinsa_payment_decisions_total":
         add(snap.payments.setdefault(labels["kind"], {}), labels["decision"], value)
     elif name == "shinsa_cash_out_stopped_yen_total":
@@ -233,6 +236,10 @@ def from_prometheus(base_url: str, window: str) -> Snapshot:
         f"sum by (kind, decision) (increase(shinsa_payment_decisions_total[{w}]))"
     ):
         snap.payments.setdefault(labels["kind"], {})[labels["decision"]] = value
+    snap.refused_reasons = p.by(
+        f'sum by (reason) (increase(shinsa_decision_reasons_total{{decision!="APPROVE"}}[{w}]))',
+        "reason",
+    )
     snap.cash_out_stopped = p.one(f"sum(increase(shinsa_cash_out_stopped_yen_total[{w}]))") or 0.0
     return snap
 
@@ -277,9 +284,22 @@ def table(snap: Snapshot) -> Table:
         total = sum(counts.values())
         t.add_row(f"  {category}", f"{total:,.0f}, {share(counts.get('APPROVE', 0.0), total)}")
     add_payment_rows(t, snap)
+    add_reason_rows(t, snap)
     add_risk_rows(t, snap)
     add_pipeline_rows(t, snap)
     return t
+
+
+def add_reason_rows(t: Table, snap: Snapshot, top: int = 5) -> None:
+    """The reason codes behind reviews and declines, most frequent first."""
+    ranked = sorted(
+        ((r, n) for r, n in snap.refused_reasons.items() if n > 0), key=lambda kv: -kv[1]
+    )
+    if not ranked:
+        return
+    t.add_row("[bold]Top reasons (review, decline)", "times listed")
+    for reason, n in ranked[:top]:
+        t.add_row(f"  {reason}", f"{n:,.0f}")
 
 
 def add_payment_rows(t: Table, snap: Snapshot) -> None:

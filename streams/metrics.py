@@ -44,6 +44,17 @@ DECIDED_AMOUNT = Counter(
     "Order amount (yen) of emitted decisions: GMV by outcome.",
     ["decision", "merchant_category"],
 )
+DECISION_REASONS = Counter(
+    "shinsa_decision_reasons_total",
+    "Reason codes of emitted decisions (agents/reasons.py; every MODEL:<feature> counts as "
+    "MODEL_FEATURE), once per code a decision lists, by decision and subject (ORDER, PAYMENT).",
+    ["reason", "decision", "subject"],
+)
+DECISIONS_BY_METHOD = Counter(
+    "shinsa_decisions_by_method_total",
+    "Orders decided, by payment method (DEFERRED, CARD, …) and decision.",
+    ["method", "decision"],
+)
 LATENCY = Histogram(
     "shinsa_decision_latency_seconds",
     "Decision time minus the order's or wallet payment's event time (source=event) or Kafka "

@@ -44,6 +44,8 @@ ALLOWED_LABELS = frozenset(
         "loop",  # the hot path's transactional loops, named in code (screen)
         "store",  # the Redis stores of agents/state.py (STORES)
         "stage",  # a hot-path batch's stages, named in code (Stopwatch laps)
+        "method",  # an order's payment method (the Order schema's enum)
+        "subject",  # ORDER or PAYMENT
     }
 )
 # Names that would carry personal data or unbounded identifiers.
@@ -277,3 +279,41 @@ def test_wallet_payments_appear_in_the_kpi_table_by_kind():
     assert "Wallet payments" in shown and "150" in shown
     assert "transfer" in shown and "10.0%" in shown
     assert "¥40,000" in shown
+
+
+def test_reason_labels_are_the_catalogue_s_codes_and_nothing_unbounded():
+    from agents import reasons
+
+    assert reasons.metric_reason("COUNTERPARTY_FAN_IN") == "COUNTERPARTY_FAN_IN"
+    assert reasons.metric_reason("MODEL:amount_log") == reasons.MODEL_FEATURE
+    assert reasons.metric_reason("MODEL:category=FOOD") == reasons.MODEL_FEATURE
+    assert reasons.metric_reason("something new") == "OTHER"
+
+
+def sample(decision: str, reason: str, subject: str, value: int) -> str:
+    labels = f'decision="{decision}",reason="{reason}",subject="{subject}"'
+    return f"shinsa_decision_reasons_total{{{labels}}} {value}"
+
+
+def test_top_reasons_of_reviews_and_declines_in_the_kpi_table():
+    from rich.console import Console
+
+    from streams.kpi import from_worker, table
+
+    text = "\n".join(
+        [
+            "# TYPE shinsa_decision_reasons_total counter",
+            sample("DECLINE", "COUNTERPARTY_FAN_IN", "PAYMENT", 7),
+            sample("REVIEW", "AMOUNT_OVER_REVIEW_LIMIT", "ORDER", 3),
+            sample("DECLINE", "AMOUNT_OVER_REVIEW_LIMIT", "ORDER", 2),
+            sample("APPROVE", "SCORE_MODEL", "ORDER", 900),
+            "",
+        ]
+    )
+    snap = from_worker(text, "http://w/metrics")
+    assert snap.refused_reasons == {"COUNTERPARTY_FAN_IN": 7, "AMOUNT_OVER_REVIEW_LIMIT": 5}
+    console = Console(width=100, record=True)
+    console.print(table(snap))
+    shown = console.export_text()
+    assert shown.index("COUNTERPARTY_FAN_IN") < shown.index("AMOUNT_OVER_REVIEW_LIMIT")
+    assert "SCORE_MODEL" not in shown  # approvals are not reasons to look at
