@@ -9,6 +9,7 @@ promtool and amtool come with Debian's prometheus and prometheus-alertmanager pa
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -249,3 +250,39 @@ def test_generator_check_mode_notices_a_stale_dashboard(tmp_path, monkeypatch, c
     assert dashboards.main(["--check"]) == 1
     assert "model.json" in capsys.readouterr().out
     assert Path(tmp_path / "business-kpis.json").exists()
+
+
+ALERT_TESTS = MONITORING / "prometheus" / "tests" / "alerts_test.yml"
+
+
+def rendered(text: str, value: str, labels: dict[str, str]) -> str:
+    """An annotation as Prometheus renders it, for the templates our rules use."""
+    out = re.sub(r"\{\{ \$value \| [a-zA-Z]+(?: \"[^\"]*\")? \}\}", value, text)
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], out)
+
+
+@promtool
+def test_alerts_fire_on_the_traffic_they_are_for(tmp_path):
+    """promtool test rules: each case's alert fires when it should, and not the day before."""
+    annotations = {a["alert"]: a["annotations"] for a in alert_rules()}
+    cases = yaml.safe_load(ALERT_TESTS.read_text())
+    cases["rule_files"] = [str(f) for f in RULE_FILES]
+    tested = set()
+    for case in cases["tests"]:
+        for check in case["alert_rule_test"]:
+            tested.add(check["alertname"])
+            for alert in check["exp_alerts"]:
+                given = alert.pop("render")
+                notes = annotations[check["alertname"]]
+                alert["exp_annotations"] = {
+                    k: rendered(v, given["value"], alert["exp_labels"]) for k, v in notes.items()
+                }
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(yaml.safe_dump(cases, allow_unicode=True))
+    result = run("promtool", "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {
+        "ShinsaFraudLossSpike",
+        "ShinsaDeclineRateSpikeByCategory",
+        "ShinsaPaymentDeclineRateSpike",
+    } <= tested
