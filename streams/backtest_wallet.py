@@ -83,7 +83,7 @@ class WalletMemory:
             facts.get("identity"),
             facts.get("kyc", "NONE"),
             facts.get("opened"),
-            "FROZEN" if facts.get("status") == "FROZEN" else facts.get("status", "ACTIVE"),
+            facts.get("status", "ACTIVE"),
             facts.get("limit"),
         )
 
