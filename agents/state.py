@@ -17,7 +17,7 @@ hashes, `keyed_hash`):
   `<ns>:wa:<account>` hash of what the accounts topic said (identity, kyc, opened, status,
   limit); `<ns>:wp:<account>` its payments of the last 30 days (score: event ms, member
   `kind|yen|counterparty|payment id`); `<ns>:wi:<account>` transfers it received in the last
-  day (`sender|yen|payment id`); `<ns>:wl:<account>` its logins of the last two hours
+  day (`sender|yen|payment id`); `<ns>:wl:<account>` its logins of the last week
   (`device hash|1 or 0|login id`); `<ns>:wd:<account>` devices it logged in from, scored by
   first use.
 - `<ns>:devfail:<device hash>` failed card authorisations per device, scored by event time.
@@ -537,7 +537,11 @@ class HotPathState:
 
 WALLET_HISTORY_TTL = 31 * 86_400
 WALLET_INCOMING_MS = 86_400_000
-WALLET_LOGINS_MS = 2 * 3_600_000
+# Logins are kept a week (at most LOGINS_MAX an account), though features look one hour back:
+# a login arrives before its payment is screened, but not always by an hour (a replay, a lagging
+# payments loop), and trimming to the newest login's hour dropped the takeover's login.
+WALLET_LOGINS_MS = 7 * 86_400_000
+WALLET_LOGINS_MAX = 500
 WALLET_DEVICES_TTL = 180 * 86_400
 
 
@@ -642,7 +646,8 @@ class WalletState:
                 key = keys.wallet_logins(login.account_id)
                 pipe.zadd(key, {seen.member(): at_ms}, nx=True)
                 pipe.zremrangebyscore(key, "-inf", at_ms - WALLET_LOGINS_MS)
-                pipe.expire(key, WALLET_LOGINS_MS // 1000 * 12)
+                pipe.zremrangebyrank(key, 0, -(WALLET_LOGINS_MAX + 1))
+                pipe.expire(key, WALLET_LOGINS_MS // 1000 + 86_400)
                 if login.success and device:
                     key = keys.wallet_devices(login.account_id)
                     pipe.zadd(key, {device: at_ms}, lt=True)

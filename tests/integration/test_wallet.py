@@ -109,7 +109,10 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
     setup += w.opened("later-1", 60, kyc="FULL") + w.opened("later-2", 61, kyc="FULL")
     setup += [
         w.login("l1", "victim", "dev-home", timedelta(days=30)),
-        w.login("l2", "victim", "dev-attacker", timedelta(minutes=10)),
+        w.login("l2", "victim", "dev-attacker", timedelta(hours=3, minutes=10)),
+        # the victim logs in again later, before the transfer is screened (a lagging loop):
+        # the attacker's login must still be there when the transfer is
+        w.login("l3", "victim", "dev-home", timedelta(minutes=10)),
     ]
     bad = (
         "accounts",
@@ -156,7 +159,7 @@ def test_wallet_rules_hold_end_to_end(env, worker, registry):
         [
             w.transfer("m5", senders[5], "mule", 5_000, timedelta(minutes=5)),
             w.transfer("self", "mine-1", "mine-2", 300_000, timedelta(minutes=4)),
-            w.transfer("ato", "victim", "s0", 30_000, timedelta(minutes=3)),
+            w.transfer("ato", "victim", "s0", 30_000, timedelta(hours=3)),
             w.transfer("m5", senders[5], "mule", 5_000, timedelta(minutes=5)),  # sent twice
             w.transfer("merged", "later-2", "later-1", 300_000, timedelta(minutes=2)),
         ],
