@@ -71,9 +71,9 @@ class Stopwatch:
     """Where a batch's time went: laps by stage, observed in `shinsa_batch_stage_seconds`
     and logged when the batch was slow (a pause is then explained in the worker's log)."""
 
-    def __init__(self, loop: str) -> None:
+    def __init__(self, loop: str, started: float | None = None) -> None:
         self.loop = loop
-        self.started = self.last = time.perf_counter()
+        self.started = self.last = time.perf_counter() if started is None else started
         self.laps: list[tuple[str, float]] = []
 
     def lap(self, stage: str) -> None:
@@ -244,9 +244,8 @@ class TransactionalLoop(Service):
             batch, polled = await asyncio.to_thread(self._poll)
             if not batch:
                 continue
-            watch = Stopwatch(self.loop_name)
-            watch.started = polled
-            watch.lap("queued")
+            watch = Stopwatch(self.loop_name, started=polled)
+            watch.lap("queued")  # polled in the I/O thread → back on the event loop
             self.handling = asyncio.ensure_future(self.handler(batch))
             try:
                 outgoing = await self.handling

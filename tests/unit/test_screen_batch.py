@@ -138,3 +138,22 @@ def test_a_batch_commits_past_its_last_offset_and_rewinds_to_its_first(offsets):
         mine = [m.offset for m in batch if m.partition == p]
         assert {tp.offset for tp in next_offsets(batch) if tp.partition == p} == {max(mine) + 1}
         assert {tp.offset for tp in first_offsets(batch) if tp.partition == p} == {min(mine)}
+
+
+def test_a_batch_s_stopwatch_counts_from_the_poll_and_says_where_the_time_went(caplog):
+    import logging
+    import re
+    import time
+
+    from streams.txloop import Stopwatch
+
+    polled = time.perf_counter() - 0.3  # taken 300 ms ago, in the I/O thread
+    watch = Stopwatch("screen", started=polled)
+    watch.lap("queued")
+    watch.lap("handle")
+    assert watch.laps[0][1] >= 0.3 and watch.total >= 0.3
+    with caplog.at_level(logging.WARNING, logger="streams.txloop"):
+        watch.log_if_slow("batch", 10)
+    assert "slow batch of 10 messages" in caplog.text
+    queued = re.search(r"queued (\d+) ms", caplog.text)
+    assert queued is not None and int(queued.group(1)) >= 300
