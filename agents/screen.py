@@ -195,29 +195,48 @@ def trace_of(
         "held": float(signals.held),
         **{f"identity_{k}": float(identity.get(k, 0)) for k in ("orders", "phones", "emails")},
     }
+    return trace_record(
+        decision,
+        verdict,
+        opinion,
+        features,
+        merchant_override=enriched.order.merchant_id in policies.merchants,
+        thresholds=thresholds_of(policy),
+        allowed_methods=list(policy.allowed_methods) if policy.allowed_methods else None,
+        inputs=inputs,
+        list_hits={
+            "hard_blocks": list(signals.lists.hard_blocks),
+            "allows": list(signals.lists.allows),
+            "blocks": list(signals.lists.blocks),
+        },
+    )
+
+
+def trace_record(
+    decision: Mapping[str, Any],
+    verdict: Verdict,
+    opinion: ModelOpinion,
+    features: Mapping[str, float],
+    **specific: Any,
+) -> dict[str, Any]:
+    """The DecisionTrace datum: what every decision records, and what its stage adds
+    (`specific`: thresholds, inputs, list hits, merchant override, allowed methods...)."""
     return {
         "order_id": decision["order_id"],
         "decided_at": decision["decided_at"],
         "decision": verdict.decision,
         "score": verdict.score,
         "reasons": list(verdict.reasons),
-        "policy_version": policies.version,
-        "merchant_override": enriched.order.merchant_id in policies.merchants,
-        "thresholds": thresholds_of(policy),
-        "allowed_methods": list(policy.allowed_methods) if policy.allowed_methods else None,
-        "inputs": inputs,
+        "policy_version": decision["policy_version"],
         "fired": list(verdict.fired),
-        "list_hits": {
-            "hard_blocks": list(signals.lists.hard_blocks),
-            "allows": list(signals.lists.allows),
-            "blocks": list(signals.lists.blocks),
-        },
         "model_version": opinion.version,
         "model_warm": opinion.warm,
         "model_score": opinion.score,
         "contributions": {},
         "features": dict(features),
         "shadow": None,
+        "allowed_methods": None,
+        **specific,
     }
 
 
@@ -402,10 +421,9 @@ def screen_one(
     return decision, trace
 
 
-def replay(accepted: Accepted, earlier: Earlier, out: Outputs) -> list[Outgoing]:
-    """The earlier decision (and its trace while kept) of an order decided before."""
-    REPLAYED.inc()
-    key = accepted.order.order_id.encode()
+def replay(key: bytes, earlier: Earlier, out: Outputs) -> list[Outgoing]:
+    """The earlier decision (and its trace while kept) of an order or payment decided before,
+    under its key (the order or payment id)."""
     sent = [Outgoing(out.decisions, key, earlier.decision)]
     if earlier.trace is not None:
         sent.append(Outgoing(out.traces, key, earlier.trace))
@@ -458,7 +476,8 @@ class OrderScreening:
             if found is None:
                 fresh.append(item)
             else:
-                outgoing += replay(item, found, self.out)
+                REPLAYED.inc()
+                outgoing += replay(item.order.order_id.encode(), found, self.out)
         watch.lap("earlier")
         lookup = partial(identity_lookup, secret=self.secret, dead_letters=outgoing, dlq=dlq)
         # computing the next chunk's keys overlaps the script call of this one

@@ -34,13 +34,22 @@ from agents.identity import IdentityGraph, person_keys
 from agents.policies import policies
 from agents.policy import PolicySet
 from agents.scorer import scorer
-from agents.screen import Outputs, count_reasons, screening_ready, stop_worker, to_ms
+from agents.screen import (
+    Outputs,
+    count_reasons,
+    replay,
+    screening_ready,
+    stop_worker,
+    to_ms,
+    trace_record,
+)
 from agents.state import Changes, HotPathState, Snapshot, WalletState, redis_client
 from agents.validate import Rejection, check_account, check_payment, decode_event
 from agents.wallet_features import (
     Incoming,
     PastPayment,
     WalletContext,
+    before,
     money_out_today,
     payment_features,
 )
@@ -126,10 +135,7 @@ def screen_payment(
     opinion = ModelOpinion(
         probability, rules.model.name, rules.warm, tuple(n for n, _ in contributions)
     )
-    out_today = money_out_today(
-        [p for p in ctx.payer_history if p.payment_id != payment.payment_id and p.at_ms < at_ms],
-        at_ms,
-    )
+    out_today = money_out_today(before(ctx.payer_history, at_ms, payment.payment_id), at_ms)
     signals = PaymentSignals(
         payer_status=ctx.payer.status,
         counterparty_status=ctx.counterparty.status if ctx.counterparty else None,
@@ -160,8 +166,8 @@ def screen_payment(
         "payment_kind": payment.kind,
         "account_id": payment.account_id,
     }
-    trace = payment_trace(decision, payment, policy, signals, verdict, opinion, features)
-    trace["merchant_override"] = (payment.merchant_id or "") in rules.policies.merchant_payments
+    override = (payment.merchant_id or "") in rules.policies.merchant_payments
+    trace = payment_trace(decision, payment, policy, signals, verdict, opinion, features, override)
     trace["contributions"] = dict(contributions)
     return decision, trace, features, probability
 
@@ -174,6 +180,7 @@ def payment_trace(
     verdict: Verdict,
     opinion: ModelOpinion,
     features: dict[str, float],
+    merchant_override: bool,
 ) -> dict[str, Any]:
     """The audit record of a payment decision (no PII: ids, numbers, codes)."""
     review, decline = policy.thresholds(payment.kind)
@@ -190,28 +197,18 @@ def payment_trace(
     inputs = {"amount": float(payment.amount), "money_out_today": float(signals.money_out_today)}
     if signals.daily_limit is not None:
         inputs["daily_limit"] = float(signals.daily_limit)
-    return {
-        "order_id": decision["order_id"],
-        "decided_at": decision["decided_at"],
-        "decision": verdict.decision,
-        "score": verdict.score,
-        "reasons": list(verdict.reasons),
-        "policy_version": decision["policy_version"],
-        "merchant_override": False,
-        "thresholds": thresholds,
-        "allowed_methods": None,
-        "inputs": inputs,
-        "fired": list(verdict.fired),
-        "list_hits": {"hard_blocks": [], "allows": [], "blocks": []},
-        "model_version": opinion.version,
-        "model_warm": opinion.warm,
-        "model_score": opinion.score,
-        "contributions": {},
-        "features": dict(features),
-        "shadow": None,
-        "subject": "PAYMENT",
-        "payment_kind": payment.kind,
-    }
+    return trace_record(
+        decision,
+        verdict,
+        opinion,
+        features,
+        merchant_override=merchant_override,
+        thresholds=thresholds,
+        inputs=inputs,
+        list_hits={"hard_blocks": [], "allows": [], "blocks": []},
+        subject="PAYMENT",
+        payment_kind=payment.kind,
+    )
 
 
 class BatchHistory:
@@ -379,10 +376,7 @@ class PaymentScreening:
                 fresh.append(candidate)
                 continue
             PAYMENTS_REPLAYED.inc()
-            key = candidate.payment.payment_id.encode()
-            outgoing.append(Outgoing(self.out.decisions, key, found.decision))
-            if found.trace is not None:
-                outgoing.append(Outgoing(self.out.traces, key, found.trace))
+            outgoing += replay(candidate.payment.payment_id.encode(), found, self.out)
         contexts = await self.wallet.load([(c.payment, c.at_ms) for c in fresh])
         await current_identities(self.graph, contexts)
         watch.lap("load")
