@@ -953,7 +953,8 @@ def main() -> None:
     try:
         app()
     except (UserError, StackError, CodecError, KafkaException, OSError, RedisError) as exc:
-        err.print("[red]error:[/red]", escape(str(exc)))  # user text may hold [brackets]
+        # user text may hold [brackets]; one line, however narrow the terminal
+        err.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
