@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agents.enrich import EnrichedOrder
+from agents.entities import EntityState, activity_features
 
 JST = timezone(timedelta(hours=9), "JST")
 WINDOWS_MS: dict[str, int] = {
@@ -122,10 +123,16 @@ def failures_before(times_ms: Sequence[int], now_ms: int, window_ms: int = 3_600
 
 
 def order_features(
-    enriched: EnrichedOrder, history: Sequence[PastOrder] = (), device_failures: int = 0
+    enriched: EnrichedOrder,
+    history: Sequence[PastOrder] = (),
+    device_failures: int = 0,
+    entities: Sequence[tuple[str, EntityState | None]] = (),
 ) -> dict[str, float]:
-    """All features of one order, given the identity's earlier orders and the failed card
-    authorisations from the order's device in the hour before it (card testing)."""
+    """All features of one order, given the identity's earlier orders, the failed card
+    authorisations from the order's device in the hour before it (card testing), and the
+    activity of its entities (identity, merchant, device; agents/entities.py) before it.
+    Their known risk depends on labels, so it is added where labels are known: the scorer
+    (agents/screen.py) and the backtest's replay."""
     order = enriched.order
     now_ms = int(order.event_time.timestamp() * 1000)
     amount = float(order.amount)
@@ -146,4 +153,6 @@ def order_features(
     features |= identity_features(enriched.identity, now_ms)
     features |= attribute_features(enriched.attributes)
     features |= velocity(history, now_ms)
+    for kind, state in entities:
+        features |= activity_features(kind, state, now_ms, amount)
     return features

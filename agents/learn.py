@@ -27,10 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from aiokafka import TopicPartition
 
+from agents.entities import RISK_WIDTH, Decayed, risk_values
 from agents.model import CheckpointError, ModelState, decode_checkpoint, encode_checkpoint, label_of
 from agents.scorer import MODEL_KEY, models_loaded
 from agents.state import Lease, LeaseLost, Snapshot, SnapshotStore, redis_client
@@ -43,6 +46,7 @@ from streams.topics import models_topic, outcomes_topic
 log = logging.getLogger(__name__)
 
 PENDING_RETRY_SECONDS = 2.0
+PROMOTE_CHECK_SECONDS = 1.0
 PENDING_MAX = 20_000  # waiting labels ride in the checkpoint, which must stay small
 
 
@@ -76,12 +80,34 @@ def join_label(state: ModelState, snapshot: Snapshot, label: Label, uncommitted:
     if in_model and seen == label.label:
         return "duplicate"
     prior = None if in_model else snapshot.score
-    state.learn(snapshot.features, label.label, prior)
+    prior_challenger = None if in_model else snapshot.challenger_score
+    state.learn_both(snapshot.features, label.label, prior, prior_challenger)
     snapshot.label, snapshot.learned_version = label.label, state.version + 1
     uncommitted.add(label.order_id)
     if seen is None and snapshot.event_ms:
         LABEL_DELAY.observe(max(0.0, (label.event_ms - snapshot.event_ms) / 1000))
     return "corrected" if in_model else "learned"
+
+
+class RiskChanges:
+    """A batch of labels' additions to their entities' known risk (agents/entities.py).
+
+    A label counts once per order, whatever the learner does: added when the snapshot first
+    gets a label, corrected when it changes (paid, then charged back), nothing when a learner
+    that lost its model re-learns a label the snapshot already holds."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Decayed] = {}
+
+    def add(self, refs: Sequence[str], known_ms: int, seen: int | None, label: int) -> None:
+        if seen == label or not refs:
+            return
+        values = risk_values(label) if seen is None else (0.0, float(label - seen))
+        for ref in refs:
+            sums = self.sums.get(ref)
+            if sums is None:
+                sums = self.sums[ref] = Decayed(RISK_WIDTH)
+            sums.add(known_ms, values)
 
 
 async def newest_checkpoint() -> ModelState:
@@ -120,6 +146,11 @@ class Learner:
         self.last_checkpoint = time.monotonic()
         self.last_renew = time.monotonic()
         self.last_pending = 0.0
+        self.last_promote_check = 0.0
+        if settings.model_challenger and state.challenger is None:
+            state.add_challenger(settings.model_challenger)
+            log.info("a %s challenger learns beside %s", settings.model_challenger, state.name)
+            self.dirty = True
 
     async def run(self) -> None:
         consumer = whole_topic_consumer(settings.kafka_bootstrap, outcomes_topic.get_topic_name())
@@ -140,6 +171,7 @@ class Learner:
                 labels = self.read(batches)
                 await self.join(labels)
                 await self.retry_pending()
+                await self.maybe_promote()
                 await self.maybe_checkpoint()
         finally:
             await consumer.stop()
@@ -167,6 +199,7 @@ class Learner:
             return
         snapshots = await self.store.load([label.order_id for label in labels])
         learned: list[tuple[str, Snapshot]] = []
+        risk = RiskChanges()
         by_order: dict[str, Snapshot] = {}  # one order's outcomes in a batch share it
         for label, found in zip(labels, snapshots, strict=True):
             snapshot = by_order.setdefault(label.order_id, found) if found else None
@@ -176,13 +209,15 @@ class Learner:
                 continue
             if retry:
                 self.state.pending.pop(label.order_id, None)
+            seen = snapshot.label
             result = join_label(self.state, snapshot, label, self.uncommitted)
             LABELS.labels(result).inc()
+            risk.add(snapshot.entities, label.event_ms, seen, label.label)
             if result != "duplicate":
                 learned.append((label.order_id, snapshot))  # a repeat rewrites the same
                 self.since_checkpoint += 1
             await asyncio.sleep(0)  # learning must not starve scoring in this event loop
-        await self.store.mark_learned(learned)
+        await self.store.mark_learned(learned, list(risk.sums.items()))
 
     def wait_for_snapshot(self, label: Label) -> None:
         if len(self.state.pending) >= PENDING_MAX:
@@ -210,6 +245,28 @@ class Learner:
         waiting = [Label(o, p["y"], p["k"], p["t"]) for o, p in self.state.pending.items()]
         for start in range(0, len(waiting), 1000):
             await self.join(waiting[start : start + 1000], retry=True)
+
+    async def maybe_promote(self) -> None:
+        """Apply a `shinsa model promote` request: swap champion and challenger, record it,
+        and publish the checkpoint at once so every scorer switches."""
+        if time.monotonic() - self.last_promote_check < PROMOTE_CHECK_SECONDS:
+            return
+        self.last_promote_check = time.monotonic()
+        raw = await self.store.take_promotion()
+        if raw is None:
+            return
+        if self.state.challenger is None:
+            log.warning("promotion requested, but %s has no challenger", self.state.name)
+            return
+        request = orjson.loads(raw)
+        record = self.state.promote(time.time(), str(request.get("by", "?")))
+        log.warning(
+            "promoted the %s challenger over %s (requested by %s)",
+            record["to"],
+            record["from"],
+            record["by"],
+        )
+        await self.checkpoint()
 
     async def maybe_checkpoint(self) -> None:
         due = self.since_checkpoint >= settings.model_checkpoint_labels or (

@@ -176,6 +176,10 @@ class ModelState:
     # one estimator per wallet payment kind (CHARGE, PAY, TRANSFER, WITHDRAW): measured better
     # than one shared with the orders (README, wallet backtest); orders use `estimator`
     payment_estimators: dict[str, Any] = field(default_factory=dict)
+    # champion / challenger: a second model learning from the same labels, scored in shadow
+    # (never deciding) until `shinsa model promote` swaps the two; each promotion is recorded
+    challenger: ModelState | None = None
+    promotions: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.estimator is None:
@@ -183,8 +187,11 @@ class ModelState:
         self.recent = deque(self.recent, maxlen=self.window)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Checkpoints written before payments had their own estimators load with none."""
+        """Checkpoints written before payments had their own estimators (or before the
+        challenger) load with none."""
         state.setdefault("payment_estimators", {})
+        state.setdefault("challenger", None)
+        state.setdefault("promotions", [])
         self.__dict__.update(state)
 
     def estimator_for(self, x: Mapping[str, float]) -> Any:
@@ -270,6 +277,50 @@ class ModelState:
         """The version as decisions report it."""
         return f"{self.kind}-v{self.version}"
 
+    def shadow_score(self, x: Mapping[str, float]) -> float | None:
+        """The challenger's score of these features, if there is a challenger."""
+        return None if self.challenger is None else self.challenger.score(x)
+
+    def learn_both(
+        self,
+        x: Mapping[str, float],
+        label: int,
+        prior_score: float | None,
+        prior_challenger: float | None,
+    ) -> None:
+        """Learn one label in the champion and the challenger (each judged on its own score)."""
+        self.learn(x, label, prior_score)
+        if self.challenger is not None:
+            self.challenger.learn(x, label, prior_challenger)
+
+    def add_challenger(self, kind: str) -> None:
+        """Start a challenger of this kind (it learns from the next label on)."""
+        self.challenger = ModelState(kind=kind, window=self.window)
+
+    def promote(self, at: float, by: str) -> dict[str, Any]:
+        """Swap champion and challenger (the champion stays on as the challenger, so a
+        promotion is undone by promoting again); returns the record kept in `promotions`."""
+        if self.challenger is None:
+            raise ValueError("no challenger to promote")
+        old, new = self.challenger, ModelState.__new__(ModelState)
+        new.__dict__.update(self.__dict__)  # the champion as it is, without the bookkeeping
+        new.challenger, new.promotions, new.offsets, new.pending = None, [], {}, {}
+        record = {
+            "at": at,
+            "by": by,
+            "from": self.kind,
+            "to": old.kind,
+            "from_metrics": self.metrics(),
+            "to_metrics": old.metrics(),
+            "version": self.version + 1,
+        }
+        keep = {k: self.__dict__[k] for k in ("version", "offsets", "pending", "promotions")}
+        self.__dict__.update(old.__dict__)
+        self.__dict__.update(keep)
+        self.challenger = new
+        self.promotions = [*keep["promotions"], record]
+        return record
+
     def summary(self) -> dict[str, Any]:
         """What `shinsa model status` and the metrics show (no model internals, no PII)."""
         return {
@@ -281,6 +332,18 @@ class ModelState:
             "payment_labels": self.payment_labels,
             "features": len(self.features),
             "updated_at": self.updated_at,
+            **self.metrics(),
+            "challenger": self.challenger.challenger_summary() if self.challenger else None,
+            "promotions": len(self.promotions),
+            "promoted_at": self.promotions[-1]["at"] if self.promotions else None,
+        }
+
+    def challenger_summary(self) -> dict[str, Any]:
+        """A challenger's part of the summary: what it is and how it does."""
+        return {
+            "kind": self.kind,
+            "labels": self.labels,
+            "positives": self.positives,
             **self.metrics(),
         }
 

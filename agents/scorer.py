@@ -19,10 +19,15 @@ from streams.app import app, settings
 from streams.follow import follow_topic
 from streams.metrics import (
     MODEL_AVERAGE_PRECISION,
+    MODEL_CHALLENGER_AVERAGE_PRECISION,
+    MODEL_CHALLENGER_INFO,
+    MODEL_CHALLENGER_LABELS,
+    MODEL_CHALLENGER_ROC_AUC,
     MODEL_INFO,
     MODEL_LABELS,
     MODEL_LOAD_FAILURES,
     MODEL_LOG_LOSS,
+    MODEL_PROMOTED_AT,
     MODEL_ROC_AUC,
     MODEL_WARM,
 )
@@ -74,6 +79,27 @@ def publish_model_metrics(state: ModelState, warm: bool) -> None:
         (MODEL_ROC_AUC, "roc_auc"),
         (MODEL_AVERAGE_PRECISION, "average_precision"),
         (MODEL_LOG_LOSS, "log_loss"),
+    ):
+        value = metrics[key]
+        gauge.set(float("nan") if value is None else value)
+    publish_challenger_metrics(state)
+
+
+def publish_challenger_metrics(state: ModelState) -> None:
+    MODEL_CHALLENGER_INFO.clear()
+    MODEL_PROMOTED_AT.set(state.promotions[-1]["at"] if state.promotions else 0)
+    challenger = state.challenger
+    if challenger is None:
+        for gauge in (MODEL_CHALLENGER_ROC_AUC, MODEL_CHALLENGER_AVERAGE_PRECISION):
+            gauge.set(float("nan"))
+        MODEL_CHALLENGER_LABELS.set(0)
+        return
+    MODEL_CHALLENGER_INFO.labels(challenger.kind).set(1)
+    MODEL_CHALLENGER_LABELS.set(challenger.labels)
+    metrics = challenger.metrics()
+    for gauge, key in (
+        (MODEL_CHALLENGER_ROC_AUC, "roc_auc"),
+        (MODEL_CHALLENGER_AVERAGE_PRECISION, "average_precision"),
     ):
         value = metrics[key]
         gauge.set(float("nan") if value is None else value)

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any
@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from agents import reasons
 from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
 from agents.enrich import EnrichedOrder, enrich_order
+from agents.entities import EntityState, activity_values, order_entities, risk_features
 from agents.exposure import apply_event, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
 from agents.identity import IdentityGraph, resolve_overlapped
@@ -53,6 +54,7 @@ from agents.state import (
     Loaded,
     Snapshot,
     empty_account,
+    entity_ref,
     redis_client,
 )
 from streams.codec import SchemaRegistry
@@ -80,6 +82,7 @@ class Screened:
     model_score: float
     trace: dict[str, Any]  # the DecisionTrace datum
     shadow: Verdict | None = None  # what the shadow policy would have decided
+    challenger_score: float | None = None  # the challenger model's shadow score, if any
 
 
 def screen_order(
@@ -98,10 +101,16 @@ def screen_order(
     secret: bytes,
     shadow: PolicySet | None = None,
     device_failures: int = 0,
+    entities: Sequence[tuple[str, EntityState | None]] = (),
 ) -> Screened:
-    """One validated, identified order, its identity's earlier orders and account → decision."""
+    """One validated, identified order, its identity's earlier orders and account, and its
+    entities' activity and known risk → decision."""
     enriched = enrich_order(order, merchants, identity, attributes)
-    features = order_features(enriched, history_before(history, order.order_id), device_failures)
+    past = history_before(history, order.order_id)
+    features = order_features(enriched, past, device_failures, entities)
+    event_ms = to_ms(order.event_time)
+    for kind, state in entities:
+        features |= risk_features(kind, state, event_ms)
     probability, contributions = model.assess(features, explain=warm)
     opinion = ModelOpinion(probability, model.name, warm, tuple(n for n, _ in contributions))
     keys = (
@@ -146,7 +155,8 @@ def screen_order(
             "score": shadow_verdict.score,
             "reasons": list(shadow_verdict.reasons),
         }
-    return Screened(decision, features, probability, trace, shadow_verdict)
+    challenger = model.shadow_score(features)
+    return Screened(decision, features, probability, trace, shadow_verdict, challenger)
 
 
 def policies_have_lists(*sets: PolicySet | None) -> bool:
@@ -240,7 +250,9 @@ def trace_record(
     }
 
 
-def snapshot_of(order: Order, screened: Screened) -> Snapshot:
+def snapshot_of(
+    order: Order, screened: Screened, entities: Sequence[tuple[str, str]] = ()
+) -> Snapshot:
     """What the learner and the exposure stage need when the outcome arrives (no PII)."""
     decision = screened.decision
     return Snapshot(
@@ -252,6 +264,8 @@ def snapshot_of(order: Order, screened: Screened) -> Snapshot:
         amount=order.amount,
         payment_method=order.payment_method,
         decision=decision["decision"],
+        entities=[ref for _, ref in entities],
+        challenger_score=screened.challenger_score,
     )
 
 
@@ -315,6 +329,13 @@ class Candidate:
     order: Order
     identity: dict[str, Any]
     attributes: dict[str, Any]
+    entities: list[tuple[str, str]] = field(default_factory=list)  # (kind, entity ref)
+
+
+def candidate_entities(order: Order, identity_id: str, secret: bytes) -> list[tuple[str, str]]:
+    """(kind, ref) of the entities an order is kept under (agents/entities.py)."""
+    pairs = order_entities(identity_id, order.merchant_id, order.device_id)
+    return [(kind, entity_ref(secret, kind, value)) for kind, value in pairs]
 
 
 @dataclass(slots=True)
@@ -399,14 +420,21 @@ def screen_one(
         secret=rules.secret,
         shadow=rules.shadow,
         device_failures=device_failures,
+        entities=[(kind, loaded.entities.get(ref)) for kind, ref in candidate.entities],
     )
-    snapshot = snapshot_of(order, screened)
+    snapshot = snapshot_of(order, screened, candidate.entities)
     decision = out.registry.encode("Decision", screened.decision)
     trace = out.registry.encode("DecisionTrace", screened.trace)
     # nothing below can fail: the order's state changes are recorded whole or not at all
     at_ms = to_ms(order.event_time)
     loaded.histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
     changes.history.append((identity_id, (at_ms, order.amount, order.order_id)))
+    for _, ref in candidate.entities:  # later orders of the batch see this one
+        state = loaded.entities.get(ref)
+        if state is None:
+            state = loaded.entities[ref] = EntityState()
+        state.record(at_ms, order.amount)
+        changes.record_activity(ref, at_ms, activity_values(order.amount))
     if screened.decision["decision"] == APPROVE and order.payment_method == "DEFERRED":
         loaded.accounts[identity_id] = apply_event(
             account, "approved", order.order_id, order.amount
@@ -492,10 +520,14 @@ class OrderScreening:
         for item, identity in done.found:
             record_identity_metrics(identity)
             view = identity_view(identity)
-            candidates.append(Candidate(item.message, item.order, view, item.attributes or {}))
+            entities = candidate_entities(item.order, view["identity_id"], self.secret)
+            candidates.append(
+                Candidate(item.message, item.order, view, item.attributes or {}, entities)
+            )
         loaded = await self.state.load(
             [c.identity["identity_id"] for c in candidates],
             [(c.order.device_id, to_ms(c.order.event_time)) for c in candidates],
+            [ref for c in candidates for _, ref in c.entities],
         )
         watch.lap("load")
         sent, changes = screen_batch(candidates, loaded, self.rules(datetime.now(UTC)), self.out)

@@ -43,7 +43,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agents.entities import ACTIVITY_WIDTH, RISK_WIDTH, Decayed, EntityState
 from agents.features import HISTORY_MAX, HISTORY_MS, PastOrder
 from agents.wallet_features import (
     DAY,
@@ -81,7 +82,9 @@ def lua(name: str) -> str:
 
 
 LOAD_SCRIPT = lua("state_load.lua")
-SAVE_SCRIPT = lua("accounts.lua") + lua("state_save.lua")  # accounts change through one rule
+# accounts change through one rule (accounts.lua), entities' decayed sums through another
+SAVE_SCRIPT = lua("accounts.lua") + lua("entities.lua") + lua("state_save.lua")
+LEARNED_SCRIPT = lua("entities.lua") + lua("entities_learn.lua")
 EVENTS_SCRIPT = lua("accounts.lua") + lua("account_events.lua")
 RECOUNT_SCRIPT = lua("account_totals.lua")
 ACCOUNT_EVENTS = ("approved", "unpaid", "repaid", "written_off")
@@ -144,6 +147,16 @@ def keyed_hash(secret: bytes, kind: str, value: str) -> str:
     return mac.digest()[:16].hex()
 
 
+def entity_ref(secret: bytes, kind: str, value: str) -> str:
+    """How an entity (identity, merchant, device, card) is named in Redis and in snapshots:
+    its kind and a keyed hash of its id, so a device id or card token is never a key."""
+    return f"{kind}:{keyed_hash(secret, 'entity:' + kind, value)}"
+
+
+def entity_kind(ref: str) -> str:
+    return ref.partition(":")[0]
+
+
 @dataclass(slots=True, frozen=True)
 class Keys:
     namespace: str
@@ -169,8 +182,16 @@ class Keys:
     def lease(self) -> str:
         return f"{self.namespace}:learner"
 
+    def promote(self) -> str:
+        """A pending `shinsa model promote` request, for the learner (expires unanswered)."""
+        return f"{self.namespace}:model:promote"
+
     def exposure(self) -> str:
         return f"{self.namespace}:exposure"
+
+    def entity(self, ref: str) -> str:
+        """An entity's activity and known risk (`ref`: kind and keyed hash, entity_ref)."""
+        return f"{self.namespace}:ent:{ref}"
 
     def wallet_account(self, account_id: str) -> str:
         return f"{self.namespace}:wa:{account_id}"
@@ -209,6 +230,8 @@ class Snapshot:
     decision: str
     label: int | None = None  # the label learned, once learned
     learned_version: int | None = None  # the model version that learned it
+    entities: list[str] = field(default_factory=list)  # entity refs: whose risk a label feeds
+    challenger_score: float | None = None  # the challenger's shadow score, if there was one
 
     def to_json(self) -> bytes:
         out: dict[str, Any] = {
@@ -223,6 +246,10 @@ class Snapshot:
         }
         if self.label is not None:
             out["y"], out["lv"] = self.label, self.learned_version
+        if self.entities:
+            out["e"] = self.entities
+        if self.challenger_score is not None:
+            out["c"] = self.challenger_score
         return orjson.dumps(out)
 
     @classmethod
@@ -239,6 +266,8 @@ class Snapshot:
             str(d.get("d", "")),
             d.get("y"),
             d.get("lv"),
+            list(d.get("e", ())),
+            d.get("c"),
         )
 
 
@@ -246,6 +275,7 @@ class SnapshotStore:
     def __init__(self, client: aioredis.Redis, namespace: str, ttl_seconds: float) -> None:
         self.client, self.keys = client, Keys(namespace)
         self.ttl = max(1, int(ttl_seconds))
+        self._learned = client.register_script(LEARNED_SCRIPT)
 
     async def load(self, order_ids: Sequence[str]) -> list[Snapshot | None]:
         if not order_ids:
@@ -254,18 +284,27 @@ class SnapshotStore:
         raw = await retrying(lambda: self.client.mget(keys), "snapshots")
         return [Snapshot.from_json(r) if r is not None else None for r in raw]
 
-    async def mark_learned(self, learned: Sequence[tuple[str, Snapshot]]) -> None:
-        """Store the label learned into each snapshot, keeping its TTL."""
-        if not learned:
+    async def take_promotion(self) -> bytes | None:
+        """A pending `shinsa model promote` request, taken (it is answered once)."""
+        key = self.keys.promote()
+        return await retrying(lambda: self.client.getdel(key), "lease")
+
+    async def mark_learned(
+        self,
+        learned: Sequence[tuple[str, Snapshot]],
+        risk: Sequence[tuple[str, Decayed]] = (),
+    ) -> None:
+        """Store the label learned into each snapshot (keeping its TTL) and add the labels to
+        their entities' known risk, in one atomic script (agents/entities_learn.lua)."""
+        if not learned and not risk:
             return
-
-        async def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for order_id, snapshot in learned:
-                pipe.set(self.keys.snapshot(order_id), snapshot.to_json(), keepttl=True)
-            await pipe.execute()
-
-        await retrying(write, "snapshots")
+        args: list[Any] = [len(learned)]
+        for order_id, snapshot in learned:
+            args += (self.keys.snapshot(order_id), snapshot.to_json())
+        args.append(len(risk))
+        for ref, sums in risk:
+            args += (self.keys.entity(ref), sums.to_text())
+        await retrying(lambda: self._learned(args=args), "snapshots")
 
 
 # ---------------------------------------------------------------- accounts
@@ -417,6 +456,7 @@ class Loaded:
     histories: dict[str, list[PastOrder]]
     accounts: dict[str, Account]
     device_failures: list[int]  # per probe, in order
+    entities: dict[str, EntityState] = field(default_factory=dict)  # by entity ref
 
 
 @dataclass(slots=True)
@@ -427,6 +467,22 @@ class Changes:
     account_events: list[tuple[str, str, str, int]]  # (identity, event, order id, yen)
     snapshots: list[tuple[str, Snapshot]]  # (order id, snapshot)
     decided: list[tuple[str, bytes, bytes]]  # (order id, Decision bytes, DecisionTrace bytes)
+    # entity ref → the batch's events of it (decayed sums) and the newest event's ms
+    activity: dict[str, tuple[Decayed, int]] = field(default_factory=dict)
+
+    def record_activity(self, ref: str, at_ms: int, values: Sequence[float]) -> None:
+        sums, last = self.activity.get(ref) or (Decayed(ACTIVITY_WIDTH), 0)
+        sums.add(at_ms, values)
+        self.activity[ref] = sums, max(last, at_ms)
+
+
+def entity_from_reply(reply: Sequence[bytes | None]) -> EntityState:
+    activity, risk, last = reply
+    return EntityState(
+        Decayed.from_text(ACTIVITY_WIDTH, activity),
+        Decayed.from_text(RISK_WIDTH, risk),
+        int(last or 0),
+    )
 
 
 def history_member(amount: int, order_id: str) -> str:
@@ -470,13 +526,18 @@ class HotPathState:
         ]
 
     async def load(
-        self, identity_ids: Sequence[str], probes: Sequence[tuple[str | None, int]]
+        self,
+        identity_ids: Sequence[str],
+        probes: Sequence[tuple[str | None, int]],
+        entity_refs: Sequence[str] = (),
     ) -> Loaded:
-        """Velocity histories and accounts of a batch's identities, and failed card
-        authorisations in the hour before each (device id, order ms) probe: one script call."""
+        """Velocity histories and accounts of a batch's identities, failed card
+        authorisations in the hour before each (device id, order ms) probe, and the entities'
+        activity and known risk: one script call."""
         unique = list(dict.fromkeys(identity_ids))
         asked = [(d, t) for d, t in probes if d]
-        if not unique and not asked:
+        refs = list(dict.fromkeys(entity_refs))
+        if not unique and not asked and not refs:
             return Loaded({}, {}, [0] * len(probes))
         keys = self.keys
         args: list[Any] = [len(unique)]
@@ -486,6 +547,8 @@ class HotPathState:
         for device_id, at_ms in asked:
             args += (keys.device(self.secret, device_id), at_ms)
         args.append(DEVICE_WINDOW_MS)
+        args.append(len(refs))
+        args += [keys.entity(ref) for ref in refs]
         raw = await retrying(lambda: self._load(args=args), "state")
         histories, accounts = {}, {}
         for i, identity_id in enumerate(unique):
@@ -494,15 +557,17 @@ class HotPathState:
             fields = raw[2 * i + 1]
             pairs = zip(fields[::2], fields[1::2], strict=True)
             accounts[identity_id] = account_from_hash(dict(pairs))
-        found = iter(raw[-1])
+        found = iter(raw[2 * len(unique)])
         failures = [int(next(found)) if d else 0 for d, _ in probes]
-        return Loaded(histories, accounts, failures)
+        tail = raw[2 * len(unique) + 1 :]
+        entities = {ref: entity_from_reply(r) for ref, r in zip(refs, tail, strict=True)}
+        return Loaded(histories, accounts, failures, entities)
 
     async def save(self, changes: Changes) -> None:
         """Write a batch's state changes and decisions atomically (one script: Redis runs it
         alone): a crash leaves all of them or none, so a retry either re-sends every decision
         or decides on unchanged state."""
-        if not (changes.history or changes.account_events or changes.decided):
+        if not (changes.history or changes.account_events or changes.decided or changes.activity):
             return
         keys = self.keys
         args: list[Any] = [
@@ -530,6 +595,9 @@ class HotPathState:
                 raise ValueError(f"snapshot {order_id} beside decision {decided_id}")
             args += (keys.snapshot(order_id), snapshot.to_json(), keys.decision(order_id))
             args += (decision, keys.trace(order_id), trace)
+        args.append(len(changes.activity))
+        for ref, (sums, last_ms) in changes.activity.items():
+            args += (keys.entity(ref), sums.to_text(), last_ms)
         await retrying(lambda: self._save(args=args), "state")
 
 

@@ -1,8 +1,10 @@
 -- The hot path's read of one batch (agents/state.py HotPathState.load), one call. Keys come
 -- from agents/state.py `Keys`, the one place they are laid out.
--- ARGV: n, (velocity key, account key) × n, m, (device key, order ms) × m, device window ms.
+-- ARGV: n, (velocity key, account key) × n, m, (device key, order ms) × m, device window ms,
+--   e, (entity key) × e.
 -- Returns {velocity of each identity as {member, score, ...}, account of each as {field,
--- value, ...}, failures in the window before each probe}.
+-- value, ...}, failures in the window before each probe, then each entity's {activity, risk,
+-- last event ms} (agents/entities.py)}.
 local n = tonumber(ARGV[1])
 local out = {}
 for j = 1, n do
@@ -18,4 +20,8 @@ for j = 1, m do
   counts[j] = redis.call('ZCOUNT', ARGV[i + 2 * j - 1], '(' .. (at - window), at)
 end
 out[#out + 1] = counts
+i = i + 2 * m + 2
+for j = 1, tonumber(ARGV[i]) do
+  out[#out + 1] = redis.call('HMGET', ARGV[i + j], 'a', 'r', 'l')
+end
 return out

@@ -8,7 +8,9 @@
 --   then the totals key and m approved deferred orders: totals key, m,
 --   (account key, order id, yen) × m,
 --   then k decided orders: k, (snapshot key, snapshot json, decision key, Decision bytes,
---   trace key, trace bytes) × k.
+--   trace key, trace bytes) × k,
+--   then e entities' activity: e, (entity key, activity text, newest event ms) × e
+--   (`add_activity` from entities.lua, prepended).
 local ttl, trace_ttl, hist_ttl = ARGV[1], ARGV[2], ARGV[3]
 local hist_ms, hist_max = tonumber(ARGV[4]), tonumber(ARGV[5])
 local i = 6
@@ -37,5 +39,10 @@ for _ = 1, tonumber(ARGV[i]) do
   redis.call('SET', ARGV[i + 3], ARGV[i + 4], 'EX', ttl)
   redis.call('SET', ARGV[i + 5], ARGV[i + 6], 'EX', trace_ttl)
   i = i + 6
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  add_activity(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  i = i + 3
 end
 return 1

@@ -272,7 +272,8 @@ def screen_payments(
                 trace_bytes = out.registry.encode("DecisionTrace", trace)
                 decided[payment.payment_id] = decision_bytes, trace_bytes
                 ref = payment_ref(payment.payment_id)
-                snapshot = payment_snapshot(candidate, decision, features, score)
+                challenger = rules.model.shadow_score(features)
+                snapshot = payment_snapshot(candidate, decision, features, score, challenger)
                 changes.snapshots.append((ref, snapshot))
                 changes.decided.append((ref, decision_bytes, trace_bytes))
                 recorded.append((payment, candidate.at_ms))
@@ -293,7 +294,11 @@ def screen_payments(
 
 
 def payment_snapshot(
-    candidate: PaymentCandidate, decision: dict[str, Any], features: dict[str, float], score: float
+    candidate: PaymentCandidate,
+    decision: dict[str, Any],
+    features: dict[str, float],
+    score: float,
+    challenger: float | None = None,
 ) -> Snapshot:
     return Snapshot(
         features=features,
@@ -304,6 +309,7 @@ def payment_snapshot(
         amount=candidate.payment.amount,
         payment_method="WALLET",
         decision=decision["decision"],
+        challenger_score=challenger,
     )
 
 

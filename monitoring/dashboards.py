@@ -245,20 +245,23 @@ def first_appearance(info_metric: str) -> str:
     return f"count by (version) ({info_metric}) unless count by (version) ({info_metric} offset 1m)"
 
 
+PROMOTED = "max(shinsa_model_promoted_timestamp_seconds)"
+# (name, colour, query, title): versions taking over, and challengers promoted
 ANNOTATIONS = (
-    ("Model version", "purple", "shinsa_model_info", "model"),
-    ("Policy version", "orange", "shinsa_policy_info", "policy"),
+    ("Model version", "purple", first_appearance("shinsa_model_info"), "model {{version}}"),
+    ("Policy version", "orange", first_appearance("shinsa_policy_info"), "policy {{version}}"),
+    ("Model promoted", "red", f"{PROMOTED} > {PROMOTED} offset 1m", "challenger promoted"),
 )
 
 
-def version_annotation(name: str, colour: str, metric: str) -> Any:
+def version_annotation(name: str, colour: str, query: str) -> Any:
     return (
         dashboard.AnnotationQuery()
         .name(name)
         .datasource(DATASOURCE)
         .enable(True)
         .icon_color(colour)
-        .expr(first_appearance(metric))
+        .expr(query)
     )
 
 
@@ -267,10 +270,8 @@ def finish(built: dict[str, Any]) -> dict[str, Any]:
     and how Prometheus annotations are titled and stepped."""
     for number_, panel in enumerate(built["panels"], 1):
         panel["id"] = number_
-    for annotation, (_, _, _, what) in zip(built["annotations"]["list"], ANNOTATIONS, strict=True):
-        annotation.update(
-            {"step": "1m", "titleFormat": f"{what} {{{{version}}}}", "tagKeys": "version"}
-        )
+    for annotation, (_, _, _, title) in zip(built["annotations"]["list"], ANNOTATIONS, strict=True):
+        annotation.update({"step": "1m", "titleFormat": title, "tagKeys": "version"})
     return built
 
 
@@ -286,8 +287,8 @@ def new_dashboard(title: str, uid: str, description: str) -> Any:
         .readonly()
         .tooltip(DashboardCursorSync.CROSSHAIR)
     )
-    for name, colour, metric, _ in ANNOTATIONS:
-        board = board.annotation(version_annotation(name, colour, metric))
+    for name, colour, query, _ in ANNOTATIONS:
+        board = board.annotation(version_annotation(name, colour, query))
     return board
 
 
@@ -847,11 +848,14 @@ def model() -> Any:
             "Ranking quality",
             "Progressive ROC AUC (fraud ranked above good orders) and average precision "
             "(how clean the top of the ranking is), each score judged before its label was "
-            "known. Falling after a version marker: roll the model back.",
+            "known. Falling after a version marker: roll the model back. The challenger's "
+            "(scored in shadow) beside them: above for long, `shinsa model promote` it.",
             "none",
             [
                 ("max(shinsa_model_roc_auc >= 0)", "ROC AUC"),
                 ("max(shinsa_model_average_precision >= 0)", "average precision"),
+                ("max(shinsa_model_challenger_roc_auc >= 0)", "challenger ROC AUC"),
+                ("max(shinsa_model_challenger_average_precision >= 0)", "challenger AP"),
             ],
             max_value=1,
         ),

@@ -32,7 +32,6 @@ import re
 import time
 import uuid
 from array import array
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,13 +43,19 @@ import orjson
 
 from agents.attributes import order_attributes
 from agents.enrich import EnrichedOrder, enrich_order
+from agents.entities import (
+    EntityState,
+    activity_features,
+    amount_bin,
+    order_entities,
+    risk_features,
+)
 from agents.features import (
     PastOrder,
     add_to_history,
     failures_before,
     history_before,
     order_features,
-    velocity,
 )
 from agents.model import (
     ESTIMATORS,
@@ -70,7 +75,6 @@ from streams.settings import Settings
 OUTCOME = "outcome"  # --delay outcome: a label is known when the simulator's outcome arrived
 DELAY_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 DELAY_PATTERN = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-RISK_WINDOWS_MS = {"1d": 86_400_000, "7d": 604_800_000, "30d": 2_592_000_000}
 RESOLVE_BATCH = 1000  # orders per identity script call (the worker's default batch)
 # Replay phases at one instant: a label that became known by then is learned before the
 # transactions of that instant are scored; a no-delay label right after its own score.
@@ -140,50 +144,22 @@ class History:
 
 
 class EntityRisk:
-    """Labels of each entity's transactions, added as they become known.
-
-    Kept per entity as transaction times (sorted) and running positive counts, so the share
-    of fraud among an entity's labelled transactions in a window costs two binary searches.
-    """
+    """Each entity's known labels (agents/entities.py), added at the time each became known."""
 
     def __init__(self) -> None:
-        self._times: dict[tuple[str, str], list[int]] = {}
-        self._labels: dict[tuple[str, str], list[int]] = {}
-        self._positives: dict[tuple[str, str], list[int]] = {}  # running sums of _labels
+        self.states: dict[tuple[str, str], EntityState] = {}
 
-    def learn(self, entities: Sequence[tuple[str, str]], at_ms: int, label: int) -> None:
+    def learn(self, entities: Sequence[tuple[str, str]], known_ms: int, label: int) -> None:
         for key in entities:
-            times = self._times.setdefault(key, [])
-            labels = self._labels.setdefault(key, [])
-            if not times or at_ms >= times[-1]:  # labels usually arrive in transaction order
-                times.append(at_ms)
-                labels.append(label)
-                sums = self._positives.setdefault(key, [])
-                sums.append((sums[-1] if sums else 0) + label)
-                continue
-            pos = bisect_right(times, at_ms)
-            times.insert(pos, at_ms)
-            labels.insert(pos, label)
-            running, total = [], 0
-            for y in labels:
-                total += y
-                running.append(total)
-            self._positives[key] = running
+            state = self.states.get(key)
+            if state is None:
+                state = self.states[key] = EntityState()
+            state.learn(known_ms, label)
 
     def features(self, entities: Sequence[tuple[str, str]], now_ms: int) -> dict[str, float]:
-        """Per entity and window: the share of known frauds and how many labels that is."""
         out: dict[str, float] = {}
         for key in entities:
-            column = key[0]
-            times = self._times.get(key, [])
-            sums = self._positives.get(key, [])
-            end = bisect_right(times, now_ms)
-            for name, width in RISK_WINDOWS_MS.items():
-                start = bisect_right(times, now_ms - width)
-                known = end - start
-                positives = (sums[end - 1] if end else 0) - (sums[start - 1] if start else 0)
-                out[f"{column}:risk_{name}"] = positives / known if known else 0.0
-                out[f"{column}:labelled_{name}"] = math.log1p(known)
+            out |= risk_features(key[0], self.states.get(key), now_ms)
         return out
 
 
@@ -298,7 +274,7 @@ def replay(
             assert txn.label is not None
             x = pending.pop(i)
             model.learn(x, txn.label, prior_score=scores[i])
-            risk.learn(txn.entities, txn.time_ms, txn.label)
+            risk.learn(txn.entities, at, txn.label)
             learned += 1
             if on_event is not None:
                 on_event("learn", i, at, x)
@@ -615,15 +591,21 @@ def simulated_history(
     with step(progress, "resolving identities", len(sim.orders)) as tick:
         identities = resolve_identities(sim.orders, settings, tick)
     txns = []
+    states: dict[tuple[str, str], EntityState] = {}
     with step(progress, "features", len(sim.orders)) as tick:
         for n, (enriched, history) in enumerate(enriched_orders(sim, identities), 1):
             order = enriched.order
+            at_ms = to_ms(order.event_time)
             label, known_ms = sim.labels.get(order.order_id, (None, None))
-            failures = failures_before(
-                sim.failed_auths.get(order.device_id or "", []), to_ms(order.event_time)
+            failures = failures_before(sim.failed_auths.get(order.device_id or "", []), at_ms)
+            keys = order_entities(
+                enriched.identity["identity_id"], order.merchant_id, order.device_id
             )
-            x = order_features(enriched, history, failures)
-            txns.append(Txn(to_ms(order.event_time), label, known_ms, x))
+            seen = [(kind, states.get((kind, value))) for kind, value in keys]
+            x = order_features(enriched, history, failures, seen)
+            for key in keys:  # as the worker records them once the order is decided
+                states.setdefault(key, EntityState()).record(at_ms, order.amount)
+            txns.append(Txn(at_ms, label, known_ms, x, tuple(keys)))
             if n % 1000 == 0:
                 tick(1000)
     return History(txns, "simulator")
@@ -658,6 +640,7 @@ class Columns:
     amount: str | None = None
     entities: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    pattern: str | None = None  # the truth's pattern name: reported per pattern, never learned
 
 
 def is_parquet(path: Path) -> bool:
@@ -697,6 +680,7 @@ def check_columns(path: Path, names: Sequence[str], cols: Columns) -> None:
         ("--amount", cols.amount),
         *(("--entity", e) for e in cols.entities),
         *(("--ignore", e) for e in cols.ignore),
+        ("--pattern", cols.pattern),
     ]:
         if name is not None and name not in names:
             raise UserError(f"{option} {name!r}: no such column in {path} (columns: {shown})")
@@ -796,7 +780,7 @@ def numeric_columns(table: Any, cols: Columns) -> tuple[list[str], list[str]]:
     """(used as features, ignored as not numeric): every column not named by an option."""
     import pyarrow.types as pt
 
-    named = {cols.label, cols.time, *cols.entities, *cols.ignore}
+    named = {cols.label, cols.time, cols.pattern, *cols.entities, *cols.ignore}
     used, ignored = [], []
     for f in table.schema:
         if f.name in named:
@@ -814,10 +798,17 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def amount_features(amount: float) -> dict[str, float]:
+    """The amount as the model sees it: its log, and its quarter-octave bin (agents/entities.py)."""
+    return {"amount_log": math.log1p(amount), f"amount_bin={amount_bin(amount)}": 1.0}
+
+
 def table_history(
     path: Path, cols: Columns, *, progress: Any = None, say: Callable[[str], None] = quiet
 ) -> History:
-    """Transactions of a CSV or Parquet export, with numeric and per-entity velocity features."""
+    """Transactions of a CSV or Parquet export: numeric columns, the amount, and each entity's
+    activity before the transaction (agents/entities.py; the known-risk part is added by the
+    replay, when labels are known)."""
     table = read_table(path, cols)
     if table.num_rows == 0:
         raise UserError(f"{path}: empty file (no rows)")
@@ -831,26 +822,39 @@ def table_history(
     labels = parse_labels(table.column(cols.label).to_pylist(), cols.label)
     times = parse_times(table.column(cols.time).to_pylist(), cols.time)
     numbers = {c: table.column(c).to_pylist() for c in used}
-    amounts = numbers[cols.amount] if cols.amount else [0] * len(times)
+    amounts = numbers[cols.amount] if cols.amount else None
     entities = {c: table.column(c).to_pylist() for c in cols.entities}
-    order = sorted(range(len(times)), key=lambda r: times[r])
-    histories: dict[tuple[str, str], list[PastOrder]] = {}
+    patterns = (
+        [None if v in (None, "") else str(v) for v in table.column(cols.pattern).to_pylist()]
+        if cols.pattern
+        else []
+    )
+    order = sorted(range(len(times)), key=times.__getitem__)
+    states: dict[tuple[str, str], EntityState] = {}
     txns = []
+    ordered_patterns: list[str | None] = []
     with step(progress, "features", len(order)) as tick:
         for n, r in enumerate(order, 1):
+            at_ms = times[r]
             x = {c: v for c in used if (v := finite(numbers[c][r])) is not None}
+            amount = max(0.0, finite(amounts[r]) or 0.0) if amounts else 0.0  # refunds: 0
+            if amounts:
+                x |= amount_features(amount)
             keys = tuple(
-                (c, str(entities[c][r])) for c in cols.entities if entities[c][r] not in (None, "")
+                (c, str(v)) for c in cols.entities if (v := entities[c][r]) not in (None, "")
             )
-            amount = max(0.0, finite(amounts[r]) or 0.0)  # a refund adds no spend
             for key in keys:
-                past = histories.get(key, [])
-                x |= {f"{key[0]}:{k}": v for k, v in velocity(past, times[r]).items()}
-                histories[key] = add_to_history(past, str(r), times[r], amount)
-            txns.append(Txn(times[r], labels[r], None, x, keys))
+                state = states.get(key)
+                x |= activity_features(key[0], state, at_ms, amount)
+                if state is None:
+                    state = states[key] = EntityState()
+                state.record(at_ms, amount)
+            txns.append(Txn(at_ms, labels[r], None, x, keys))
+            if patterns:  # legitimate transactions have no pattern, whatever the column says
+                ordered_patterns.append(patterns[r] if labels[r] == 1 else None)
             if n % 1000 == 0:
                 tick(1000)
-    return History(txns, "table", notes)
+    return History(txns, "table", notes, ordered_patterns)
 
 
 # ------------------------------------------------------------------ the command

@@ -17,10 +17,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from streams.errors import UserError
+from streams.progress import LineProgress, progress_for
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -56,15 +57,8 @@ def settings() -> Settings:
         ) from None
 
 
-def progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=err,
-    )
+def progress() -> Progress | LineProgress:
+    return progress_for(err)
 
 
 # ---------------------------------------------------------------- stack
@@ -634,20 +628,13 @@ def policy_hash(
     console.print(f"- {{kind: {kind}, hash: {hashed}}}", markup=False)
 
 
-@model_app.command("status")
-def model_status(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
-) -> None:
-    """The newest model checkpoint: version, labels learned, progressive metrics, features."""
-    from datetime import UTC, datetime
-
-    import orjson
-
+def newest_model_header(s: Settings) -> tuple[dict[str, Any] | None, int, int]:
+    """The summary of the newest verified checkpoint on the models topic (None: none yet),
+    the checkpoints read and those rejected (bad signature)."""
     from agents.model import CheckpointError, verify_checkpoint
     from agents.scorer import MODEL_KEY
     from streams.clients import read_topic
 
-    s = settings()
     secret = s.hash_key.get_secret_value().encode()
     newest: dict[str, Any] | None = None
     checkpoints = rejected = 0
@@ -662,31 +649,113 @@ def model_status(
             continue
         if newest is None or header["checkpoint"] > newest["checkpoint"]:
             newest = header
+    return newest, checkpoints, rejected
+
+
+def no_model_yet(s: Settings, rejected: int) -> UserError:
+    return UserError(
+        f"no model checkpoint on {s.topic('models')} yet ({rejected} rejected): the learner "
+        "publishes one once outcomes arrive (`shinsa worker`, then outcomes on "
+        f"{s.topic('outcomes')})"
+    )
+
+
+def iso_time(epoch_seconds: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    if not epoch_seconds:
+        return None
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+
+
+@model_app.command("status")
+def model_status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The newest model checkpoint: version, labels learned, progressive metrics, features,
+    and the challenger learning beside it, if any."""
+    import orjson
+
+    s = settings()
+    newest, checkpoints, rejected = newest_model_header(s)
     if newest is None:
-        raise UserError(
-            f"no model checkpoint on {s.topic('models')} yet ({rejected} rejected): the learner "
-            "publishes one once outcomes arrive (`shinsa worker`, then outcomes on "
-            f"{s.topic('outcomes')})"
-        )
+        raise no_model_yet(s, rejected)
     warm = newest["labels"] >= s.model_min_labels and newest["positives"] >= s.model_min_positives
     status = {**newest, "warm": warm, "checkpoints_on_topic": checkpoints, "rejected": rejected}
-    status["updated_at"] = datetime.fromtimestamp(newest["updated_at"], UTC).isoformat(
-        timespec="seconds"
-    )
+    status["updated_at"] = iso_time(newest["updated_at"])
+    status["promoted_at"] = iso_time(newest.get("promoted_at"))
     if as_json:
         sys.stdout.write(orjson.dumps(status).decode() + "\n")
         return
-    table = Table("field", "value", title=f"model {newest['version']}")
+    challenger = status.pop("challenger", None)
+    table = Table("field", "model", "challenger", title=f"model {newest['version']}")
     for key, value in status.items():
-        if isinstance(value, float):
-            value = f"{value:.4f}"
-        table.add_row(key, "—" if value is None else str(value))
+        other = challenger.get(key) if challenger else None
+        table.add_row(key, cell(value), cell(other) if key in (challenger or {}) else "")
     console.print(table)
+    if not challenger:
+        err.print("no challenger: set SHINSA_MODEL_CHALLENGER on the workers to start one")
     if not warm:
         err.print(
             f"cold start: decisions use the policy rules until {s.model_min_labels} labels "
             f"({s.model_min_positives} frauds) are learned"
         )
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "—" if value is None else str(value)
+
+
+@model_app.command("promote")
+def model_promote(
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the learner to switch the models.")
+    ] = 30.0,
+) -> None:
+    """Let the challenger decide: the learner swaps it with the model (which stays on as the
+    challenger, so promoting again undoes it), records the promotion and publishes it."""
+    import getpass
+    import socket
+
+    import orjson
+    import redis
+
+    from agents.state import Keys
+
+    s = settings()
+    before, _, rejected = newest_model_header(s)
+    if before is None:
+        raise no_model_yet(s, rejected)
+    if not before.get("challenger"):
+        raise UserError(
+            f"model {before['version']} has no challenger to promote: set "
+            "SHINSA_MODEL_CHALLENGER (logreg, tree or forest) on the workers and let it learn"
+        )
+    client = redis.Redis.from_url(s.redis_url)
+    key = Keys(s.identity_namespace).promote()
+    by = f"{getpass.getuser()}@{socket.gethostname()}"
+    request = orjson.dumps({"by": by, "at": time.time(), "checkpoint": before["checkpoint"]})
+    try:
+        client.set(key, request, ex=max(1, round(wait)))
+    except redis.RedisError as exc:
+        raise UserError(f"cannot reach Redis at {s.redis_url}: {exc}") from None
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        after, _, _ = newest_model_header(s)
+        if after and after.get("promotions", 0) > before.get("promotions", 0):
+            console.print(
+                f"promoted: {after['kind']} decides from {after['version']} on "
+                f"({before['kind']} is the challenger now; `shinsa model promote` undoes it)"
+            )
+            return
+    client.delete(key)
+    raise UserError(
+        f"no learner answered in {wait:g} s, nothing changed: is a worker running "
+        "(`shinsa worker`)? Try again with a longer --wait if the learner is busy"
+    )
 
 
 @identity_app.command("show")
@@ -854,10 +923,14 @@ def eval_history(
     amount: Annotated[str | None, typer.Option(help="Export: the amount column.")] = None,
     entity: Annotated[
         list[str] | None,
-        typer.Option(help="Export: velocity and risk per value of this column (repeatable)."),
+        typer.Option(help="Export: history and known risk per value of this column (repeatable)."),
     ] = None,
     ignore: Annotated[
         list[str] | None, typer.Option(help="Export: a column not to use (repeatable).")
+    ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(help="Export: each fraud's pattern name; recall reported per pattern."),
     ] = None,
     delay: Annotated[
         str | None,
@@ -880,7 +953,7 @@ def eval_history(
 
     from streams.backtest import Columns, EvalOptions, report_table, run_eval
 
-    columns = Columns(label, time_column, amount, tuple(entity or ()), tuple(ignore or ()))
+    columns = Columns(label, time_column, amount, tuple(entity or ()), tuple(ignore or ()), pattern)
     options = EvalOptions(delay, estimator, review_rate, columns, payments)
     with progress() as bar:
         report = run_eval(

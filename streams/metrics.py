@@ -87,6 +87,27 @@ MODEL_AVERAGE_PRECISION = Gauge(
 MODEL_LOG_LOSS = Gauge(
     "shinsa_model_log_loss", "Progressive log loss of scores given before each label was known."
 )
+MODEL_CHALLENGER_INFO = Gauge(
+    "shinsa_model_challenger_info",
+    "1 for the challenger's estimator kind, which scores in shadow beside the model (none: "
+    "no series).",
+    ["kind"],
+)
+MODEL_CHALLENGER_LABELS = Gauge(
+    "shinsa_model_challenger_labels_learned", "Labels the challenger has learned from."
+)
+MODEL_CHALLENGER_ROC_AUC = Gauge(
+    "shinsa_model_challenger_roc_auc",
+    "The challenger's progressive ROC AUC (its shadow scores, given before each label).",
+)
+MODEL_CHALLENGER_AVERAGE_PRECISION = Gauge(
+    "shinsa_model_challenger_average_precision",
+    "The challenger's progressive average precision.",
+)
+MODEL_PROMOTED_AT = Gauge(
+    "shinsa_model_promoted_timestamp_seconds",
+    "When the challenger was last promoted to decide (`shinsa model promote`); 0: never.",
+)
 MODEL_LOAD_FAILURES = Counter(
     "shinsa_model_load_failures_total",
     "Model checkpoints rejected (bad signature, unreadable); the previous model is kept.",

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     model_estimator: Literal["logreg", "tree", "forest"] = Field(
         "logreg", description="River estimator of a new model: logreg, tree or forest."
     )
+    model_challenger: Literal["", "logreg", "tree", "forest"] = Field(
+        "",
+        description="Estimator of a challenger that learns beside the model and scores in "
+        "shadow until `shinsa model promote` (empty: none).",
+    )
     model_min_labels: int = Field(
         500, ge=0, description="Labels the model must learn before it decides (cold start)."
     )

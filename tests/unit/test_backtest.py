@@ -200,28 +200,28 @@ def test_a_transaction_never_sees_its_own_label(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ entity risk
 
 
-def test_entity_risk_counts_labels_by_window() -> None:
+def test_entity_risk_counts_labels_from_when_they_are_known() -> None:
     risk = EntityRisk()
     a = (("customer", "a"),)
-    assert risk.features(a, 0)["customer:risk_1d"] == 0.0
+    assert risk.features(a, 0) == {}  # nothing known of it
     risk.learn(a, 0, 1)
     risk.learn(a, 10 * HOUR, 0)
-    risk.learn(a, 5 * HOUR, 0)  # out of order: kept sorted
-    now = 20 * HOUR
-    f = risk.features(a, now)
-    assert f["customer:risk_1d"] == pytest.approx(1 / 3)
-    assert f["customer:labelled_1d"] == pytest.approx(math.log1p(3))
-    f = risk.features(a, 26 * HOUR)  # the fraud at 0 h is now older than a day
-    assert f["customer:risk_1d"] == 0.0
-    assert f["customer:risk_7d"] == pytest.approx(1 / 3)
-    assert risk.features((("customer", "b"),), now)["customer:labelled_30d"] == 0.0
+    risk.learn(a, 5 * HOUR, 0)  # out of order: the sums do not care
+    f = risk.features(a, 10 * HOUR)
+    # decayed: the fraud known 10 h ago weighs exp(-10/24) in the 1-day sums
+    fraud, labels = math.exp(-10 / 24), math.exp(-10 / 24) + math.exp(-5 / 24) + 1
+    assert f["customer:risk_1d"] == pytest.approx(fraud / (labels + 1))
+    assert f["customer:frauds_1d"] == pytest.approx(math.log1p(fraud))
+    later = risk.features(a, 10 * 24 * HOUR)  # 10 days on: the 1-day sums have faded
+    assert later["customer:risk_1d"] < 0.01 < later["customer:risk_30d"]
+    assert risk.features((("customer", "b"),), 10 * HOUR) == {}
 
 
-def test_entity_risk_in_replay_counts_only_labels_known_by_then(tmp_path: Path) -> None:
+def test_entity_features_in_replay_count_only_labels_known_by_then(tmp_path: Path) -> None:
     rows = [
         {"when": BASE, "amount": 100, "customer": "a", "fraud": 1},
         {"when": BASE + timedelta(minutes=9), "amount": 100, "customer": "a", "fraud": 0},
-        {"when": BASE + timedelta(hours=2), "amount": 100, "customer": "a", "fraud": 0},
+        {"when": BASE + timedelta(hours=2), "amount": 500, "customer": "a", "fraud": 0},
         {"when": BASE + timedelta(hours=2), "amount": 100, "customer": "b", "fraud": 0},
     ]
     for row in rows:
@@ -234,13 +234,14 @@ def test_entity_risk_in_replay_counts_only_labels_known_by_then(tmp_path: Path) 
         "logreg",
         on_event=lambda what, i, at, x: seen.setdefault(i, dict(x)) if what == "score" else None,
     )
-    assert seen[1]["customer:risk_1d"] == 0.0  # the fraud at 0 h is known only at 1 h
-    assert seen[1]["customer:labelled_1d"] == 0.0
-    assert seen[2]["customer:risk_1d"] == 0.5  # known at 1 h and 1 h 9 min; not its own
-    assert seen[2]["customer:labelled_1d"] == pytest.approx(math.log1p(2))
-    assert seen[3]["customer:labelled_1d"] == 0.0  # another customer
-    assert seen[1]["customer:velocity_count_10m"] == 1.0
-    assert seen[2]["customer:velocity_count_24h"] == 2.0
+    assert "customer:risk_1d" not in seen[1]  # the fraud at 0 h is known only at 1 h
+    # at 2 h: the labels of 0 h and 0 h 9 min are known (at 1 h and 1 h 9 min), not its own
+    assert 0.3 < seen[2]["customer:risk_1d"] < 1 / 3
+    assert "customer:risk_1d" not in seen[3]  # another customer
+    assert seen[0]["customer:new"] == 1.0 and seen[1]["customer:new"] == 0.0
+    assert seen[1]["customer:n_1d"] == pytest.approx(math.log1p(math.exp(-9 / 1440)), rel=1e-6)
+    assert seen[1]["customer:since_h"] == pytest.approx(math.log1p(9 / 60))
+    assert seen[2]["customer:vs_mean_30d"] == pytest.approx(math.log1p(500) - math.log1p(100))
 
 
 # ------------------------------------------------------------------ inputs
@@ -277,7 +278,7 @@ def test_numeric_columns_are_features_and_others_are_named_once(tmp_path: Path) 
     path = write_csv(tmp_path / "t.csv", rows)
     history = table_history(path, COLUMNS, say=lambda m: None)
     names = set().union(*(t.x for t in history.txns))
-    assert {"amount", "noise", "customer:velocity_count_1h"} <= names
+    assert {"amount", "amount_log", "noise", "customer:n_1d", "customer:z_30d"} <= names
     assert "tx" not in names and "fraud" not in names and "when" not in names
     notes = run(path)["notes"]
     assert notes == ["not numeric, not used as features: tx, country"]
@@ -308,9 +309,9 @@ def test_parquet_nan_labels_refunds_and_blank_entities(tmp_path: Path) -> None:
     history = table_history(tmp_path / "t.parquet", COLUMNS)
     assert sum(t.label is None for t in history.txns) == 50  # NaN: not labelled
     blank = [t for t in history.txns if not t.entities]  # an empty cell is no customer
-    assert len(blank) == 40 and all("customer:velocity_count_1h" not in t.x for t in blank)
+    assert len(blank) == 40 and all("customer:new" not in t.x for t in blank)
     assert min(t.x["amount"] for t in history.txns) < 0  # as it is, but no negative spend
-    assert all(t.x.get("customer:velocity_amount_7d", 0) >= 0 for t in history.txns)
+    assert all(t.x.get("customer:mean_7d", 0) >= 0 for t in history.txns)
     report = run(tmp_path / "t.parquet", delay="0")
     assert report["delay"] == "none" and report["labelled"] == 150
 

@@ -149,3 +149,68 @@ def test_one_hot_features_are_learned_and_named():
     food = {"category=FOOD": 1.0, "amount_log": 8.0}
     assert state.score(tickets) > 3 * state.score(food)
     assert state.contributions(tickets)[0][0] == "category=TICKETS"
+
+
+# ---------------------------------------------------------------- champion / challenger
+
+
+def labelled(n: int, seed: int) -> list[tuple[dict[str, float], int]]:
+    """Fraud above an amount step: a tree draws it, a linear model only approaches it."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        amount = rng.uniform(0, 10)
+        out.append(({"amount": amount, "noise": rng.random()}, int(amount > 8)))
+    return out
+
+
+def test_a_challenger_learns_the_same_labels_judged_on_its_own_scores():
+    state = ModelState()
+    state.add_challenger("tree")
+    for x, y in labelled(3000, 1):
+        state.learn_both(x, y, state.score(x), state.shadow_score(x))
+    assert state.challenger is not None
+    assert state.challenger.labels == state.labels == 3000
+    assert state.challenger.positives == state.positives
+    mine, theirs = state.metrics(), state.challenger.metrics()
+    assert mine["roc_auc"] is not None and theirs["roc_auc"] is not None
+    assert mine["roc_auc"] != theirs["roc_auc"]  # each judged on the scores it gave
+    summary = state.summary()
+    assert summary["challenger"]["kind"] == "tree" and summary["promotions"] == 0
+    assert ModelState().shadow_score({"amount": 1.0}) is None  # no challenger: no shadow
+
+
+def test_promotion_swaps_the_models_keeps_the_learner_books_and_is_undone_by_another():
+    state = ModelState()
+    state.add_challenger("tree")
+    for x, y in labelled(500, 2):
+        state.learn_both(x, y, state.score(x), state.shadow_score(x))
+    state.version, state.offsets, state.pending = 9, {0: 500}, {"o9": {"y": 1}}
+    x = {"amount": 9.0, "noise": 0.5}
+    champion, challenger = state.score(x), state.shadow_score(x)
+    record = state.promote(1_800_000_000.0, "ops@host")
+    assert state.kind == "tree" and state.challenger is not None
+    assert state.challenger.kind == "logreg"
+    assert (state.score(x), state.shadow_score(x)) == (challenger, champion)
+    assert (state.version, state.offsets, state.pending) == (9, {0: 500}, {"o9": {"y": 1}})
+    assert record["from"] == "logreg" and record["to"] == "tree" and record["by"] == "ops@host"
+    assert state.summary()["promoted_at"] == 1_800_000_000.0
+    blob = encode_checkpoint(state, KEY)
+    loaded = decode_checkpoint(blob, KEY)
+    assert loaded.kind == "tree" and loaded.promotions == state.promotions
+    assert loaded.challenger is not None and loaded.challenger.score(x) == champion
+    state.promote(1_800_000_100.0, "ops@host")  # undo
+    assert state.kind == "logreg" and state.score(x) == champion
+    assert len(state.promotions) == 2 and state.challenger.challenger is None
+    with pytest.raises(ValueError, match="no challenger"):
+        ModelState().promote(0.0, "ops")
+
+
+def test_a_checkpoint_from_before_the_challenger_loads_without_one():
+    state = trained(50)
+    old = dict(state.__dict__)
+    del old["challenger"], old["promotions"], old["payment_estimators"]
+    before = ModelState.__new__(ModelState)
+    before.__setstate__(old)
+    assert before.challenger is None and before.promotions == []
+    assert before.summary()["challenger"] is None

@@ -1,0 +1,230 @@
+"""Entity history and delayed entity risk: the features fraud teams build per card, customer,
+terminal, merchant and device (pure, no I/O).
+
+Two things are kept per entity, each as sums that decay with time constants of 1, 7 and 30 days:
+
+- its activity: how many events, and the mean and spread of their log amounts, so an event can
+  be set against the entity's own habits (a leaked card spends five times its usual amount);
+- its known risk: how many of its labels are known, and how many of those are frauds. A label
+  counts from the time it became known (the outcome's time in the stream, the transaction's
+  time plus `--delay` in the backtest), never before, so a terminal that is being used for
+  fraud lights up as soon as its first frauds are reported, and no label leaks into a score
+  given before it was known.
+
+Why decayed sums and not sliding windows: a window needs every event of the window (a merchant
+has millions a month), decayed sums need 10 numbers an entity whatever its volume, and adding
+an event is commutative (the sum is Σ exp(-(t_ref - t_i) / τ) whatever the order), so two
+workers can add to one merchant at once with a Redis script (agents/entities.lua, the same
+arithmetic) and a late event still lands at its own time. With τ = 1 day an event of 1 day ago
+weighs 0.37; the `n_1d` feature is "about a day's worth of events".
+
+Non-linear effects for a linear model: the strongest ratios also come as one-hot bins (`=`),
+so a logistic regression can draw a step at a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+DAY_MS = 86_400_000
+SCALES: tuple[tuple[str, int], ...] = (("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
+ACTIVITY_WIDTH = 3  # per scale: count, Σ log amount, Σ (log amount)²
+RISK_WIDTH = 2  # per scale: labels known, frauds known
+SPREAD_FLOOR = 0.25  # log-amount spread below which an entity is "always the same amount"
+Z_CLIP = 8.0
+HAS_HISTORY = 0.05  # decayed count below which the entity's habits are unknown
+# one-hot bins: z-score of the amount against the entity's 30-day habits, known-fraud share
+Z_BINS = (-2.0, -1.0, 1.0, 2.0, 3.0, 4.0, 6.0)
+RISK_BINS = (0.0, 0.1, 0.3, 0.6)
+
+
+@dataclass(slots=True)
+class Decayed:
+    """Exponentially decayed sums referenced to `at_ms`, `width` of them per scale."""
+
+    width: int
+    at_ms: int = 0
+    sums: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.sums:
+            self.sums = [0.0] * (self.width * len(SCALES))
+
+    def at(self, now_ms: int) -> list[float]:
+        """The sums as seen at `now_ms` (not before the reference: nothing is un-learned)."""
+        gap = now_ms - self.at_ms
+        if gap <= 0:
+            return list(self.sums)
+        out = []
+        w = self.width
+        for k, (_, tau) in enumerate(SCALES):
+            factor = math.exp(-gap / tau)
+            out.extend(v * factor for v in self.sums[k * w : (k + 1) * w])
+        return out
+
+    def add(self, at_ms: int, values: Sequence[float]) -> None:
+        """Add one event's values at its own time (commutative: order of arrival is free)."""
+        w = self.width
+        if self.empty:
+            self.at_ms = at_ms
+        if at_ms > self.at_ms:
+            self.sums = self.at(at_ms)
+            self.at_ms = at_ms
+            gap = 0
+        else:
+            gap = self.at_ms - at_ms
+        for k, (_, tau) in enumerate(SCALES):
+            factor = math.exp(-gap / tau) if gap else 1.0
+            for j in range(w):
+                self.sums[k * w + j] += values[j] * factor
+
+    def merge(self, other: Decayed) -> None:
+        """Add another entity's sums (a batch's events, or a merged entity), commutatively."""
+        if other.empty:
+            return
+        if self.empty or other.at_ms > self.at_ms:
+            self.sums = self.at(other.at_ms)
+            self.at_ms = other.at_ms
+        gap = self.at_ms - other.at_ms
+        w = self.width
+        for k, (_, tau) in enumerate(SCALES):
+            factor = math.exp(-gap / tau) if gap else 1.0
+            for j in range(w):
+                self.sums[k * w + j] += other.sums[k * w + j] * factor
+
+    @property
+    def empty(self) -> bool:
+        """Nothing added yet (then `at_ms` means nothing)."""
+        return not any(self.sums)
+
+    def to_text(self) -> str:
+        """`at,sum,sum,...` as Redis keeps it (agents/entities.lua reads and writes the same)."""
+        return ",".join([str(self.at_ms), *(repr(v) for v in self.sums)])
+
+    @classmethod
+    def from_text(cls, width: int, raw: bytes | str | None) -> Decayed:
+        """The sums from Redis; empty (nothing known) if absent or not of this width."""
+        if not raw:
+            return cls(width)
+        parts = (raw.decode() if isinstance(raw, bytes) else raw).split(",")
+        if len(parts) != 1 + width * len(SCALES):
+            return cls(width)
+        return cls(width, int(float(parts[0])), [float(v) for v in parts[1:]])
+
+
+@dataclass(slots=True)
+class EntityState:
+    """What is known of one entity: its decayed activity and known labels, its last event."""
+
+    activity: Decayed = field(default_factory=lambda: Decayed(ACTIVITY_WIDTH))
+    risk: Decayed = field(default_factory=lambda: Decayed(RISK_WIDTH))
+    last_ms: int = 0
+
+    def record(self, at_ms: int, amount: float) -> None:
+        """An event of the entity (after it was scored)."""
+        self.activity.add(at_ms, activity_values(amount))
+        self.last_ms = max(self.last_ms, at_ms)
+
+    def learn(self, known_ms: int, label: int) -> None:
+        """A label of one of its events, known from `known_ms` on."""
+        self.risk.add(known_ms, risk_values(label))
+
+
+def activity_values(amount: float) -> tuple[float, float, float]:
+    """What one event adds to its entity's activity sums."""
+    log_amount = math.log1p(max(0.0, amount))
+    return 1.0, log_amount, log_amount * log_amount
+
+
+def risk_values(label: int, first: bool = True) -> tuple[float, float]:
+    """What one label adds to its entity's risk sums; a corrected label (paid, then charged
+    back) adds only its fraud, its label being counted already."""
+    return (1.0 if first else 0.0), float(label)
+
+
+def activity_features(
+    name: str, state: EntityState | None, now_ms: int, amount: float
+) -> dict[str, float]:
+    """The event against the entity's earlier events (`state` holds only earlier ones)."""
+    log_amount = math.log1p(max(0.0, amount))
+    if state is None or not state.last_ms:
+        return {f"{name}:new": 1.0}
+    sums = state.activity.at(now_ms)
+    out: dict[str, float] = {
+        f"{name}:new": 0.0,
+        f"{name}:since_h": math.log1p(max(0, now_ms - state.last_ms) / 3_600_000),
+    }
+    z_30d = 0.0
+    for k, (scale, _) in enumerate(SCALES):
+        count, total, squares = sums[3 * k : 3 * k + 3]
+        out[f"{name}:n_{scale}"] = math.log1p(count)
+        if count < HAS_HISTORY:
+            continue
+        mean = total / count
+        spread = math.sqrt(max(0.0, squares / count - mean * mean))
+        z = max(-Z_CLIP, min(Z_CLIP, (log_amount - mean) / max(spread, SPREAD_FLOOR)))
+        out[f"{name}:mean_{scale}"] = mean
+        out[f"{name}:vs_mean_{scale}"] = log_amount - mean
+        out[f"{name}:z_{scale}"] = z
+        if scale == "30d":
+            z_30d = z
+    out[f"{name}:z_30d_bin={bin_of(z_30d, Z_BINS)}"] = 1.0
+    return out
+
+
+def risk_features(name: str, state: EntityState | None, now_ms: int) -> dict[str, float]:
+    """The share of the entity's known labels that are frauds, as known at `now_ms`."""
+    if state is None or state.risk.empty:
+        return {}
+    sums = state.risk.at(now_ms)
+    out: dict[str, float] = {}
+    top = 0.0
+    for k, (scale, _) in enumerate(SCALES):
+        labels, frauds = sums[2 * k], sums[2 * k + 1]
+        share = frauds / (labels + 1.0)  # one imaginary good label: 1 fraud of 1 is not 100 %
+        out[f"{name}:risk_{scale}"] = share
+        out[f"{name}:frauds_{scale}"] = math.log1p(frauds)
+        top = max(top, share)
+    out[f"{name}:risk_bin={bin_of(top, RISK_BINS)}"] = 1.0
+    return out
+
+
+def bin_of(value: float, edges: Sequence[float]) -> int:
+    """The index of the bin `value` falls in (0 below the first edge)."""
+    n = 0
+    for edge in edges:
+        if value > edge:
+            n += 1
+    return n
+
+
+def amount_bin(amount: float) -> int:
+    """Quarter-octave bins of the amount (a step at any threshold is within 19 %)."""
+    return int(4 * math.log2(amount)) if amount >= 1 else 0
+
+
+def entity_features(
+    entities: Iterable[tuple[str, EntityState | None]], now_ms: int, amount: float
+) -> dict[str, float]:
+    """Activity and known risk of each (kind, state) entity of one event."""
+    out: dict[str, float] = {}
+    for kind, state in entities:
+        out |= activity_features(kind, state, now_ms, amount)
+        out |= risk_features(kind, state, now_ms)
+    return out
+
+
+# The entities of an order in the stream, by kind; the card fingerprint is a payment's.
+ORDER_ENTITIES = ("identity", "merchant", "device")
+
+
+def order_entities(
+    identity_id: str, merchant_id: str, device_id: str | None
+) -> list[tuple[str, str]]:
+    """(kind, id) of each entity an order is kept under (no device: none)."""
+    out = [("identity", identity_id), ("merchant", merchant_id)]
+    if device_id:
+        out.append(("device", device_id))
+    return out
