@@ -216,8 +216,8 @@ def entity_features(
     return out
 
 
-# The entities of an order in the stream, by kind; the card fingerprint is a payment's.
-ORDER_ENTITIES = ("identity", "merchant", "device")
+# The entities of an order or payment in the stream, by kind (a card fingerprint: payments).
+KINDS = ("identity", "merchant", "device", "card")
 
 
 def order_entities(
@@ -227,4 +227,22 @@ def order_entities(
     out = [("identity", identity_id), ("merchant", merchant_id)]
     if device_id:
         out.append(("device", device_id))
+    return out
+
+
+def payment_entities(
+    identity_id: str | None,
+    account_id: str | None,
+    merchant_id: str | None,
+    device_id: str | None,
+    card_fingerprint: str | None,
+) -> list[tuple[str, str]]:
+    """(kind, id) of each entity a wallet payment is kept under: the payer's identity (its
+    account until KYC tells who it is), the merchant paid, the device, the card charged."""
+    out = [("identity", identity_id or f"account:{account_id or ''}")]
+    for kind, value in (("merchant", merchant_id), ("device", device_id)):
+        if value:
+            out.append((kind, value))
+    if card_fingerprint:
+        out.append(("card", card_fingerprint))
     return out

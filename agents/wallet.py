@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from agents import reasons
 from agents.decide import DECLINE, REVIEW, ModelOpinion, Verdict
+from agents.entities import EntityState, activity_values, entity_features, payment_entities
 from agents.identity import IdentityGraph, person_keys
 from agents.policies import policies
 from agents.policy import PolicySet
@@ -43,7 +44,14 @@ from agents.screen import (
     to_ms,
     trace_record,
 )
-from agents.state import Changes, HotPathState, Snapshot, WalletState, redis_client
+from agents.state import (
+    Changes,
+    HotPathState,
+    Snapshot,
+    WalletState,
+    entity_ref,
+    redis_client,
+)
 from agents.validate import Rejection, check_account, check_payment, decode_event
 from agents.wallet_features import (
     Incoming,
@@ -99,6 +107,7 @@ class PaymentCandidate:
     message: Received
     payment: Payment
     at_ms: int
+    entities: list[tuple[str, str]] = field(default_factory=list)  # (kind, entity ref)
 
 
 @dataclass(slots=True)
@@ -125,12 +134,16 @@ def accept_payment(
 
 
 def screen_payment(
-    candidate: PaymentCandidate, ctx: WalletContext, rules: PaymentRules
+    candidate: PaymentCandidate,
+    ctx: WalletContext,
+    rules: PaymentRules,
+    entities: Sequence[tuple[str, EntityState | None]] = (),
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], float]:
     """One payment → (Decision datum, DecisionTrace datum, features, model score)."""
     payment, at_ms = candidate.payment, candidate.at_ms
     policy: PaymentPolicy = rules.policies.payments_for(payment.merchant_id)
     features = payment_features(payment, ctx, at_ms)
+    features |= entity_features(entities, at_ms, payment.amount)
     probability, contributions = rules.model.assess(features, explain=rules.warm)
     opinion = ModelOpinion(
         probability, rules.model.name, rules.warm, tuple(n for n, _ in contributions)
@@ -251,6 +264,7 @@ def screen_payments(
     contexts: Sequence[WalletContext],
     rules: PaymentRules,
     out: Outputs,
+    entities: dict[str, EntityState] | None = None,
 ) -> tuple[list[Outgoing], Changes, list[tuple[Payment, int]]]:
     """Decide a batch of payments: what to send, the snapshots and decisions to keep, and the
     payments to record in their accounts' histories. One `try` per payment down to encoding."""
@@ -259,6 +273,7 @@ def screen_payments(
     recorded: list[tuple[Payment, int]] = []
     decided: dict[str, tuple[bytes, bytes]] = {}
     batch = BatchHistory()
+    known = {} if entities is None else entities
     for candidate, loaded in zip(candidates, contexts, strict=True):
         payment = candidate.payment
         ctx = batch.seen_by(payment, loaded)
@@ -267,7 +282,8 @@ def screen_payments(
                 PAYMENTS_REPLAYED.inc()
                 decision_bytes, trace_bytes = decided[payment.payment_id]
             else:
-                decision, trace, features, score = screen_payment(candidate, ctx, rules)
+                seen = [(kind, known.get(ref)) for kind, ref in candidate.entities]
+                decision, trace, features, score = screen_payment(candidate, ctx, rules, seen)
                 decision_bytes = out.registry.encode("Decision", decision)
                 trace_bytes = out.registry.encode("DecisionTrace", trace)
                 decided[payment.payment_id] = decision_bytes, trace_bytes
@@ -278,6 +294,7 @@ def screen_payments(
                 changes.decided.append((ref, decision_bytes, trace_bytes))
                 recorded.append((payment, candidate.at_ms))
                 batch.add(payment, candidate.at_ms)
+                record_entities(candidate, known, changes)
                 record_payment_metrics(decision, score)
         except Exception as exc:  # a bug must not lose the rest of the batch
             msg = candidate.message
@@ -291,6 +308,19 @@ def screen_payments(
         outgoing.append(Outgoing(out.decisions, key, decision_bytes))
         outgoing.append(Outgoing(out.traces, key, trace_bytes))
     return outgoing, changes, recorded
+
+
+def record_entities(
+    candidate: PaymentCandidate, known: dict[str, EntityState], changes: Changes
+) -> None:
+    """The payment's entities have one more event (later payments of the batch see it)."""
+    values = activity_values(candidate.payment.amount)
+    for _, ref in candidate.entities:
+        state = known.get(ref)
+        if state is None:
+            state = known[ref] = EntityState()
+        state.record(candidate.at_ms, candidate.payment.amount)
+        changes.record_activity(ref, candidate.at_ms, values)
 
 
 def payment_snapshot(
@@ -309,6 +339,7 @@ def payment_snapshot(
         amount=candidate.payment.amount,
         payment_method="WALLET",
         decision=decision["decision"],
+        entities=[ref for _, ref in candidate.entities],
         challenger_score=challenger,
     )
 
@@ -385,8 +416,15 @@ class PaymentScreening:
             outgoing += replay(candidate.payment.payment_id.encode(), found, self.out)
         contexts = await self.wallet.load([(c.payment, c.at_ms) for c in fresh])
         await current_identities(self.graph, contexts)
+        for candidate, ctx in zip(fresh, contexts, strict=True):
+            candidate.entities = candidate_payment_entities(
+                candidate.payment, ctx, self.state.secret
+            )
+        refs = [ref for c in fresh for _, ref in c.entities]
+        entities = (await self.state.load([], [], refs)).entities
         watch.lap("load")
-        sent, changes, recorded = screen_payments(fresh, contexts, self.rules(now), self.out)
+        rules = self.rules(now)
+        sent, changes, recorded = screen_payments(fresh, contexts, rules, self.out, entities)
         watch.lap("screen")
         # histories first: a crash between the two writes leaves entries a retry skips (its
         # features exclude the payment's own id), never a decision without its history
@@ -395,6 +433,20 @@ class PaymentScreening:
         watch.lap("save")
         watch.log_if_slow("handler", len(batch))
         return outgoing + sent
+
+
+def candidate_payment_entities(
+    payment: Payment, ctx: WalletContext, secret: bytes
+) -> list[tuple[str, str]]:
+    """(kind, ref) of the entities a payment is kept under (agents/entities.py)."""
+    pairs = payment_entities(
+        ctx.payer.identity_id,
+        payment.account_id,
+        payment.merchant_id,
+        payment.device_id,
+        payment.card_fingerprint,
+    )
+    return [(kind, entity_ref(secret, kind, value)) for kind, value in pairs]
 
 
 async def current_identities(graph: IdentityGraph, contexts: Sequence[WalletContext]) -> None:

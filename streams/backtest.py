@@ -425,6 +425,7 @@ class Simulated:
     skipped: Counter[str] = field(default_factory=Counter)
     # device id → event ms of its failed card authorisations, sorted (agents/devices.py)
     failed_auths: dict[str, list[int]] = field(default_factory=dict)
+    patterns: dict[str, str] = field(default_factory=dict)  # fraud order id → its pattern
 
 
 def read_simulated(path: Path, registry: Any) -> Simulated:
@@ -440,6 +441,7 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
     skipped: Counter[str] = Counter()
     seen: set[str] = set()
     failed_auths: dict[str, list[int]] = {}
+    patterns: dict[str, str] = {}
     names = {
         "merchants": "Merchant",
         "orders": "Order",
@@ -479,13 +481,15 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
                     continue
                 seen.add(record.order_id)
                 orders.append(record)
+                if envelope.get("pattern"):  # the simulator's truth, for recall per pattern
+                    patterns[record.order_id] = str(envelope["pattern"])
             else:
                 outcomes.append(record)
     orders.sort(key=lambda o: o.event_time)
     for times in failed_auths.values():
         times.sort()
     labels = labels_of(orders, outcomes, skipped)
-    return Simulated(merchants, orders, labels, skipped, failed_auths)
+    return Simulated(merchants, orders, labels, skipped, failed_auths, patterns)
 
 
 def record_failed_auth(payment: Any, failed_auths: dict[str, list[int]]) -> None:
@@ -591,6 +595,7 @@ def simulated_history(
     with step(progress, "resolving identities", len(sim.orders)) as tick:
         identities = resolve_identities(sim.orders, settings, tick)
     txns = []
+    patterns: list[str | None] = []
     states: dict[tuple[str, str], EntityState] = {}
     with step(progress, "features", len(sim.orders)) as tick:
         for n, (enriched, history) in enumerate(enriched_orders(sim, identities), 1):
@@ -606,9 +611,10 @@ def simulated_history(
             for key in keys:  # as the worker records them once the order is decided
                 states.setdefault(key, EntityState()).record(at_ms, order.amount)
             txns.append(Txn(at_ms, label, known_ms, x, tuple(keys)))
+            patterns.append(sim.patterns.get(order.order_id) if label == 1 else None)
             if n % 1000 == 0:
                 tick(1000)
-    return History(txns, "simulator")
+    return History(txns, "simulator", patterns=patterns if any(patterns) else [])
 
 
 def wallet_history(
@@ -622,9 +628,10 @@ def wallet_history(
     if wallet.skipped:
         say("skipped: " + ", ".join(f"{n} {what}" for what, n in wallet.skipped.most_common()))
     txns = []
-    for at_ms, x, payment_id in zip(wallet.times, wallet.features, wallet.payment_ids, strict=True):
+    rows = zip(wallet.times, wallet.features, wallet.payment_ids, wallet.entities, strict=True)
+    for at_ms, x, payment_id, keys in rows:
         label, known_ms = wallet.labels.get(payment_id, (None, None))
-        txns.append(Txn(at_ms, label, known_ms, x))
+        txns.append(Txn(at_ms, label, known_ms, x, keys))
     return History(txns, "simulator", patterns=wallet.patterns)
 
 
@@ -983,7 +990,7 @@ def run_eval(
         "no_delay": streaming_metrics(txns, no_delay, split, rate),
         **batch,
         **(
-            {"patterns": pattern_recall(delayed.scores, history.patterns, split.labelled, rate)}
+            {"patterns": pattern_recall(delayed.scores, history.patterns, split.second, rate)}
             if history.patterns
             else {}
         ),
@@ -1013,7 +1020,25 @@ def caption(report: Mapping[str, Any]) -> str:
             f"more frauds than reviews: R@{report['review_rate'] * 100:g}% is at most "
             f"{ceilings[0]:.3f} (all), {ceilings[1]:.3f} (2nd half)"
         )
+    seconds = [f"prepare {report['seconds']['prepare']:.0f}"]
+    seconds += [
+        f"{name} {report[key]['seconds']:.0f}"
+        for name, key in (("stream", "delayed"), ("no delay", "no_delay"))
+    ]
+    seconds += [
+        f"{name} {report[key]['seconds']:.0f}"
+        for name, key in (("logreg", "batch"), ("HGB", "batch_hgb"))
+        if "seconds" in report.get(key, {})
+    ]
+    lines.append("seconds: " + ", ".join(seconds))
     return "\n".join(lines)
+
+
+def noun(report: Mapping[str, Any]) -> str:
+    """What the report's rows are: payments, orders (simulator) or transactions (export)."""
+    if report.get("subject") == "payments":
+        return "payments"
+    return "orders" if report.get("input") == "simulator" else "transactions"
 
 
 def report_table(report: Mapping[str, Any]) -> Any:
@@ -1073,8 +1098,9 @@ def report_table(report: Mapping[str, Any]) -> Any:
         table.caption = "\n".join(
             [
                 table.caption or "",
-                f"stream, delay {report['delay']}: flagging {patterns['legitimate_flagged']:.1%}"
-                f" of legitimate payments catches {caught}",
+                f"stream, delay {report['delay']}, 2nd half: flagging "
+                f"{patterns['legitimate_flagged']:.1%} of legitimate {noun(report)} catches "
+                f"{caught}",
             ]
         )
     return table

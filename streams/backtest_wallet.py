@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from agents.entities import EntityState, entity_features, payment_entities
 from agents.model import label_of
 from agents.validate import Rejection, check_account, check_payment, decode_event
 from agents.wallet_features import (
@@ -121,6 +122,7 @@ class WalletFile:
     features: list[dict[str, float]] = field(default_factory=list)
     payment_ids: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    entities: list[tuple[tuple[str, str], ...]] = field(default_factory=list)  # for known risk
     patterns: list[str | None] = field(default_factory=list)
     labels: dict[str, tuple[int, int]] = field(default_factory=dict)  # id → (label, known ms)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -160,6 +162,7 @@ def read_wallet(path: Path, registry: Any) -> WalletFile:
             events.append((to_ms(moment), number, record, envelope.get("pattern")))
     events.sort(key=lambda e: (e[0], e[1]))
     memory = WalletMemory()
+    states: dict[tuple[str, str], EntityState] = {}
     for at_ms, _, record, pattern in events:
         if isinstance(record, Account):
             memory.account(record)
@@ -172,7 +175,20 @@ def read_wallet(path: Path, registry: Any) -> WalletFile:
                 if earlier is None or (label == 1 and earlier[0] == 0):
                     out.labels[record.order_id] = (label, at_ms)
         elif isinstance(record, Payment) and record.kind in WALLET_KINDS:
-            out.features.append(payment_features(record, memory.context(record, at_ms), at_ms))
+            ctx = memory.context(record, at_ms)
+            keys = payment_entities(
+                ctx.payer.identity_id,
+                record.account_id,
+                record.merchant_id,
+                record.device_id,
+                record.card_fingerprint,
+            )
+            x = payment_features(record, ctx, at_ms)
+            x |= entity_features([(k[0], states.get(k)) for k in keys], at_ms, record.amount)
+            for key in keys:
+                states.setdefault(key, EntityState()).record(at_ms, record.amount)
+            out.features.append(x)
+            out.entities.append(tuple(keys))
             out.times.append(at_ms)
             out.payment_ids.append(record.payment_id)
             out.kinds.append(record.kind)

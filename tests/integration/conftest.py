@@ -62,6 +62,7 @@ PASSED_SETTINGS = (
     "label_grace_seconds",
     "learner",
     "learner_lease_seconds",
+    "model_challenger",
 )
 
 

@@ -3,6 +3,9 @@ with the newest checkpoint, and a restart keeps it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from agents.model import label_of, verify_checkpoint
 from streams.clients import prepare, read_topic
 from streams.settings import Settings, load_settings
 from tests.integration.conftest import Worker, collect, produce, simulated
+from tests.integration.conftest import env_vars as conftest_env
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +110,14 @@ def test_delayed_labels_train_the_model_and_a_restart_keeps_it(model_env, regist
         wait_for_metric(worker, f'shinsa_model_info{{version="{model["version"]}"}}', 1)
         learned = worker.metrics()['shinsa_labels_total{result="learned"}']
         assert learned == len(labelled)
+        refused = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "model", "promote", "--wait", "2"],
+            env={**os.environ, **conftest_env(model_env)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert refused.returncode == 1 and "no challenger to promote" in refused.stderr
 
         # the feature snapshots are in Redis, velocity included, and hold no PII
         r = redis.Redis.from_url(model_env.redis_url)
@@ -235,10 +247,78 @@ def test_a_label_before_its_order_waits_then_unknown_labels_are_counted(
         assert newest_model(model_env)["labels"] == 1
         assert worker.errors() == []
         # a checkpoint that does not verify is refused, loudly, and the model in use kept
+        time.sleep(2)  # the learner checkpoints the duplicate's offset within a second
         version = newest_model(model_env)["version"]
+        wait_for_metric(worker, f'shinsa_model_info{{version="{version}"}}', 1)
         produce(model_env, [("models", b"model", b"SHM1" + b"\0" * 64)])
         wait_for_metric(worker, "shinsa_model_load_failures_total", 1)
         assert worker.metrics()[f'shinsa_model_info{{version="{version}"}}'] == 1
         assert any("model checkpoint rejected: signature" in e for e in worker.errors())
     finally:
         worker.stop()
+
+
+def test_a_challenger_learns_in_shadow_and_promote_lets_it_decide(env, registry, tmp_path):
+    """A tree challenger learns the same labels beside the logistic model, is judged on its own
+    shadow scores, and `shinsa model promote` makes it decide (and promoting again undoes it).
+    The labels also feed the known risk of each order's merchant, device and identity."""
+    settings = load_settings(
+        topic_prefix=env.topic_prefix,
+        app_id=env.app_id,
+        metrics_port=0,
+        model_challenger="tree",
+        **TRAINED,
+    )
+    merchants, early, outcomes, outcome_msgs, late, _ = split_history(registry, 800, 23, 100)
+    worker = Worker(settings, tmp_path / "worker.log").start()
+    try:
+        cli = [sys.executable, "-m", "streams.cli"]
+        env_vars_ = {**os.environ, **conftest_env(settings)}
+        produce(settings, merchants + early)
+        decisions_of(registry, settings, len(early), worker)
+        produce(settings, outcome_msgs)
+        labelled = [o for o in outcomes if label_of(o.value["kind"]) is not None]
+        model = wait_for_model(settings, len(labelled))
+        challenger = model["challenger"]
+        assert challenger["kind"] == "tree" and challenger["labels"] == len(labelled)
+        # scored in shadow: the snapshots carry its scores, so it has progressive metrics
+        assert challenger["roc_auc"] is not None
+        wait_for_metric(worker, 'shinsa_model_challenger_info{kind="tree"}', 1)
+
+        # each label added to its entities' known risk, under hashed keys only
+        r = redis.Redis.from_url(settings.redis_url)
+        ns = settings.identity_namespace
+        risky = [k for k in r.keys(f"{ns}:ent:merchant:*") if r.hget(k, "r")]
+        assert risky, "the learner adds labels to the merchants' known risk"
+        frauds = sum(float(r.hget(k, "r").split(b",")[2]) for k in risky)
+        assert frauds > 0
+        assert r.keys(f"{ns}:ent:device:*") and r.keys(f"{ns}:ent:identity:*")
+
+        status = subprocess.run(
+            [*cli, "model", "status"], env=env_vars_, capture_output=True, text=True, check=False
+        )
+        assert status.returncode == 0 and "challenger" in status.stdout
+        promoted = subprocess.run(
+            [*cli, "model", "promote", "--wait", "60"],
+            env=env_vars_,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert promoted.returncode == 0, promoted.stderr
+        after = newest_model(settings)
+        assert after["kind"] == "tree" and after["promotions"] == 1
+        assert after["challenger"]["kind"] == "logreg"
+        assert after["labels"] == len(labelled)
+        wait_for_metric(worker, "shinsa_model_promoted_timestamp_seconds", 1)
+
+        # the promoted tree decides what comes next
+        produce(settings, late)
+        decided = decisions_of(registry, settings, len(early) + len(late), worker)
+        late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
+        assert {decided[o]["model_version"] for o in late_ids} == {after["version"]}
+        assert after["version"].startswith("tree-v")
+        assert worker.errors() == []
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.stop()

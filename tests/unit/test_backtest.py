@@ -286,6 +286,28 @@ def test_numeric_columns_are_features_and_others_are_named_once(tmp_path: Path) 
     assert all("noise" not in t.x for t in ignored.txns)
 
 
+def test_a_pattern_column_is_reported_per_pattern_and_never_learned(tmp_path: Path) -> None:
+    rows = entity_fraud(120)
+    for n, row in enumerate(rows):
+        row["kind"] = ("big" if n % 2 else "small") if row["fraud"] else "none"
+    path = write_csv(tmp_path / "t.csv", rows)
+    columns = dataclasses.replace(COLUMNS, pattern="kind")
+    history = table_history(path, columns)
+    assert all("kind" not in t.x for t in history.txns)
+    # a legitimate row's pattern cell means nothing: only frauds have a pattern
+    assert {p for t, p in zip(history.txns, history.patterns, strict=True) if t.label == 0} == {
+        None
+    }
+    report = run(path, columns, delay="1h")
+    assert set(report["patterns"]) == {"threshold", "legitimate_flagged", "big", "small"}
+    assert report["notes"] == ["not numeric, not used as features: tx"]
+    console = Console(width=80, record=True)
+    console.print(report_table(report))
+    assert "of legitimate transactions catches big" in console.export_text()
+    with pytest.raises(UserError, match="--pattern 'nope': no such column"):
+        table_history(path, dataclasses.replace(COLUMNS, pattern="nope"))
+
+
 def test_empty_label_cells_are_unlabelled(tmp_path: Path) -> None:
     rows = entity_fraud(40)
     for row in rows[::2]:
