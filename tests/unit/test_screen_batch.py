@@ -15,7 +15,8 @@ from agents import reasons
 from agents.intake import Accepted, accept_order
 from agents.model import ModelState
 from agents.policy import DEFAULT_POLICY_SET
-from agents.screen import Candidate, Outputs, Rules, screen_batch
+from agents.screen import Candidate, Outputs, Rules, candidate_entities, screen_batch
+from agents.entities import EntityState
 from agents.state import Loaded, history_from_zset, history_member
 from streams.codec import CodecError
 from streams.dlq import REASON, SOURCE_OFFSET
@@ -60,7 +61,8 @@ def candidate(registry, order_json, order_id: str, offset: int):
     accepted = accept_order(msg, NOW, registry, 65536, "t.dlq")
     assert isinstance(accepted, Accepted)
     identity = {"identity_id": "i1", "orders": 1, "names": 1, "phones": 1, "emails": 1}
-    return Candidate(msg, accepted.order, identity, {})
+    entities = candidate_entities(accepted.order, "i1", b"secret")
+    return Candidate(msg, accepted.order, identity, {}, entities)
 
 
 def loaded(n: int) -> Loaded:
@@ -113,6 +115,30 @@ def test_a_poison_order_in_the_middle_costs_exactly_that_order(registry, order_j
     # the poison order left no state behind: no snapshot, no history, no decision kept
     assert [o for o, _, _ in changes.decided] == ["o-1", "o-3"]
     assert [h[1][2] for h in changes.history] == ["o-1", "o-3"]
+    counted = {ref: sums.sums[0] for ref, (sums, _) in changes.activity.items()}
+    assert set(counted.values()) == {2.0}  # each entity: the two orders decided, not the third
+
+
+def test_an_order_sees_its_entities_earlier_orders_of_the_batch_and_their_known_risk(
+    registry, order_json
+):
+    batch = [candidate(registry, order_json, f"o-{n}", n) for n in range(3)]
+    merchant = dict(batch[0].entities)["merchant"]
+    known = EntityState()
+    at_ms = int(batch[0].order.event_time.timestamp() * 1000)
+    known.learn(at_ms, 1)  # a fraud at this merchant, reported as the batch's orders came
+    state = Loaded({}, {}, [0] * 3, {merchant: known})
+    _, changes = screen_batch(batch, state, rules(), outputs(registry))
+    snaps = [snap for _, snap in changes.snapshots]
+    assert snaps[0].features["merchant:new"] == 1.0  # nothing known of its activity yet
+    assert snaps[1].features["merchant:new"] == 0.0  # the batch's first order is counted
+    assert snaps[2].features["merchant:n_1d"] > snaps[1].features["merchant:n_1d"]
+    assert all(s.features["merchant:risk_30d"] == pytest.approx(0.5) for s in snaps)
+    assert "identity:risk_30d" not in snaps[0].features  # no label known of the buyer
+    # the snapshot names the entities its label will feed, by keyed hash only
+    assert snaps[0].entities == [ref for _, ref in batch[0].entities]
+    assert [ref.partition(":")[0] for ref in snaps[0].entities] == ["identity", "merchant"]
+    assert not any(raw in ref for raw in ("m0001", "i1") for ref in snaps[0].entities)
 
 
 def test_the_same_order_twice_in_a_batch_is_decided_once(registry, order_json):
