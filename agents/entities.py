@@ -35,8 +35,9 @@ RISK_WIDTH = 2  # per scale: labels known, frauds known
 SPREAD_FLOOR = 0.25  # log-amount spread below which an entity is "always the same amount"
 Z_CLIP = 8.0
 HAS_HISTORY = 0.05  # decayed count below which the entity's habits are unknown
-# one-hot bins: z-score of the amount against the entity's 30-day habits, known-fraud share
-Z_BINS = (-2.0, -1.0, 1.0, 2.0, 3.0, 4.0, 6.0)
+# one-hot bins: the amount against the entity's 30-day habits (log ratio: 0.69 is twice the
+# usual amount, 1.61 five times), the known-fraud share
+RATIO_BINS = (-1.0, -0.5, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 RISK_BINS = (0.0, 0.1, 0.3, 0.6)
 
 
@@ -147,7 +148,13 @@ def risk_values(label: int, first: bool = True) -> tuple[float, float]:
 def activity_features(
     name: str, state: EntityState | None, now_ms: int, amount: float
 ) -> dict[str, float]:
-    """The event against the entity's earlier events (`state` holds only earlier ones)."""
+    """The event against the entity's earlier events (`state` holds only earlier ones).
+
+    In log amounts: a few huge amounts do not swamp the habits. The 30-day log ratio also comes
+    as one-hot bins: a card spending five times its habit (ratio 1.6) is fraud far more often
+    than a linear weight on the ratio can say without over-flagging the many small
+    differences (measured: at 1 % of legitimate flagged, 0.75 of such frauds caught without
+    the bins, 0.86 by the ratio alone)."""
     log_amount = math.log1p(max(0.0, amount))
     if state is None or not state.last_ms:
         return {f"{name}:new": 1.0}
@@ -156,22 +163,25 @@ def activity_features(
         f"{name}:new": 0.0,
         f"{name}:since_h": math.log1p(max(0, now_ms - state.last_ms) / 3_600_000),
     }
-    z_30d = 0.0
+    w = ACTIVITY_WIDTH
     for k, (scale, _) in enumerate(SCALES):
-        count, total, squares = sums[3 * k : 3 * k + 3]
+        count, logs, log_squares = sums[w * k : w * k + w]
         out[f"{name}:n_{scale}"] = math.log1p(count)
         if count < HAS_HISTORY:
             continue
-        mean = total / count
-        spread = math.sqrt(max(0.0, squares / count - mean * mean))
-        z = max(-Z_CLIP, min(Z_CLIP, (log_amount - mean) / max(spread, SPREAD_FLOOR)))
+        mean = logs / count
+        spread = math.sqrt(max(0.0, log_squares / count - mean * mean))
         out[f"{name}:mean_{scale}"] = mean
         out[f"{name}:vs_mean_{scale}"] = log_amount - mean
-        out[f"{name}:z_{scale}"] = z
-        if scale == "30d":
-            z_30d = z
-    out[f"{name}:z_30d_bin={bin_of(z_30d, Z_BINS)}"] = 1.0
+        out[f"{name}:z_{scale}"] = clip((log_amount - mean) / max(spread, SPREAD_FLOOR))
+    if f"{name}:vs_mean_30d" in out:  # the 7-day ratio's bins too: +0.0005 AP, not kept
+        ratio_bin = bin_of(out[f"{name}:vs_mean_30d"], RATIO_BINS)
+        out[f"{name}:vs_mean_30d_bin={ratio_bin}"] = 1.0
     return out
+
+
+def clip(z: float) -> float:
+    return max(-Z_CLIP, min(Z_CLIP, z))
 
 
 def risk_features(name: str, state: EntityState | None, now_ms: int) -> dict[str, float]:

@@ -378,6 +378,7 @@ def batch_baselines(
     split: Split,
     known_at: Sequence[int | None],
     rate: float,
+    tick: Tick | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Batch models trained on the first half in time, tested on the second half.
 
@@ -409,6 +410,8 @@ def batch_baselines(
             "train_positives": sum(y_train),
             "seconds": round(time.perf_counter() - started, 2),
         }
+        if tick is not None:
+            tick(1)
     return out
 
 
@@ -974,7 +977,8 @@ def run_eval(
     rate = options.review_rate
     started_batch = time.perf_counter()
     assert delayed.rows is not None
-    batch = batch_baselines(txns, delayed.rows, split, known_at, rate)
+    with step(progress, "batch baselines", len(BATCH_ROWS)) as tick:
+        batch = batch_baselines(txns, delayed.rows, split, known_at, rate, tick)
     return {
         "file": str(path),
         "input": kind,

@@ -54,7 +54,9 @@ class LineProgress:
     def _maybe_print(self, task: dict[str, Any]) -> None:
         done, total = task["done"], task["total"]
         finished = total is not None and done >= total
-        if done - task["printed"] < self.every and not (finished and done > task["printed"]):
+        small = total is not None and total < self.every  # a few long steps: print each
+        due = done - task["printed"] >= (1 if small else self.every)
+        if not due and not (finished and done > task["printed"]):
             return
         task["printed"] = done
         elapsed = max(time.perf_counter() - task["started"], 1e-6)

@@ -7,8 +7,10 @@ namespace, exactly as `shinsa eval` prepares them. Everything the scorer gets fr
 stages is built beforehand and not timed: attributes, identity, enrichment and each identity's
 history of earlier orders. Then, for each estimator, orders are replayed in event-time order:
 
-- features + score: `order_features(enriched, history)` then `ModelState.score(x)`, timed
-  together per order (the scorer's work per order; goal: median ≤ 200 µs), and apart;
+- features + score: `order_features(enriched, history, entities)` with the known risk of the
+  order's identity, merchant and device (agents/entities.py; their states kept in memory, as
+  the batch gets them from its one Redis read), then `ModelState.score(x)`, timed together per
+  order (the scorer's work per order; goal: median ≤ 200 µs), and apart;
 - learn: `ModelState.learn(x, label, prior_score)` per labelled order, right after its score
   (the learner's work per label; with no delay the model grows as fast as it can, so later
   orders meet the largest model).
@@ -33,6 +35,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from agents.entities import EntityState, order_entities, risk_features
 from agents.features import order_features
 from agents.model import ESTIMATORS, ModelState
 from streams.backtest import enriched_orders, read_simulated, resolve_identities
@@ -66,23 +69,35 @@ def stats(ns: Sequence[int]) -> dict[str, float]:
 
 
 def measure(kind: str, prepared: list[tuple[Any, list]], labels: list[int | None]) -> dict:
-    """One pass over the orders: time features, score and learn per order."""
+    """One pass over the orders: time features (entity history and known risk included, from
+    in-memory entity states as the batch core gets them from Redis), score and learn."""
     model = ModelState(kind=kind)
+    states: dict[tuple[str, str], EntityState] = {}
     clock = time.perf_counter_ns
     features_ns, score_ns, both_ns, learn_ns = [], [], [], []
     for (enriched, history), label in zip(prepared, labels, strict=True):
+        order = enriched.order
+        at_ms = int(order.event_time.timestamp() * 1000)
+        keys = order_entities(enriched.identity["identity_id"], order.merchant_id, order.device_id)
+        seen = [(k[0], states.get(k)) for k in keys]
         t0 = clock()
-        x = order_features(enriched, history)
+        x = order_features(enriched, history, 0, seen)
+        for entity_kind, state in seen:
+            x |= risk_features(entity_kind, state, at_ms)
         t1 = clock()
         score = model.score(x)
         t2 = clock()
         features_ns.append(t1 - t0)
         score_ns.append(t2 - t1)
         both_ns.append(t2 - t0)
+        for key in keys:
+            states.setdefault(key, EntityState()).record(at_ms, order.amount)
         if label is not None:
             t3 = clock()
             model.learn(x, label, prior_score=score)
             learn_ns.append(clock() - t3)
+            for key in keys:
+                states[key].learn(at_ms, label)
     return {
         "features_score_us": stats(both_ns),
         "features_us": stats(features_ns),
