@@ -147,10 +147,10 @@ class Learner:
         self.last_renew = time.monotonic()
         self.last_pending = 0.0
         self.last_promote_check = 0.0
-        if settings.model_challenger and state.challenger is None:
+        self.new_challenger = bool(settings.model_challenger and state.challenger is None)
+        if self.new_challenger:
             state.add_challenger(settings.model_challenger)
             log.info("a %s challenger learns beside %s", settings.model_challenger, state.name)
-            self.dirty = True
 
     async def run(self) -> None:
         consumer = whole_topic_consumer(settings.kafka_bootstrap, outcomes_topic.get_topic_name())
@@ -165,6 +165,8 @@ class Learner:
                 self.state.name,
                 self.state.labels,
             )
+            if self.new_challenger:  # scorers give it shadow scores from the next order on
+                await self.checkpoint()
             while True:
                 await self.keep_lease()
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)

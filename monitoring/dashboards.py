@@ -245,12 +245,12 @@ def first_appearance(info_metric: str) -> str:
     return f"count by (version) ({info_metric}) unless count by (version) ({info_metric} offset 1m)"
 
 
-PROMOTED = "max(shinsa_model_promoted_timestamp_seconds)"
+PROMOTED = "shinsa_model_promoted_timestamp_seconds"
 # (name, colour, query, title): versions taking over, and challengers promoted
 ANNOTATIONS = (
     ("Model version", "purple", first_appearance("shinsa_model_info"), "model {{version}}"),
     ("Policy version", "orange", first_appearance("shinsa_policy_info"), "policy {{version}}"),
-    ("Model promoted", "red", f"{PROMOTED} > {PROMOTED} offset 1m", "challenger promoted"),
+    ("Model promoted", "red", f"max({PROMOTED}) > max({PROMOTED} offset 1m)", "model promoted"),
 )
 
 

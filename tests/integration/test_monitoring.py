@@ -137,7 +137,9 @@ def workers(env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     """Two workers of one group on this host, each on a free /metrics port of its own."""
     monkeypatch.setenv("SHINSA_LAG_INTERVAL", "1")
     monkeypatch.setenv("SHINSA_MODEL_CHECKPOINT_SECONDS", "2")
-    pair = [Worker(env, tmp_path / f"worker-{i}.log") for i in (1, 2)]
+    # with a challenger, so its panels have data too
+    settings = env.model_copy(update={"model_challenger": "tree"})
+    pair = [Worker(settings, tmp_path / f"worker-{i}.log") for i in (1, 2)]
     for w in pair:
         w.start(wait=False)
     yield pair

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 import pytest
 
 from agents import reasons
+from agents.entities import EntityState
 from agents.intake import Accepted, accept_order
 from agents.model import ModelState
 from agents.policy import DEFAULT_POLICY_SET
 from agents.screen import Candidate, Outputs, Rules, candidate_entities, screen_batch
-from agents.entities import EntityState
 from agents.state import Loaded, history_from_zset, history_member
 from streams.codec import CodecError
 from streams.dlq import REASON, SOURCE_OFFSET
