@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from agents import reasons
 from agents.decide import DECLINE, REVIEW, ModelOpinion, Verdict
-from agents.entities import EntityState, activity_values, entity_features, payment_entities
+from agents.entities import EntityState, payment_entities, risk_features
 from agents.identity import IdentityGraph, person_keys
 from agents.policies import policies
 from agents.policy import PolicySet
@@ -143,7 +143,8 @@ def screen_payment(
     payment, at_ms = candidate.payment, candidate.at_ms
     policy: PaymentPolicy = rules.policies.payments_for(payment.merchant_id)
     features = payment_features(payment, ctx, at_ms)
-    features |= entity_features(entities, at_ms, payment.amount)
+    for kind, state in entities:  # known risk only: the account's own history is in ctx
+        features |= risk_features(kind, state, at_ms)
     probability, contributions = rules.model.assess(features, explain=rules.warm)
     opinion = ModelOpinion(
         probability, rules.model.name, rules.warm, tuple(n for n, _ in contributions)
@@ -294,7 +295,6 @@ def screen_payments(
                 changes.decided.append((ref, decision_bytes, trace_bytes))
                 recorded.append((payment, candidate.at_ms))
                 batch.add(payment, candidate.at_ms)
-                record_entities(candidate, known, changes)
                 record_payment_metrics(decision, score)
         except Exception as exc:  # a bug must not lose the rest of the batch
             msg = candidate.message
@@ -308,19 +308,6 @@ def screen_payments(
         outgoing.append(Outgoing(out.decisions, key, decision_bytes))
         outgoing.append(Outgoing(out.traces, key, trace_bytes))
     return outgoing, changes, recorded
-
-
-def record_entities(
-    candidate: PaymentCandidate, known: dict[str, EntityState], changes: Changes
-) -> None:
-    """The payment's entities have one more event (later payments of the batch see it)."""
-    values = activity_values(candidate.payment.amount)
-    for _, ref in candidate.entities:
-        state = known.get(ref)
-        if state is None:
-            state = known[ref] = EntityState()
-        state.record(candidate.at_ms, candidate.payment.amount)
-        changes.record_activity(ref, candidate.at_ms, values)
 
 
 def payment_snapshot(

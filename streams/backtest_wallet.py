@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from agents.entities import EntityState, entity_features, payment_entities
+from agents.entities import payment_entities
 from agents.model import label_of
 from agents.validate import Rejection, check_account, check_payment, decode_event
 from agents.wallet_features import (
@@ -162,7 +162,6 @@ def read_wallet(path: Path, registry: Any) -> WalletFile:
             events.append((to_ms(moment), number, record, envelope.get("pattern")))
     events.sort(key=lambda e: (e[0], e[1]))
     memory = WalletMemory()
-    states: dict[tuple[str, str], EntityState] = {}
     for at_ms, _, record, pattern in events:
         if isinstance(record, Account):
             memory.account(record)
@@ -183,11 +182,7 @@ def read_wallet(path: Path, registry: Any) -> WalletFile:
                 record.device_id,
                 record.card_fingerprint,
             )
-            x = payment_features(record, ctx, at_ms)
-            x |= entity_features([(k[0], states.get(k)) for k in keys], at_ms, record.amount)
-            for key in keys:
-                states.setdefault(key, EntityState()).record(at_ms, record.amount)
-            out.features.append(x)
+            out.features.append(payment_features(record, ctx, at_ms))
             out.entities.append(tuple(keys))
             out.times.append(at_ms)
             out.payment_ids.append(record.payment_id)
@@ -202,15 +197,18 @@ def read_wallet(path: Path, registry: Any) -> WalletFile:
 def pattern_recall(
     scores: Sequence[float], patterns: Sequence[str | None], labelled: Sequence[int], rate: float
 ) -> dict[str, Any]:
-    """At the score above which `rate` of the labelled legitimate payments are flagged: the
-    share of each pattern's payments flagged, and the share of legitimate ones."""
+    """Among the `labelled` transactions (indices), at the score above which `rate` of the
+    legitimate ones are flagged: the share of each pattern's flagged, and of legitimate ones."""
     legit = sorted((scores[i] for i in labelled if patterns[i] is None), reverse=True)
     if not legit:
         return {}
     threshold = legit[max(0, min(len(legit) - 1, round(len(legit) * rate) - 1))]
     out: dict[str, Any] = {"threshold": threshold}
-    for name in sorted({p for p in patterns if p is not None}):
-        mine = [scores[i] for i, p in enumerate(patterns) if p == name]
+    by_pattern: dict[str, list[float]] = {}
+    for i in labelled:
+        if patterns[i] is not None:
+            by_pattern.setdefault(patterns[i], []).append(scores[i])  # type: ignore[index]
+    for name, mine in sorted(by_pattern.items()):
         out[name] = round(sum(s >= threshold for s in mine) / len(mine), 3)
     out["legitimate_flagged"] = round(sum(s >= threshold for s in legit) / len(legit), 4)
     return out

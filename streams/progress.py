@@ -61,8 +61,9 @@ class LineProgress:
         task["printed"] = done
         elapsed = max(time.perf_counter() - task["started"], 1e-6)
         of = f"/{total:,.0f}" if total is not None else ""
+        rate = "" if small else f"{done / elapsed:,.0f}/s, "
         self.console.print(
-            escape(f"{task['what']}: {done:,.0f}{of} ({done / elapsed:,.0f}/s, {elapsed:,.0f} s)"),
+            escape(f"{task['what']}: {done:,.0f}{of} ({rate}{elapsed:,.0f} s)"),
             highlight=False,
             soft_wrap=True,
         )
