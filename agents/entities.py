@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
 
 DAY_MS = 86_400_000
 SCALES: tuple[tuple[str, int], ...] = (("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
@@ -145,6 +147,23 @@ def risk_values(label: int, first: bool = True) -> tuple[float, float]:
     return (1.0 if first else 0.0), float(label)
 
 
+@cache
+def names_of(kind: str) -> dict[str, Any]:
+    """The feature names of an entity kind, built once (f-strings per order cost µs)."""
+    return {
+        "new": f"{kind}:new",
+        "since_h": f"{kind}:since_h",
+        "n": [f"{kind}:n_{scale}" for scale, _ in SCALES],
+        "vs_mean_7d": f"{kind}:vs_mean_7d",
+        "vs_mean_30d": f"{kind}:vs_mean_30d",
+        "z_30d": f"{kind}:z_30d",
+        "ratio_bin": [f"{kind}:vs_mean_30d_bin={n}" for n in range(len(RATIO_BINS) + 1)],
+        "risk": [f"{kind}:risk_{scale}" for scale, _ in SCALES],
+        "frauds_7d": f"{kind}:frauds_7d",
+        "risk_bin": [f"{kind}:risk_bin={n}" for n in range(len(RISK_BINS) + 1)],
+    }
+
+
 def activity_features(
     name: str, state: EntityState | None, now_ms: int, amount: float
 ) -> dict[str, float]:
@@ -154,29 +173,31 @@ def activity_features(
     as one-hot bins: a card spending five times its habit (ratio 1.6) is fraud far more often
     than a linear weight on the ratio can say without over-flagging the many small
     differences (measured: at 1 % of legitimate flagged, 0.75 of such frauds caught without
-    the bins, 0.86 by the ratio alone)."""
-    log_amount = math.log1p(max(0.0, amount))
+    the bins, 0.82 with them). Kept to the features that measured useful: each one is
+    computed, encoded, stored in the snapshot and scaled for every order."""
+    names = names_of(name)
     if state is None or not state.last_ms:
-        return {f"{name}:new": 1.0}
+        return {names["new"]: 1.0}
+    log_amount = math.log1p(max(0.0, amount))
     sums = state.activity.at(now_ms)
     out: dict[str, float] = {
-        f"{name}:new": 0.0,
-        f"{name}:since_h": math.log1p(max(0, now_ms - state.last_ms) / 3_600_000),
+        names["new"]: 0.0,
+        names["since_h"]: math.log1p(max(0, now_ms - state.last_ms) / 3_600_000),
+        names["n"][0]: math.log1p(sums[0]),
+        names["n"][1]: math.log1p(sums[3]),
+        names["n"][2]: math.log1p(sums[6]),
     }
-    w = ACTIVITY_WIDTH
-    for k, (scale, _) in enumerate(SCALES):
-        count, logs, log_squares = sums[w * k : w * k + w]
-        out[f"{name}:n_{scale}"] = math.log1p(count)
-        if count < HAS_HISTORY:
-            continue
+    count, logs = sums[3], sums[4]
+    if count >= HAS_HISTORY:
+        out[names["vs_mean_7d"]] = log_amount - logs / count
+    count, logs, log_squares = sums[6], sums[7], sums[8]
+    if count >= HAS_HISTORY:
         mean = logs / count
         spread = math.sqrt(max(0.0, log_squares / count - mean * mean))
-        out[f"{name}:mean_{scale}"] = mean
-        out[f"{name}:vs_mean_{scale}"] = log_amount - mean
-        out[f"{name}:z_{scale}"] = clip((log_amount - mean) / max(spread, SPREAD_FLOOR))
-    if f"{name}:vs_mean_30d" in out:  # the 7-day ratio's bins too: +0.0005 AP, not kept
-        ratio_bin = bin_of(out[f"{name}:vs_mean_30d"], RATIO_BINS)
-        out[f"{name}:vs_mean_30d_bin={ratio_bin}"] = 1.0
+        ratio = log_amount - mean
+        out[names["vs_mean_30d"]] = ratio
+        out[names["z_30d"]] = clip(ratio / max(spread, SPREAD_FLOOR))
+        out[names["ratio_bin"][bin_of(ratio, RATIO_BINS)]] = 1.0
     return out
 
 
@@ -188,16 +209,13 @@ def risk_features(name: str, state: EntityState | None, now_ms: int) -> dict[str
     """The share of the entity's known labels that are frauds, as known at `now_ms`."""
     if state is None or state.risk.empty:
         return {}
+    names = names_of(name)
     sums = state.risk.at(now_ms)
-    out: dict[str, float] = {}
-    top = 0.0
-    for k, (scale, _) in enumerate(SCALES):
-        labels, frauds = sums[2 * k], sums[2 * k + 1]
-        share = frauds / (labels + 1.0)  # one imaginary good label: 1 fraud of 1 is not 100 %
-        out[f"{name}:risk_{scale}"] = share
-        out[f"{name}:frauds_{scale}"] = math.log1p(frauds)
-        top = max(top, share)
-    out[f"{name}:risk_bin={bin_of(top, RISK_BINS)}"] = 1.0
+    shares = [sums[2 * k + 1] / (sums[2 * k] + 1.0) for k in range(len(SCALES))]
+    # one imaginary good label each: 1 fraud of 1 is not 100 %
+    out = dict(zip(names["risk"], shares, strict=True))
+    out[names["frauds_7d"]] = math.log1p(max(0.0, sums[3]))
+    out[names["risk_bin"][bin_of(max(shares), RISK_BINS)]] = 1.0
     return out
 
 

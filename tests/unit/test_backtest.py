@@ -211,7 +211,7 @@ def test_entity_risk_counts_labels_from_when_they_are_known() -> None:
     # decayed: the fraud known 10 h ago weighs exp(-10/24) in the 1-day sums
     fraud, labels = math.exp(-10 / 24), math.exp(-10 / 24) + math.exp(-5 / 24) + 1
     assert f["customer:risk_1d"] == pytest.approx(fraud / (labels + 1))
-    assert f["customer:frauds_1d"] == pytest.approx(math.log1p(fraud))
+    assert f["customer:frauds_7d"] == pytest.approx(math.log1p(math.exp(-10 / 168)))
     later = risk.features(a, 10 * 24 * HOUR)  # 10 days on: the 1-day sums have faded
     assert later["customer:risk_1d"] < 0.01 < later["customer:risk_30d"]
     assert risk.features((("customer", "b"),), 10 * HOUR) == {}
