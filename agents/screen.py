@@ -29,7 +29,13 @@ from prometheus_client import Counter
 from agents import reasons
 from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
 from agents.enrich import EnrichedOrder, enrich_order
-from agents.entities import EntityState, activity_values, order_entities, risk_features
+from agents.entities import (
+    ORDER_ACTIVITY,
+    EntityState,
+    activity_values,
+    order_entities,
+    risk_features,
+)
 from agents.exposure import apply_event, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
 from agents.identity import IdentityGraph, resolve_overlapped
@@ -107,7 +113,8 @@ def screen_order(
     entities' activity and known risk → decision."""
     enriched = enrich_order(order, merchants, identity, attributes)
     past = history_before(history, order.order_id)
-    features = order_features(enriched, past, device_failures, entities)
+    habits = [(kind, state) for kind, state in entities if kind in ORDER_ACTIVITY]
+    features = order_features(enriched, past, device_failures, habits)
     event_ms = to_ms(order.event_time)
     for kind, state in entities:
         features |= risk_features(kind, state, event_ms)
@@ -429,7 +436,9 @@ def screen_one(
     at_ms = to_ms(order.event_time)
     loaded.histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
     changes.history.append((identity_id, (at_ms, order.amount, order.order_id)))
-    for _, ref in candidate.entities:  # later orders of the batch see this one
+    for kind, ref in candidate.entities:  # later orders of the batch see this one
+        if kind not in ORDER_ACTIVITY:
+            continue
         state = loaded.entities.get(ref)
         if state is None:
             state = loaded.entities[ref] = EntityState()

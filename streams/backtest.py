@@ -44,6 +44,7 @@ import orjson
 from agents.attributes import order_attributes
 from agents.enrich import EnrichedOrder, enrich_order
 from agents.entities import (
+    ORDER_ACTIVITY,
     EntityState,
     activity_features,
     amount_bin,
@@ -609,9 +610,10 @@ def simulated_history(
             keys = order_entities(
                 enriched.identity["identity_id"], order.merchant_id, order.device_id
             )
-            seen = [(kind, states.get((kind, value))) for kind, value in keys]
+            habits = [k for k in keys if k[0] in ORDER_ACTIVITY]  # as the worker does
+            seen = [(kind, states.get((kind, value))) for kind, value in habits]
             x = order_features(enriched, history, failures, seen)
-            for key in keys:  # as the worker records them once the order is decided
+            for key in habits:  # recorded once the order is decided
                 states.setdefault(key, EntityState()).record(at_ms, order.amount)
             txns.append(Txn(at_ms, label, known_ms, x, tuple(keys)))
             patterns.append(sim.patterns.get(order.order_id) if label == 1 else None)

@@ -35,7 +35,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agents.entities import EntityState, order_entities, risk_features
+from agents.entities import ORDER_ACTIVITY, EntityState, order_entities, risk_features
 from agents.features import order_features
 from agents.model import ESTIMATORS, ModelState
 from streams.backtest import enriched_orders, read_simulated, resolve_identities
@@ -81,7 +81,7 @@ def measure(kind: str, prepared: list[tuple[Any, list]], labels: list[int | None
         keys = order_entities(enriched.identity["identity_id"], order.merchant_id, order.device_id)
         seen = [(k[0], states.get(k)) for k in keys]
         t0 = clock()
-        x = order_features(enriched, history, 0, seen)
+        x = order_features(enriched, history, 0, [e for e in seen if e[0] in ORDER_ACTIVITY])
         for entity_kind, state in seen:
             x |= risk_features(entity_kind, state, at_ms)
         t1 = clock()
@@ -91,13 +91,14 @@ def measure(kind: str, prepared: list[tuple[Any, list]], labels: list[int | None
         score_ns.append(t2 - t1)
         both_ns.append(t2 - t0)
         for key in keys:
-            states.setdefault(key, EntityState()).record(at_ms, order.amount)
+            if key[0] in ORDER_ACTIVITY:
+                states.setdefault(key, EntityState()).record(at_ms, order.amount)
         if label is not None:
             t3 = clock()
             model.learn(x, label, prior_score=score)
             learn_ns.append(clock() - t3)
             for key in keys:
-                states[key].learn(at_ms, label)
+                states.setdefault(key, EntityState()).learn(at_ms, label)
     return {
         "features_score_us": stats(both_ns),
         "features_us": stats(features_ns),

@@ -130,10 +130,12 @@ def test_an_order_sees_its_entities_earlier_orders_of_the_batch_and_their_known_
     state = Loaded({}, {}, [0] * 3, {merchant: known})
     _, changes = screen_batch(batch, state, rules(), outputs(registry))
     snaps = [snap for _, snap in changes.snapshots]
-    assert snaps[0].features["merchant:new"] == 1.0  # nothing known of its activity yet
-    assert snaps[1].features["merchant:new"] == 0.0  # the batch's first order is counted
-    assert snaps[2].features["merchant:n_1d"] > snaps[1].features["merchant:n_1d"]
+    assert snaps[0].features["identity:new"] == 1.0  # nothing known of the buyer's habits yet
+    assert snaps[1].features["identity:new"] == 0.0  # the batch's first order is counted
+    assert snaps[2].features["identity:n_1d"] > snaps[1].features["identity:n_1d"]
+    # the merchant gives its known risk, not its activity (agents/entities.py ORDER_ACTIVITY)
     assert all(s.features["merchant:risk_30d"] == pytest.approx(0.5) for s in snaps)
+    assert not any(name.startswith("merchant:n_") for name in snaps[2].features)
     assert "identity:risk_30d" not in snaps[0].features  # no label known of the buyer
     # the snapshot names the entities its label will feed, by keyed hash only
     assert snaps[0].entities == [ref for _, ref in batch[0].entities]
