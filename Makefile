@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps demo test unit integration lint format bench chaos stack-up stack-down \
+.PHONY: setup system-deps demo test unit integration lint format bench chaos model-quality \
+	stack-up stack-down \
 	clean monitoring
 
 $(STAMP): pyproject.toml
@@ -64,6 +65,15 @@ bench: setup
 	$(BIN)/python -m tests.bench.bench_identity
 	$(BIN)/python -m tests.bench.eval_identity
 	$(BIN)/python -m tests.bench.bench_model
+
+## Model quality (numbers, not a test; ~25 min): a card export of the public benchmark's design
+## (1.8M transactions, 6 months), the online model with a 7-day label delay beside batch models.
+model-quality: setup
+	mkdir -p .shinsa/bench
+	$(BIN)/python -m tests.bench.card_data .shinsa/bench/card.csv
+	$(BIN)/shinsa eval .shinsa/bench/card.csv --label TX_FRAUD --time TX_DATETIME \
+		--amount TX_AMOUNT --entity CUSTOMER --entity TERMINAL --ignore TX_ID \
+		--pattern TX_SCENARIO --delay 7d > .shinsa/bench/card-eval.json
 
 ## Chaos (numbers, not a test): 50,000 orders at 1,000/s while the worker is SIGKILLed 5 times,
 ## Redis and the broker restarted once; counts missing, duplicated and changed decisions.
