@@ -69,19 +69,7 @@ class Decayed:
 
     def add(self, at_ms: int, values: Sequence[float]) -> None:
         """Add one event's values at its own time (commutative: order of arrival is free)."""
-        w = self.width
-        if self.empty:
-            self.at_ms = at_ms
-        if at_ms > self.at_ms:
-            self.sums = self.at(at_ms)
-            self.at_ms = at_ms
-            gap = 0
-        else:
-            gap = self.at_ms - at_ms
-        for k, (_, tau) in enumerate(SCALES):
-            factor = math.exp(-gap / tau) if gap else 1.0
-            for j in range(w):
-                self.sums[k * w + j] += values[j] * factor
+        self.merge(Decayed(self.width, at_ms, list(values) * len(SCALES)))
 
     def merge(self, other: Decayed) -> None:
         """Add another entity's sums (a batch's events, or a merged entity), commutatively."""
@@ -141,10 +129,12 @@ def activity_values(amount: float) -> tuple[float, float, float]:
     return 1.0, log_amount, log_amount * log_amount
 
 
-def risk_values(label: int, first: bool = True) -> tuple[float, float]:
-    """What one label adds to its entity's risk sums; a corrected label (paid, then charged
-    back) adds only its fraud, its label being counted already."""
-    return (1.0 if first else 0.0), float(label)
+def risk_values(label: int, seen: int | None = None) -> tuple[float, float]:
+    """What one label adds to its entity's risk sums: a first label (1, label); a corrected
+    one (paid, then charged back) only the change of its fraud, being counted already."""
+    if seen is None:
+        return 1.0, float(label)
+    return 0.0, float(label - seen)
 
 
 @cache
@@ -183,14 +173,14 @@ def activity_features(
     out: dict[str, float] = {
         names["new"]: 0.0,
         names["since_h"]: math.log1p(max(0, now_ms - state.last_ms) / 3_600_000),
-        names["n"][0]: math.log1p(sums[0]),
-        names["n"][1]: math.log1p(sums[3]),
-        names["n"][2]: math.log1p(sums[6]),
     }
-    count, logs = sums[3], sums[4]
+    w = ACTIVITY_WIDTH  # per scale: count, Σ log amount, Σ (log amount)²
+    for k, name_n in enumerate(names["n"]):
+        out[name_n] = math.log1p(sums[w * k])
+    count, logs = sums[w], sums[w + 1]  # 7 days
     if count >= HAS_HISTORY:
         out[names["vs_mean_7d"]] = log_amount - logs / count
-    count, logs, log_squares = sums[6], sums[7], sums[8]
+    count, logs, log_squares = sums[2 * w : 3 * w]  # 30 days
     if count >= HAS_HISTORY:
         mean = logs / count
         spread = math.sqrt(max(0.0, log_squares / count - mean * mean))
@@ -233,13 +223,10 @@ def amount_bin(amount: float) -> int:
     return int(4 * math.log2(amount)) if amount >= 1 else 0
 
 
-def entity_features(
-    entities: Iterable[tuple[str, EntityState | None]], now_ms: int, amount: float
-) -> dict[str, float]:
-    """Activity and known risk of each (kind, state) entity of one event."""
+def known_risk(entities: Iterable[tuple[str, EntityState | None]], now_ms: int) -> dict[str, float]:
+    """The known risk of each (kind, state) entity of one event, as known at `now_ms`."""
     out: dict[str, float] = {}
     for kind, state in entities:
-        out |= activity_features(kind, state, now_ms, amount)
         out |= risk_features(kind, state, now_ms)
     return out
 

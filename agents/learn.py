@@ -102,7 +102,7 @@ class RiskChanges:
     def add(self, refs: Sequence[str], known_ms: int, seen: int | None, label: int) -> None:
         if seen == label or not refs:
             return
-        values = risk_values(label) if seen is None else (0.0, float(label - seen))
+        values = risk_values(label, seen)
         for ref in refs:
             sums = self.sums.get(ref)
             if sums is None:

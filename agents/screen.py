@@ -33,8 +33,8 @@ from agents.entities import (
     ORDER_ACTIVITY,
     EntityState,
     activity_values,
+    known_risk,
     order_entities,
-    risk_features,
 )
 from agents.exposure import apply_event, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
@@ -115,9 +115,7 @@ def screen_order(
     past = history_before(history, order.order_id)
     habits = [(kind, state) for kind, state in entities if kind in ORDER_ACTIVITY]
     features = order_features(enriched, past, device_failures, habits)
-    event_ms = to_ms(order.event_time)
-    for kind, state in entities:
-        features |= risk_features(kind, state, event_ms)
+    features |= known_risk(entities, to_ms(order.event_time))
     probability, contributions = model.assess(features, explain=warm)
     opinion = ModelOpinion(probability, model.name, warm, tuple(n for n, _ in contributions))
     keys = (

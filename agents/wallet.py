@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from agents import reasons
 from agents.decide import DECLINE, REVIEW, ModelOpinion, Verdict
-from agents.entities import EntityState, payment_entities, risk_features
+from agents.entities import EntityState, known_risk, payment_entities
 from agents.identity import IdentityGraph, person_keys
 from agents.policies import policies
 from agents.policy import PolicySet
@@ -143,8 +143,7 @@ def screen_payment(
     payment, at_ms = candidate.payment, candidate.at_ms
     policy: PaymentPolicy = rules.policies.payments_for(payment.merchant_id)
     features = payment_features(payment, ctx, at_ms)
-    for kind, state in entities:  # known risk only: the account's own history is in ctx
-        features |= risk_features(kind, state, at_ms)
+    features |= known_risk(entities, at_ms)  # not activity: the account's history is in ctx
     probability, contributions = rules.model.assess(features, explain=rules.warm)
     opinion = ModelOpinion(
         probability, rules.model.name, rules.warm, tuple(n for n, _ in contributions)

@@ -48,8 +48,8 @@ from agents.entities import (
     EntityState,
     activity_features,
     amount_bin,
+    known_risk,
     order_entities,
-    risk_features,
 )
 from agents.features import (
     PastOrder,
@@ -158,10 +158,7 @@ class EntityRisk:
             state.learn(known_ms, label)
 
     def features(self, entities: Sequence[tuple[str, str]], now_ms: int) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key in entities:
-            out |= risk_features(key[0], self.states.get(key), now_ms)
-        return out
+        return known_risk([(key[0], self.states.get(key)) for key in entities], now_ms)
 
 
 def label_times(txns: Sequence[Txn], delay_ms: int | None) -> list[int | None]:

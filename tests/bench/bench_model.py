@@ -35,7 +35,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agents.entities import ORDER_ACTIVITY, EntityState, order_entities, risk_features
+from agents.entities import ORDER_ACTIVITY, EntityState, known_risk, order_entities
 from agents.features import order_features
 from agents.model import ESTIMATORS, ModelState
 from streams.backtest import enriched_orders, read_simulated, resolve_identities
@@ -82,8 +82,7 @@ def measure(kind: str, prepared: list[tuple[Any, list]], labels: list[int | None
         seen = [(k[0], states.get(k)) for k in keys]
         t0 = clock()
         x = order_features(enriched, history, 0, [e for e in seen if e[0] in ORDER_ACTIVITY])
-        for entity_kind, state in seen:
-            x |= risk_features(entity_kind, state, at_ms)
+        x |= known_risk(seen, at_ms)
         t1 = clock()
         score = model.score(x)
         t2 = clock()

@@ -19,7 +19,7 @@ from agents.entities import (
     activity_values,
     amount_bin,
     bin_of,
-    entity_features,
+    known_risk,
     risk_features,
 )
 from agents.learn import RiskChanges
@@ -121,8 +121,8 @@ def test_known_risk_is_the_share_of_known_frauds() -> None:
     clean = EntityState()
     clean.learn(T0, 0)
     assert risk_features("terminal", clean, T0)["terminal:risk_bin=0"] == 1.0
-    both = entity_features([("terminal", terminal), ("customer", None)], T0 + 10, 50)
-    assert both["terminal:risk_1d"] == f["terminal:risk_1d"] and both["customer:new"] == 1.0
+    both = known_risk([("terminal", terminal), ("customer", None)], T0 + 10)
+    assert both == f  # an entity with nothing known adds nothing
 
 
 def test_bins() -> None:
