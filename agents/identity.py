@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -43,13 +42,14 @@ from agents.normalize import (
     normalize_name,
     normalize_phone,
 )
-from agents.state import keyed_hash, retrying
+from agents.state import keyed_hash, lua, retrying
 from streams.records import Buyer
 
 log = logging.getLogger(__name__)
 
 KATAKANA_ONLY = re.compile("[\u30a1-\u30fa\u30fc]+")
-SCRIPT = (Path(__file__).parent / "identity_graph.lua").read_text(encoding="utf-8")
+# a merge moves the person in merchant audiences too (segments.lua), in the same script
+SCRIPT = lua("segments.lua") + lua("identity_graph.lua")
 # ARGV: the parent hash, then identity ids; returns each id's root (read only)
 ROOTS_SCRIPT = """
 local out = {}

@@ -1,4 +1,5 @@
 -- Identity graph (名寄せ): union-find over hashed match keys, one batch of records per call.
+-- agents/segments.lua is prepended: a merge moves the person's merchant audience rows.
 --
 -- Calls are batched (SMISMEMBER, HMGET, multi-field HSET/SADD): the per-call overhead of a
 -- script, not the commands, is most of its cost. Needs Redis ≥ 6.2.
@@ -50,6 +51,7 @@ local function absorb(winner, loser, t)
   redis.call('HINCRBY', w, 'merges', 1 + tonumber(redis.call('HGET', l, 'merges') or 0))
   redis.call('DEL', l)
   redis.call('HINCRBY', ns .. ':stats', 'merges', 1)
+  seg_merge(ns, winner, loser)  -- segments.lua (prepended): one row a merchant
   redis.call('XADD', ns .. ':merges', 'MAXLEN', '~', 100000, '*',
              'winner', winner, 'loser', loser, 'at', now)
 end

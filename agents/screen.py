@@ -52,6 +52,7 @@ from agents.normalize import postal_table
 from agents.policies import policies, policies_loaded
 from agents.policy import PolicySet, match_lists, order_list_keys
 from agents.scorer import models_loaded, scorer
+from agents.segments import jst_date, jst_day, person_attributes
 from agents.state import (
     Account,
     Changes,
@@ -442,11 +443,13 @@ def screen_one(
             state = loaded.entities[ref] = EntityState()
         state.record(at_ms, order.amount)
         changes.record_activity(ref, at_ms, activity_values(order.amount))
-    if screened.decision["decision"] == APPROVE and order.payment_method == "DEFERRED":
-        loaded.accounts[identity_id] = apply_event(
-            account, "approved", order.order_id, order.amount
-        )
-        changes.account_events.append((identity_id, "approved", order.order_id, order.amount))
+    if screened.decision["decision"] == APPROVE:
+        changes.segments.append(order_purchase(order, identity_id, at_ms, candidate.attributes))
+        if order.payment_method == "DEFERRED":
+            loaded.accounts[identity_id] = apply_event(
+                account, "approved", order.order_id, order.amount
+            )
+            changes.account_events.append((identity_id, "approved", order.order_id, order.amount))
     changes.snapshots.append((order.order_id, snapshot))
     changes.decided.append((order.order_id, decision, trace))
     record_decision_metrics(screened.decision, order.payment_method)
@@ -454,6 +457,18 @@ def screen_one(
     if screened.shadow is not None:
         SHADOW_DECISIONS.labels(screened.decision["decision"], screened.shadow.decision).inc()
     return decision, trace
+
+
+def order_purchase(
+    order: Order, identity_id: str, at_ms: int, attributes: Mapping[str, Any]
+) -> tuple[str, str, int, int, str]:
+    """An approved order as a purchase of its merchant's audience (agents/segments.py), with
+    what it says of its buyer: age band, gender, prefecture of the home address."""
+    buyer = order.buyer
+    told = person_attributes(
+        buyer.birth_date, buyer.gender, attributes.get("prefecture_code"), jst_date(at_ms)
+    )
+    return order.merchant_id, identity_id, jst_day(at_ms), order.amount, told
 
 
 def replay(key: bytes, earlier: Earlier, out: Outputs) -> list[Outgoing]:

@@ -83,7 +83,9 @@ def lua(name: str) -> str:
 
 LOAD_SCRIPT = lua("state_load.lua")
 # accounts change through one rule (accounts.lua), entities' decayed sums through another
-SAVE_SCRIPT = lua("accounts.lua") + lua("entities.lua") + lua("state_save.lua")
+SAVE_SCRIPT = (
+    lua("accounts.lua") + lua("entities.lua") + lua("segments.lua") + lua("state_save.lua")
+)
 LEARNED_SCRIPT = lua("entities.lua") + lua("entities_learn.lua")
 EVENTS_SCRIPT = lua("accounts.lua") + lua("account_events.lua")
 RECOUNT_SCRIPT = lua("account_totals.lua")
@@ -92,7 +94,17 @@ DEVICE_WINDOW_MS = 3_600_000  # failed authorisations counted in the hour before
 DEVICE_KEEP_MS = 2 * 86_400_000
 
 # The stores, the label values of the retry counter.
-STORES = ("identity", "state", "decisions", "snapshots", "devices", "accounts", "wallet", "lease")
+STORES = (
+    "identity",
+    "state",
+    "decisions",
+    "snapshots",
+    "devices",
+    "accounts",
+    "wallet",
+    "lease",
+    "segments",
+)
 REDIS_RETRIES = Counter(
     "shinsa_redis_retries_total",
     "Redis calls retried because Redis did not answer (the caller waits, nothing is lost), "
@@ -469,6 +481,8 @@ class Changes:
     decided: list[tuple[str, bytes, bytes]]  # (order id, Decision bytes, DecisionTrace bytes)
     # entity ref → the batch's events of it (decayed sums) and the newest event's ms
     activity: dict[str, tuple[Decayed, int]] = field(default_factory=dict)
+    # purchases for merchant audiences: (merchant, identity, JST day, yen, person attributes)
+    segments: list[tuple[str, str, int, int, str]] = field(default_factory=list)
 
     def record_activity(self, ref: str, at_ms: int, values: Sequence[float]) -> None:
         sums, last = self.activity.get(ref) or (Decayed(ACTIVITY_WIDTH), 0)
@@ -567,7 +581,13 @@ class HotPathState:
         """Write a batch's state changes and decisions atomically (one script: Redis runs it
         alone): a crash leaves all of them or none, so a retry either re-sends every decision
         or decides on unchanged state."""
-        if not (changes.history or changes.account_events or changes.decided or changes.activity):
+        if not (
+            changes.history
+            or changes.account_events
+            or changes.decided
+            or changes.activity
+            or changes.segments
+        ):
             return
         keys = self.keys
         args: list[Any] = [
@@ -598,6 +618,9 @@ class HotPathState:
         args.append(len(changes.activity))
         for ref, (sums, last_ms) in changes.activity.items():
             args += (keys.entity(ref), sums.to_text(), last_ms)
+        args += (keys.namespace, len(changes.segments))
+        for purchase in changes.segments:
+            args += purchase
         await retrying(lambda: self._save(args=args), "state")
 
 

@@ -10,7 +10,10 @@
 --   then k decided orders: k, (snapshot key, snapshot json, decision key, Decision bytes,
 --   trace key, trace bytes) × k,
 --   then e entities' activity: e, (entity key, activity text, newest event ms) × e
---   (`add_activity` from entities.lua, prepended).
+--   (`add_activity` from entities.lua, prepended),
+--   then the namespace and s purchases for merchant audiences: ns, s,
+--   (merchant id, identity id, JST day, yen, person attributes) × s (`seg_purchase` from
+--   segments.lua, prepended).
 local ttl, trace_ttl, hist_ttl = ARGV[1], ARGV[2], ARGV[3]
 local hist_ms, hist_max = tonumber(ARGV[4]), tonumber(ARGV[5])
 local i = 6
@@ -44,5 +47,12 @@ i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
   add_activity(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   i = i + 3
+end
+local ns = ARGV[i + 1]
+i = i + 2
+for _ = 1, tonumber(ARGV[i]) do
+  seg_purchase(ns, ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]),
+               ARGV[i + 5])
+  i = i + 5
 end
 return 1

@@ -29,7 +29,8 @@ from typing import Any
 from prometheus_client import Counter
 
 from agents import reasons
-from agents.decide import DECLINE, REVIEW, ModelOpinion, Verdict
+from agents.attributes import address_attributes
+from agents.decide import APPROVE, DECLINE, REVIEW, ModelOpinion, Verdict
 from agents.entities import EntityState, known_risk, payment_entities
 from agents.identity import IdentityGraph, person_keys
 from agents.policies import policies
@@ -44,6 +45,7 @@ from agents.screen import (
     to_ms,
     trace_record,
 )
+from agents.segments import SegmentStore, jst_date, jst_day, person_attributes
 from agents.state import (
     Changes,
     HotPathState,
@@ -292,6 +294,9 @@ def screen_payments(
                 snapshot = payment_snapshot(candidate, decision, features, score, challenger)
                 changes.snapshots.append((ref, snapshot))
                 changes.decided.append((ref, decision_bytes, trace_bytes))
+                purchase = payment_purchase(payment, ctx, decision["decision"], candidate.at_ms)
+                if purchase is not None:
+                    changes.segments.append(purchase)
                 recorded.append((payment, candidate.at_ms))
                 batch.add(payment, candidate.at_ms)
                 record_payment_metrics(decision, score)
@@ -307,6 +312,21 @@ def screen_payments(
         outgoing.append(Outgoing(out.decisions, key, decision_bytes))
         outgoing.append(Outgoing(out.traces, key, trace_bytes))
     return outgoing, changes, recorded
+
+
+def payment_purchase(
+    payment: Payment, ctx: WalletContext, decision: str, at_ms: int
+) -> tuple[str, str, int, int, str] | None:
+    """An approved shop payment as a purchase of its merchant's audience (agents/segments.py):
+    its payer's attributes come from KYC (watch_accounts), so the payment tells none."""
+    if (
+        payment.kind != "PAY"
+        or decision != APPROVE
+        or not payment.merchant_id
+        or not ctx.payer.identity_id
+    ):
+        return None
+    return payment.merchant_id, ctx.payer.identity_id, jst_day(at_ms), payment.amount, ""
 
 
 def payment_snapshot(
@@ -498,6 +518,16 @@ def account_fields(account: Account, identity_id: str | None) -> dict[str, str |
     return {"status": "FROZEN" if account.kind == "FROZEN" else "CLOSED"}
 
 
+def kyc_attributes(account: Account) -> str:
+    """What a verified person tells merchant audiences: age band, gender, prefecture."""
+    person = account.person
+    if person is None:
+        return ""
+    prefecture = address_attributes(person.address).prefecture_code
+    on = jst_date(to_ms(account.event_time))
+    return person_attributes(person.birth_date, person.gender, prefecture, on)
+
+
 @app.agent(accounts_topic)
 async def watch_accounts(stream: Any) -> None:
     """accounts → each account's facts in Redis; a KYC person joins the identity graph, so a
@@ -506,6 +536,7 @@ async def watch_accounts(stream: Any) -> None:
     secret = settings.hash_key.get_secret_value().encode()
     graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
     wallet = WalletState(client, settings.identity_namespace, secret)
+    segments = SegmentStore(client, settings.identity_namespace)
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
         now = datetime.now(UTC)
         accounts: list[Account] = []
@@ -528,6 +559,9 @@ async def watch_accounts(stream: Any) -> None:
         resolved = {id(a): i.identity_id for a, i in zip(kyc, identities, strict=True)}
         await wallet.record_accounts(
             [(a.account_id, account_fields(a, resolved.get(id(a)))) for a in accounts]
+        )
+        await segments.record_people(
+            [(i.identity_id, kyc_attributes(a)) for a, i in zip(kyc, identities, strict=True)]
         )
 
 

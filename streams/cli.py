@@ -22,6 +22,7 @@ from rich.table import Table
 
 from streams.errors import UserError
 from streams.progress import LineProgress, progress_for
+from streams.segment_cli import segment_app
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ review_app = typer.Typer(
     help="The review queue: orders decided REVIEW and reviewers' verdicts.", no_args_is_help=True
 )
 app.add_typer(review_app, name="review")
+app.add_typer(segment_app, name="segment")
 console = Console()
 err = Console(stderr=True)
 

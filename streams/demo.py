@@ -36,11 +36,12 @@ from streams.simulate import SimConfig, Simulator
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of a worker that shares `settings`' topics, Redis and namespace (a test's
-    or a benchmark's, on the local stack); /metrics on a free port."""
+    or a benchmark's, on the local stack); /metrics and the HTTP API on free ports."""
     return {
         "SHINSA_TOPIC_PREFIX": settings.topic_prefix,
         "SHINSA_APP_ID": settings.app_id,
         "SHINSA_METRICS_PORT": "0",
+        "SHINSA_API_PORT": "0",
         "SHINSA_REDIS_URL": settings.redis_url,
     }
 

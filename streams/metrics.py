@@ -133,6 +133,24 @@ POLICY_INFO = Gauge(
 )
 MERCHANTS_KNOWN = Gauge("shinsa_merchants_known", "Merchants in this worker's merchant view.")
 WORKER_UP = Gauge("shinsa_worker_up", "1 while the worker's agents run.")
+SEGMENT_ANSWERS = Counter(
+    "shinsa_segment_answers_total",
+    "Merchant audience segments answered (kind: count, export), each of at least 50 people.",
+    ["kind"],
+)
+SEGMENT_REFUSALS = Counter(
+    "shinsa_segment_refusals_total",
+    "Segment requests refused, by reason: unauthorized (no valid key), other_merchant, "
+    "bad_query, below_minimum (fewer than 50 people), differencing (would single out fewer "
+    "than 50 beside an earlier answer).",
+    ["reason"],
+)
+SEGMENT_SECONDS = Histogram(
+    "shinsa_segment_query_seconds",
+    "Time to answer a segment request (count or export), refusals included.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 
 @lru_cache(maxsize=256)

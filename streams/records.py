@@ -37,6 +37,7 @@ class Buyer:
     email: str | None = None
     phone: str | None = None
     birth_date: str | None = None
+    gender: str | None = None  # FEMALE, MALE or not given (segments only, never guessed)
 
 
 @dataclass(slots=True, frozen=True)

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Worker /metrics port; 0 picks a free one (several workers per host).",
     )
+    api_port: int = Field(
+        8470,
+        ge=0,
+        description="Worker HTTP API port (merchant audience segments); 0 picks a free one.",
+    )
+    api_host: str = Field(
+        "127.0.0.1", description="Interface the worker's HTTP API listens on (0.0.0.0: all)."
+    )
     lag_interval: float = Field(
         5.0, gt=0, description="Seconds between consumer-lag measurements of a worker."
     )

@@ -1,5 +1,5 @@
 """Run one Shinsa worker: the hot path (a transactional batch loop), the Faust agents of the
-control streams, and the /metrics endpoint, in one process."""
+control streams, the /metrics endpoint and the HTTP API (segments), in one process."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ def run_worker(loglevel: str = "info") -> None:
     import agents.policies
     import agents.scorer  # the control agents register themselves on import
     from agents.screen import screening_loop
+    from agents.segments import segment_routes
     from agents.wallet import payments_loop  # and the wallet's accounts and logins agents
     from streams.app import app, registry, settings
     from streams.metrics import WORKER_UP, serve_metrics
+    from streams.web import WebApi
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes one level
     port = serve_metrics(settings.metrics_port)
@@ -34,6 +36,7 @@ def run_worker(loglevel: str = "info") -> None:
     for hot_path in (screening_loop(settings, registry), payments_loop(settings, registry)):
         app.service(hot_path)  # the hot paths start, run and stop with the Faust app
         agents.lag.hot_paths.append(hot_path)
+    app.service(WebApi(settings.api_host, settings.api_port, segment_routes(settings)))
     WORKER_UP.set(1)
     # Everything imported so far (schemas, postal data, the Faust app) lives as long as the
     # worker: keep it out of the collector's scans (measured ~20 µs of GC per order otherwise).
