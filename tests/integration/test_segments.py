@@ -17,7 +17,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from agents.segments import SegmentStore, parse_rows
+from agents.segments import AGE_BANDS, SegmentStore, parse_rows
 from agents.state import redis_client
 from streams.cli import app
 from streams.clients import prepare
@@ -229,4 +229,41 @@ def test_a_merge_moves_the_person_and_counts_it_once(env, worker, registry):
     survivor = [i for i, row in zip(ids, found, strict=True) if row["live"] == 1]
     assert survivor[0] and "" in ids, "the absorbed row is emptied, not left counted"
     assert parse_rows(b"").size == 0
+    assert worker.errors() == []
+
+
+def test_a_wallet_shop_payment_adds_its_payer_as_kyc_described_them(env, worker, registry):
+    from tests.integration.test_wallet import Wallet, wait_for_keys
+
+    now = datetime.now(UTC)
+    w = Wallet(registry, now)
+    worker.start()
+    kyc = buyer(700, "大阪府", "MALE", f"{now.year - 27}-01-01")  # 26 or 27: 25-29
+    produce(
+        env,
+        [
+            w.account("wa-1", "OPENED", timedelta(days=30)),
+            w.account("wa-1", "KYC_VERIFIED", timedelta(days=29), kyc_level="FULL", person=kyc),
+        ],
+    )
+    wait_for_keys(env, ["wa:wa-1"])
+    pay = {
+        "payment_id": "pay-seg-1",
+        "account_id": "wa-1",
+        "merchant_id": "m-wallet-shop",
+        "event_time": int(now.timestamp() * 1000),
+        "kind": "PAY",
+        "amount": 1200,
+    }
+    produce(env, [("payments", b"pay-seg-1", w.encode("Payment", pay))])
+    seen = collect(env, "decisions", 1, worker=worker)
+    assert registry.decode("Decision", seen[0].value())["decision"] == "APPROVE"
+    found, ids = wait_rows(env, "m-wallet-shop", 1)
+    row = found[0]
+    assert (int(row["purchases"]), int(row["spent"])) == (1, 1200)
+    assert (AGE_BANDS[row["age"]], int(row["gender"]), int(row["prefecture"])) == ("25-29", 2, 27)
+    identity = redis.Redis.from_url(env.redis_url).hget(
+        f"{env.identity_namespace}:wa:wa-1", "identity"
+    )
+    assert ids == [identity.decode()]
     assert worker.errors() == []
