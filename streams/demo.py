@@ -135,6 +135,7 @@ def run_demo(
             if e.topic == "payments" and not e.broken and e.value["kind"] in WALLET_KINDS
         }
         show_payments(settings, console, registry, decisions_start, patterns)
+        show_segments(settings, console, decided, log)
     finally:
         stop_worker(worker)
     console.print(
@@ -271,6 +272,53 @@ def show_summary(
     )
     if metrics:
         show_kpis(console, metrics)
+
+
+TWENTIES_THIRTIES = ["20-24", "25-29", "30-34", "35-39"]
+
+
+def show_segments(
+    settings: Settings, console: Console, decided: dict[str, dict[str, Any]], log: Path
+) -> None:
+    """The busiest merchant's audience through the worker's API, as the merchant asks for it
+    with its own key (agents/segments.py: never fewer than 50, rounded, audited)."""
+    import asyncio
+
+    from agents.segments import SegmentStore
+    from agents.state import redis_client
+    from streams.errors import UserError
+    from streams.segment_cli import call
+
+    approved = Counter(d["merchant_id"] for d in decided.values() if d["decision"] == "APPROVE")
+    found = re.search(r"API on (http://\S+)/segments", log.read_text("utf-8", "replace"))
+    if not approved or not found:
+        console.print("[dim]no segment shown: the worker's API did not start (SHINSA_API_PORT)")
+        return
+    merchant = approved.most_common(1)[0][0]
+
+    async def issue() -> str:
+        client = redis_client(settings)
+        try:
+            return await SegmentStore(client, settings.identity_namespace).issue_key(merchant)
+        finally:
+            await client.aclose()
+
+    key = asyncio.run(issue())
+    table = Table("segment", "people", title=f"Audience of merchant {merchant} (its own key)")
+    for label, query in (
+        ("all its customers", {}),
+        ("women", {"genders": ["female"]}),
+        (
+            "20-39, bought in the last 7 days",
+            {"age_bands": ["20-24", "25-29", "30-34", "35-39"], "within_days": 7},
+        ),
+    ):
+        try:
+            shown = call(found.group(1), "/segments/count", key, query)["shown"]
+        except UserError as exc:
+            shown = f"refused: {str(exc).splitlines()[0]}"
+        table.add_row(label, shown)
+    console.print(table)
 
 
 def show_payments(

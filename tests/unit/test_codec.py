@@ -307,3 +307,25 @@ def old_datum(registry: SchemaRegistry, name: str) -> dict[str, Any]:
         "contributions": {},
         "features": {},
     }
+
+
+# ------------------------------------------------------------ the buyer's gender (segments)
+
+
+def test_orders_without_gender_decode_and_old_readers_drop_it(registry, valid_json):
+    """Buyer.gender is optional: an order of the schema before it decodes with no gender, and a
+    consumer still on that schema reads an order with a gender, without it."""
+    old = parsed(json.loads((SCHEMA_DIR / "history" / "Order.v1.avsc").read_text(encoding="utf-8")))
+    datum = registry.from_json("Order", valid_json["Order"])
+    assert registry.decode("Order", registry.encode_with(old, datum))["buyer"]["gender"] is None
+    with_gender = registry.from_json(
+        "Order", valid_json["Order"] | {"buyer": valid_json["Order"]["buyer"] | {"gender": "MALE"}}
+    )
+    assert with_gender["buyer"]["gender"] == "MALE"
+    body = io.BytesIO(registry.encode("Order", with_gender)[10:])
+    decoded = fastavro.schemaless_reader(body, registry.reader("Order"), old)
+    assert "gender" not in decoded["buyer"]
+    with pytest.raises(CodecError):
+        registry.from_json(
+            "Order", valid_json["Order"] | {"buyer": valid_json["Order"]["buyer"] | {"gender": "M"}}
+        )
