@@ -431,8 +431,10 @@ def screen_one(
     snapshot = snapshot_of(order, screened, candidate.entities)
     decision = out.registry.encode("Decision", screened.decision)
     trace = out.registry.encode("DecisionTrace", screened.trace)
-    # nothing below can fail: the order's state changes are recorded whole or not at all
     at_ms = to_ms(order.event_time)
+    approved = screened.decision["decision"] == APPROVE
+    purchase = order_purchase(order, identity_id, at_ms, candidate.attributes) if approved else None
+    # nothing below can fail: the order's state changes are recorded whole or not at all
     loaded.histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
     changes.history.append((identity_id, (at_ms, order.amount, order.order_id)))
     for kind, ref in candidate.entities:  # later orders of the batch see this one
@@ -443,8 +445,8 @@ def screen_one(
             state = loaded.entities[ref] = EntityState()
         state.record(at_ms, order.amount)
         changes.record_activity(ref, at_ms, activity_values(order.amount))
-    if screened.decision["decision"] == APPROVE:
-        changes.segments.append(order_purchase(order, identity_id, at_ms, candidate.attributes))
+    if purchase is not None:
+        changes.segments.append(purchase)
         if order.payment_method == "DEFERRED":
             loaded.accounts[identity_id] = apply_event(
                 account, "approved", order.order_id, order.amount

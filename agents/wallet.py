@@ -519,13 +519,18 @@ def account_fields(account: Account, identity_id: str | None) -> dict[str, str |
 
 
 def kyc_attributes(account: Account) -> str:
-    """What a verified person tells merchant audiences: age band, gender, prefecture."""
+    """What a verified person tells merchant audiences: age band, gender, prefecture ("" if
+    it cannot be read: the account's facts and identity must not wait on its audiences)."""
     person = account.person
     if person is None:
         return ""
-    prefecture = address_attributes(person.address).prefecture_code
-    on = jst_date(to_ms(account.event_time))
-    return person_attributes(person.birth_date, person.gender, prefecture, on)
+    try:
+        prefecture = address_attributes(person.address).prefecture_code
+        on = jst_date(to_ms(account.event_time))
+        return person_attributes(person.birth_date, person.gender, prefecture, on)
+    except Exception:  # a bug here must not stop the accounts agent
+        log.exception("KYC attributes of account event at %s unreadable", account.event_time)
+        return ""
 
 
 @app.agent(accounts_topic)

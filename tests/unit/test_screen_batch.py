@@ -7,7 +7,7 @@ source) and never the rest of the batch; state changes are recorded only for ord
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -141,6 +141,24 @@ def test_an_order_sees_its_entities_earlier_orders_of_the_batch_and_their_known_
     assert snaps[0].entities == [ref for _, ref in batch[0].entities]
     assert [ref.partition(":")[0] for ref in snaps[0].entities] == ["identity", "merchant"]
     assert not any(raw in ref for raw in ("m0001", "i1") for ref in snaps[0].entities)
+
+
+def test_approved_orders_become_purchases_of_their_merchant_s_audience(registry, order_json):
+    buyer = {**order_json["buyer"], "gender": "FEMALE", "birth_date": "1990-04-01"}
+    batch = [candidate(registry, {**order_json, "buyer": buyer}, "o-1", 1)]
+    batch[0].attributes = {"prefecture_code": "13"}
+    sent, changes = screen_batch(batch, loaded(1), rules(), outputs(registry))
+    decision = registry.decode("Decision", sent[0].value)
+    assert decision["decision"] == "APPROVE"
+    day = (date(2026, 10, 1) - date(1970, 1, 1)).days  # the order's JST day, not now's
+    # 36 on 2026-10-01: 35-39 (band 6); female (1); 東京都 (13)
+    assert changes.segments == [("m0001", "i1", day, decision["amount"], "6,1,13")]
+    declined = {**order_json, "amount": 10_000_000}  # far over any limit
+    sent, changes = screen_batch(
+        [candidate(registry, declined, "o-2", 2)], loaded(1), rules(), outputs(registry)
+    )
+    assert registry.decode("Decision", sent[0].value)["decision"] != "APPROVE"
+    assert changes.segments == []
 
 
 def test_the_same_order_twice_in_a_batch_is_decided_once(registry, order_json):
