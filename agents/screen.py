@@ -151,6 +151,7 @@ def screen_order(
         "decided_at": now,
         "latency_event_ms": now_ms - order.event_time.timestamp() * 1000,
         "latency_ingest_ms": now_ms - ingest_ms,
+        "payment_method": order.payment_method,
     }
     trace = trace_of(decision, enriched, policy, policies, signals, verdict, opinion, features)
     trace["contributions"] = dict(contributions)

@@ -180,6 +180,7 @@ def screen_payment(
         "payment_id": payment.payment_id,
         "payment_kind": payment.kind,
         "account_id": payment.account_id,
+        "payment_method": "CARD" if payment.card_fingerprint else "WALLET",
     }
     override = (payment.merchant_id or "") in rules.policies.merchant_payments
     trace = payment_trace(decision, payment, policy, signals, verdict, opinion, features, override)

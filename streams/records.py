@@ -155,6 +155,7 @@ class Decision:
     payment_id: str | None = None
     payment_kind: str | None = None
     account_id: str | None = None
+    payment_method: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -329,3 +329,16 @@ def test_orders_without_gender_decode_and_old_readers_drop_it(registry, valid_js
         registry.from_json(
             "Order", valid_json["Order"] | {"buyer": valid_json["Order"]["buyer"] | {"gender": "M"}}
         )
+
+
+def test_decisions_before_payment_method_decode_and_old_readers_drop_it(registry):
+    """Decision.payment_method (campaigns) is optional: v2 decisions decode without it."""
+    old = parsed(
+        json.loads((SCHEMA_DIR / "history" / "Decision.v2.avsc").read_text(encoding="utf-8"))
+    )
+    datum = registry.from_json("Decision", old_datum(registry, "Decision"))
+    assert registry.decode("Decision", registry.encode_with(old, datum))["payment_method"] is None
+    datum["payment_method"] = "CARD"
+    body = io.BytesIO(registry.encode("Decision", datum)[10:])
+    decoded = fastavro.schemaless_reader(body, registry.reader("Decision"), old)
+    assert "payment_method" not in decoded and decoded["order_id"] == datum["order_id"]
