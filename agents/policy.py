@@ -326,7 +326,7 @@ def policy_from_json(data: Mapping[str, Any]) -> PolicySet:
 # ------------------------------------------------------------------ YAML with line numbers
 
 
-def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
     """1-based line of the YAML node at `path` (mapping keys / sequence indexes), or of the
     deepest node found on the way."""
     line = node.start_mark.line + 1 if node is not None else None
@@ -367,7 +367,7 @@ def load_policy_yaml(text: str, source: str = "policy") -> PolicySet:
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if p not in ("function-after",))
             field_path = ".".join(str(p) for p in loc) or "(document)"
-            line = _line_of(root, loc)
+            line = line_of(root, loc)
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 message = "unknown field (a typo?); see the schema in agents/policy.py"

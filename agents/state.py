@@ -104,6 +104,7 @@ STORES = (
     "wallet",
     "lease",
     "segments",
+    "campaign",
 )
 REDIS_RETRIES = Counter(
     "shinsa_redis_retries_total",

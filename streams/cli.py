@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from streams.campaign_cli import campaign_app
 from streams.errors import UserError
 from streams.progress import LineProgress, progress_for
 from streams.segment_cli import segment_app
@@ -46,8 +47,14 @@ review_app = typer.Typer(
 )
 app.add_typer(review_app, name="review")
 app.add_typer(segment_app, name="segment")
+app.add_typer(campaign_app, name="campaign")
 console = Console()
 err = Console(stderr=True)
+
+
+class Role(StrEnum):
+    screen = "screen"
+    campaign = "campaign"
 
 
 def settings() -> Settings:
@@ -128,14 +135,25 @@ def show_status(s: Settings) -> None:
 @app.command()
 def worker(
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="info or debug")] = "info",
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="screen: orders, payments, control streams, the API; campaign: "
+            "the campaign's tickets alone (its own process and consumer group)"
+        ),
+    ] = Role.screen,
 ) -> None:
-    """Run a worker: screen orders, validate events, serve /metrics."""
-    from streams.worker import run_worker
+    """Run a worker: screen orders and payments, validate events, serve /metrics (and the API);
+    with --role campaign, issue campaign tickets."""
+    from streams.worker import run_campaign_worker, run_worker
 
     settings()  # a bad SHINSA_* variable is reported here, not as a traceback from the app
 
     sys.argv = [sys.argv[0], "worker"]
-    run_worker(loglevel)
+    if role is Role.campaign:
+        run_campaign_worker(loglevel)
+    else:
+        run_worker(loglevel)
 
 
 # ---------------------------------------------------------------- producing

@@ -133,6 +133,26 @@ POLICY_INFO = Gauge(
 )
 MERCHANTS_KNOWN = Gauge("shinsa_merchants_known", "Merchants in this worker's merchant view.")
 WORKER_UP = Gauge("shinsa_worker_up", "1 while the worker's agents run.")
+CAMPAIGN_TICKETS = Counter(
+    "shinsa_campaign_tickets_total",
+    "Campaign ledger records written, by action (ISSUED, REVOKED); a redelivered purchase "
+    "re-sends its record and counts again (the ledger is a table keyed by purchase).",
+    ["action"],
+)
+CAMPAIGN_EVENTS = Counter(
+    "shinsa_campaign_events_total",
+    "Events the campaign worker read, by topic (logins, decisions, outcomes) and result: used, "
+    "ignored (declined, failed login, an outcome that revokes nothing), unlinked (a login of "
+    "an account without KYC: nobody to make eligible).",
+    ["topic", "result"],
+)
+CAMPAIGN_MONTH = Gauge(
+    "shinsa_campaign_month",
+    "A campaign's month so far (period current) and last month (period previous), from Redis: "
+    "purchases, issued, revoked, participants (people with a live ticket), eligible (people who "
+    "logged in). Campaigns are few and named by operators: a bounded label.",
+    ["campaign", "period", "kind"],
+)
 SEGMENT_ANSWERS = Counter(
     "shinsa_segment_answers_total",
     "Merchant audience segments answered (kind: count, export), each of at least 50 people.",

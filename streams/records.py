@@ -190,9 +190,42 @@ class DecisionTrace:
     payment_kind: str | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class CampaignTicket:
+    campaign_id: str
+    month: str
+    purchase_id: str
+    identity_id: str
+    day: str
+    action: str
+    at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class CampaignWinner:
+    campaign_id: str
+    month: str
+    rank: int
+    identity_id: str
+    tickets: int
+    prize_yen: int
+    drawn_at: datetime
+
+
 RECORD_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Order, Payment, Account, Login, Outcome, Merchant, Decision, DecisionTrace)
+    for cls in (
+        Order,
+        Payment,
+        Account,
+        Login,
+        Outcome,
+        Merchant,
+        Decision,
+        DecisionTrace,
+        CampaignTicket,
+        CampaignWinner,
+    )
 }
 
 

@@ -27,8 +27,12 @@ TOPIC_NAMES = (
     "dlq",
     "models",
     "account-events",  # internal: repayments and outcomes re-keyed by identity (exposure)
+    "campaigns",  # campaign definitions (`shinsa campaign apply`), keyed by campaign id
+    "campaign-tickets",  # the ticket ledger: issued / revoked, keyed by purchase id
+    "campaign-draws",  # draw commitments and results, keyed by campaign:month
+    "campaign-winners",  # each month's winners, keyed by campaign:month:identity
 )
-COMPACTED_TOPICS = frozenset({"merchants", "policies", "models"})
+COMPACTED_TOPICS = frozenset({"merchants", "policies", "models", "campaigns", "campaign-draws"})
 MODEL_MESSAGE_BYTES = 8 * 1024 * 1024  # largest model checkpoint (models topic, producer)
 
 
@@ -67,6 +71,11 @@ class Settings(BaseSettings):
         9464,
         ge=0,
         description="Worker /metrics port; 0 picks a free one (several workers per host).",
+    )
+    campaign_metrics_port: int = Field(
+        9465,
+        ge=0,
+        description="/metrics port of `shinsa worker --role campaign`; 0 picks a free one.",
     )
     api_port: int = Field(
         8470,

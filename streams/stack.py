@@ -466,7 +466,7 @@ def render_monitoring(settings: Settings, out: Path | None = None) -> list[Path]
         )
     url = settings.alert_webhook_url.get_secret_value()
     config = prometheus_config(
-        [f"127.0.0.1:{settings.metrics_port}"],
+        [f"127.0.0.1:{settings.metrics_port}", f"127.0.0.1:{settings.campaign_metrics_port}"],
         [f"127.0.0.1:{settings.alertmanager_port}"] if url else [],
         rules=str(RULES_DIR / "*.yml"),
     )
@@ -502,7 +502,7 @@ def prometheus_cmd(binary: str, config: Path, data: Path, port: int) -> list[str
         f"--config.file={config}",
         f"--storage.tsdb.path={data}",
         f"--web.listen-address=127.0.0.1:{port}",
-        "--storage.tsdb.retention.time=15d",
+        "--storage.tsdb.retention.time=400d",  # campaigns compare a month with last year's
         "--web.enable-lifecycle",
     ]
 

@@ -45,6 +45,27 @@ def run_worker(loglevel: str = "info") -> None:
     Worker(app, loglevel=loglevel).execute_from_commandline()
 
 
+def run_campaign_worker(loglevel: str = "info") -> None:
+    """`shinsa worker --role campaign`: the campaign's ticket loop alone, in its own process and
+    consumer group, so a campaign surge never takes the screening worker's CPU."""
+    import uvloop
+
+    uvloop.install()
+    from mode import Worker
+
+    from agents.campaign import campaign_loop
+    from streams.codec import SchemaRegistry
+    from streams.metrics import WORKER_UP, serve_metrics
+    from streams.settings import load_settings
+
+    settings = load_settings()
+    port = serve_metrics(settings.campaign_metrics_port)
+    print(f"shinsa worker (campaign): metrics on http://127.0.0.1:{port}/metrics", flush=True)
+    loop = campaign_loop(settings, SchemaRegistry(settings.schema_dir))
+    WORKER_UP.set(1)
+    Worker(loop, loglevel=loglevel).execute_from_commandline()
+
+
 def freeze_survivors(phase: str, info: dict[str, int]) -> None:
     """After a full collection, move what survived it to the permanent generation.
 

@@ -29,6 +29,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 # Label names whose values come from fixed, small sets (enums, topic names, partitions).
 ALLOWED_LABELS = frozenset(
     {
+        "action",
+        "campaign",  # operator-named campaigns, a handful at a time
+        "period",
         "topic",
         "partition",
         "reason",

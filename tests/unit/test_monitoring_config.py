@@ -66,7 +66,8 @@ def test_promtool_refuses_a_broken_rule(tmp_path):
 
 def test_the_committed_config_is_what_the_stack_renders_with_default_ports():
     committed = yaml.safe_load(PROMETHEUS_YML.read_text())
-    assert committed == stack.prometheus_config(["127.0.0.1:9464"], ["127.0.0.1:9095"])
+    targets = ["127.0.0.1:9464", "127.0.0.1:9465"]  # the screening and the campaign worker
+    assert committed == stack.prometheus_config(targets, ["127.0.0.1:9095"])
     interval = committed["global"]["scrape_interval"]
     assert interval.endswith("s") and int(interval[:-1]) <= 15
 
