@@ -42,18 +42,19 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "SHINSA_APP_ID": settings.app_id,
         "SHINSA_METRICS_PORT": "0",
         "SHINSA_API_PORT": "0",
+        "SHINSA_CAMPAIGN_METRICS_PORT": "0",
         "SHINSA_REDIS_URL": settings.redis_url,
     }
 
 
 def start_worker(
-    settings: Settings, log: Path, env: dict[str, str] | None = None
+    settings: Settings, log: Path, env: dict[str, str] | None = None, role: str = "screen"
 ) -> subprocess.Popen:
-    """A worker process running `shinsa worker`, its output in `log`."""
+    """A worker process running `shinsa worker --role ROLE`, its output in `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", "worker", "--role", role],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

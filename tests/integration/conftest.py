@@ -78,12 +78,15 @@ class Worker:
     settings: Settings
     log: Path
     proc: subprocess.Popen | None = None
+    role: str = "screen"  # or campaign
     runs: list[str] = field(default_factory=list)
 
     def start(self, wait: bool = True) -> Worker:
-        self.proc = start_worker(self.settings, self.log, env_vars(self.settings))
+        self.proc = start_worker(self.settings, self.log, env_vars(self.settings), self.role)
         if wait:
-            self.wait_for("merchant table loaded")
+            self.wait_for(
+                "merchant table loaded" if self.role == "screen" else "hot path campaign: assigned"
+            )
         return self
 
     def wait_for(self, text: str, timeout: float = 60.0) -> None:
