@@ -75,12 +75,17 @@ def test_the_committed_config_is_what_the_stack_renders_with_default_ports():
 @promtool
 def test_the_rendered_local_config_follows_the_settings_and_is_valid(tmp_path):
     settings = load_settings(
-        metrics_port=19464, alertmanager_port=19095, alert_webhook_url=WEBHOOK, data_dir=tmp_path
+        metrics_port=19464,
+        campaign_metrics_port=19465,
+        alertmanager_port=19095,
+        alert_webhook_url=WEBHOOK,
+        data_dir=tmp_path,
     )
     paths = stack.render_monitoring(settings)
     assert [p.name for p in paths] == ["prometheus.yml", "alertmanager.yml"]
     config = yaml.safe_load(paths[0].read_text())
-    assert config["scrape_configs"][0]["static_configs"] == [{"targets": ["127.0.0.1:19464"]}]
+    targets = ["127.0.0.1:19464", "127.0.0.1:19465"]  # the screening and the campaign worker
+    assert config["scrape_configs"][0]["static_configs"] == [{"targets": targets}]
     assert config["alerting"]["alertmanagers"][0]["static_configs"] == [
         {"targets": ["127.0.0.1:19095"]}
     ]
