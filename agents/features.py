@@ -48,6 +48,25 @@ def velocity(history: Sequence[PastOrder], now_ms: int) -> dict[str, float]:
     return out
 
 
+TICKET_MIN_YEN = 500  # the card seed's campaign: one ticket per card purchase of ≥ 500 yen
+NEAR_TICKET_MIN_YEN = 600  # "just over" the minimum: what ticket farming buys
+
+
+def campaign_features(history: Sequence[PastOrder], now_ms: int, amount: int) -> dict[str, float]:
+    """Ticket farming (many purchases just over the campaign's 500-yen minimum, split orders):
+    whether this order is one, and how many of the identity's orders of the last day were."""
+    day = now_ms - WINDOWS_MS["24h"]
+    near = sum(1 for at, paid, _ in history if day < at <= now_ms and _near_ticket_min(paid))
+    return {
+        "near_ticket_min": float(_near_ticket_min(amount)),
+        "near_ticket_min_24h": math.log1p(near),
+    }
+
+
+def _near_ticket_min(amount: int) -> bool:
+    return TICKET_MIN_YEN <= amount < NEAR_TICKET_MIN_YEN
+
+
 def add_to_history(
     history: Sequence[PastOrder], order_id: str, at_ms: int, amount: int
 ) -> list[PastOrder]:
@@ -153,6 +172,7 @@ def order_features(
     features |= identity_features(enriched.identity, now_ms)
     features |= attribute_features(enriched.attributes)
     features |= velocity(history, now_ms)
+    features |= campaign_features(history, now_ms, order.amount)
     for kind, state in entities:
         features |= activity_features(kind, state, now_ms, amount)
     return features

@@ -274,6 +274,13 @@ def simulate(
     wallet_fraud_rate: Annotated[
         float, typer.Option(help="Share of wallet activities that are fraud.", min=0, max=1)
     ] = 0.03,
+    campaign: Annotated[
+        bool,
+        typer.Option(
+            help="Shape traffic for the お月玉 campaign: members who never log in, heavy card "
+            "users who hit the daily cap, and the ticket_farming pattern."
+        ),
+    ] = False,
 ) -> None:
     """Generate realistic Japanese traffic with named fraud patterns and publish it."""
     from datetime import UTC, datetime
@@ -300,6 +307,7 @@ def simulate(
         end=end_time,
         wallet_payments=wallet,
         wallet_fraud_rate=wallet_fraud_rate,
+        campaign=campaign,
     )
     events = list(Simulator(cfg).events())
     if output is not None:

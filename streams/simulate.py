@@ -14,6 +14,12 @@ named fraud patterns:
 - ship_mismatch: goods shipped to a different person in another prefecture (a drop address).
 - card_testing: a burst of tiny card authorisations from one device with many cards, most
   failing, then a real order.
+- ticket_farming (with `campaign`): a member splits purchases into many card orders just over
+  the お月玉 campaign's 500-yen minimum at several shops within hours, to farm tickets.
+
+With `campaign`, traffic is also shaped for the campaign: one member in five never logs in
+(never eligible), and one in eleven is a heavy card user whose shopping days have four card
+purchases (one over the daily cap of 3). Without it, a seed's events are what they were.
 
 Outcomes (paid, unpaid, chargeback, fraud confirmed) arrive days later in event time; only
 those already known at the end of the timeline are emitted. With `invalid_rate` some events are
@@ -128,6 +134,8 @@ PATTERNS = [
     "ship_mismatch",
     "card_testing",
 ]
+CAMPAIGN_PATTERNS = [*PATTERNS, "ticket_farming"]
+FRAUD_ORDERS_PER_CAMPAIGN_CASE = 3.3  # the same mean with ticket farming's ~9 orders
 
 
 # Town names that cannot take 丁目/番/号 numbers after them as they are: Japan Post's catch-all
@@ -247,6 +255,7 @@ class SimConfig:
     end: datetime = field(default_factory=lambda: datetime.now(UTC))
     wallet_payments: int = 0  # wallet traffic beside the orders (streams/simulate_wallet.py)
     wallet_fraud_rate: float = 0.03  # share of wallet activities that are fraud cases
+    campaign: bool = False  # shape traffic for the お月玉 campaign (see the module docstring)
 
 
 class Simulator:
@@ -605,11 +614,25 @@ class Simulator:
         gift = self.people[rng.randrange(len(self.people))] if rng.random() < 0.05 else None
         events = [self._login(p, when - timedelta(minutes=rng.uniform(1, 30)))]
         events += self._order(p, when, self._amount(), merchant, method, ship_to=gift)
+        if self.cfg.campaign:
+            events = self._campaign_member(p, when, events)
+        return events
+
+    def _campaign_member(self, p: Person, when: datetime, events: list[SimEvent]) -> list[SimEvent]:
+        """Members who never log in lose their logins; heavy card users shop four times."""
+        draw = zlib.crc32(p.person_id.encode())
+        if draw % 5 == 0:
+            return [e for e in events if e.topic != "logins"]
+        if draw % 11 == 0:
+            for k in range(3):
+                merchant = self.rng.choice(self.active_merchants)
+                later = when + timedelta(minutes=20 * (k + 1))
+                events += self._order(p, later, self._amount(), merchant, "CARD")
         return events
 
     def _fraud(self) -> list[SimEvent]:
         rng = self.rng
-        pattern = rng.choice(PATTERNS)
+        pattern = rng.choice(CAMPAIGN_PATTERNS if self.cfg.campaign else PATTERNS)
         victim = rng.choice(self.people)
         when = self._when()
         risky = [m for m in self.merchants if m["category"] in FRAUD_CATEGORIES] or self.merchants
@@ -659,6 +682,17 @@ class Simulator:
                 device=drop.device_id,
                 pattern=pattern,
             )
+        elif pattern == "ticket_farming":
+            events.append(self._login(victim, when - timedelta(minutes=rng.uniform(1, 30))))
+            for k in range(rng.randint(6, 12)):
+                events += self._order(
+                    victim,
+                    when + timedelta(minutes=k * rng.uniform(5, 25)),
+                    rng.randrange(500, 560),
+                    rng.choice(self.active_merchants),
+                    "CARD",
+                    pattern=pattern,
+                )
         else:  # card_testing
             device = f"dev-{rng.getrandbits(48):012x}"
             merchant = rng.choice(self.merchants)
@@ -715,7 +749,8 @@ class Simulator:
         orders = 0
         # A fraud case places ~2.4 orders on average; pick cases so orders hit fraud_rate.
         rate = self.cfg.fraud_rate
-        case_rate = rate / (rate + FRAUD_ORDERS_PER_CASE * (1 - rate)) if rate else 0.0
+        per_case = FRAUD_ORDERS_PER_CAMPAIGN_CASE if self.cfg.campaign else FRAUD_ORDERS_PER_CASE
+        case_rate = rate / (rate + per_case * (1 - rate)) if rate else 0.0
         while orders < self.cfg.orders:
             batch = self._fraud() if self.rng.random() < case_rate else self._legit()
             # Orders past the end of the timeline have not happened yet, and orders beyond the

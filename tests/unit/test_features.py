@@ -125,3 +125,23 @@ def test_failed_card_authorisations_count_in_the_hour_up_to_the_order():
     x = order_features(enrich_order(order(), {}), (), device_failures=12)
     assert x["device_failed_auths_1h"] == math.log1p(12)
     assert order_features(enrich_order(order(), {}))["device_failed_auths_1h"] == 0.0
+
+
+def test_ticket_farming_shows_as_purchases_just_over_the_campaign_minimum():
+    from agents.features import campaign_features
+
+    now = 1_790_000_000_000
+    hour = 3_600_000
+    history = [
+        (now - 1 * hour, 520, "o1"),
+        (now - 2 * hour, 540, "o2"),
+        (now - 3 * hour, 499, "o3"),  # under the minimum: earns nothing, not farming
+        (now - 4 * hour, 3_000, "o4"),
+        (now - 30 * hour, 510, "o5"),  # older than a day
+    ]
+    assert campaign_features(history, now, 550) == {
+        "near_ticket_min": 1.0,
+        "near_ticket_min_24h": math.log1p(2),
+    }
+    assert campaign_features([], now, 600)["near_ticket_min"] == 0.0
+    assert campaign_features([], now, 500)["near_ticket_min"] == 1.0

@@ -165,3 +165,36 @@ def test_wallet_traffic_has_its_patterns_labels_and_leaves_the_orders_as_they_we
     }
     for e in wallet:
         assert verified[e.value["account_id"]] < e.time
+
+
+def test_campaign_traffic_farms_tickets_skips_logins_and_hits_the_cap():
+    events = simulate(orders=3000, seed=7, fraud_rate=0.05, campaign=True)
+    orders = [e for e in events if e.topic == "orders"]
+    farmed = [e for e in orders if e.fraud_pattern == "ticket_farming"]
+    assert farmed and all(
+        500 <= e.value["amount"] < 560 and e.value["payment_method"] == "CARD" for e in farmed
+    )
+    people = {
+        f"{p.email_user}@{p.email_domain}": p.person_id
+        for p in Simulator(SimConfig(end=END, seed=7, orders=3000)).people
+    }
+
+    def buyers_never_logged_in(stream: list[SimEvent]) -> int:
+        logged_in = {e.value["account_id"] for e in stream if e.topic == "logins"}
+        bought = {
+            people[e.value["buyer"]["email"]]
+            for e in stream
+            if e.topic == "orders" and not e.fraud_pattern and e.value["buyer"]["email"] in people
+        }
+        return len(bought - logged_in)
+
+    assert buyers_never_logged_in(events) > 0  # members who never log in
+    assert buyers_never_logged_in(simulate(orders=3000, seed=7, fraud_rate=0.05)) == 0
+    per_day: dict[tuple[str, str], int] = {}
+    for e in orders:
+        if e.value["payment_method"] == "CARD" and not e.fraud_pattern:
+            key = (e.value["buyer"]["email"], e.value["event_time"][:10])
+            per_day[key] = per_day.get(key, 0) + 1
+    assert max(per_day.values()) >= 4  # heavy users: a fourth card purchase in a day
+    plain = simulate(orders=300, seed=5)
+    assert simulate(orders=300, seed=5, campaign=False) == plain  # off: the seed's events
