@@ -23,6 +23,7 @@ however often it is delivered or sent.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -45,7 +46,7 @@ from agents.state import Keys, lua, redis_client, retrying
 from streams.clients import consumer
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
-from streams.metrics import CAMPAIGN_EVENTS, CAMPAIGN_MONTH, CAMPAIGN_TICKETS
+from streams.metrics import CAMPAIGN_EVENTS, CAMPAIGN_INFO, CAMPAIGN_MONTH, CAMPAIGN_TICKETS
 from streams.settings import Settings
 from streams.txloop import Received, Stopwatch, TransactionalLoop
 
@@ -57,6 +58,12 @@ REVOKING = frozenset({"FRAUD_CONFIRMED", "CHARGEBACK"})
 RECORDS = {"logins": "Login", "decisions": "Decision", "outcomes": "Outcome"}
 STATE_TTL_SECONDS = 400 * 86_400  # a month's state outlives the next draw and a year's MoM
 SCRIPT = lua("campaign.lua")
+for _action in ("ISSUED", "REVOKED"):  # at 0 from the start, so increase() counts the first
+    CAMPAIGN_TICKETS.labels(_action)
+for _topic in RECORDS:
+    for _result in ("used", "ignored"):
+        CAMPAIGN_EVENTS.labels(_topic, _result)
+CAMPAIGN_EVENTS.labels("logins", "unlinked")
 
 
 # ---------------------------------------------------------------- the campaign (pure)
@@ -99,6 +106,11 @@ class Campaign(BaseModel):
         if unknown or not value:
             raise ValueError(f"unknown payment methods {unknown} (one of {', '.join(METHODS)})")
         return value
+
+    @property
+    def version(self) -> str:
+        """A short hash of the definition: what dashboards annotate when it changes."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:8]
 
     def runs_in(self, month: str) -> bool:
         return month in self.months
@@ -290,6 +302,11 @@ class CampaignBook:
             self.campaigns[campaign.id] = campaign
         return list(self.campaigns.values())
 
+    def publish_info(self) -> None:
+        CAMPAIGN_INFO.clear()
+        for campaign in self.campaigns.values():
+            CAMPAIGN_INFO.labels(campaign.id, campaign.version).set(1)
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
@@ -347,6 +364,7 @@ class TicketEngine:
     async def __call__(self, batch: list[Received]) -> list[Outgoing]:
         watch = Stopwatch("campaign")
         campaigns = self.book.refresh()
+        self.book.publish_info()
         events: list[tuple[Seen, Mapping[str, Any] | None]] = []
         for message in batch:
             read = read_event(message, self.registry, self.topics)

@@ -254,6 +254,15 @@ ANNOTATIONS = (
 )
 
 
+CAMPAIGN_CHANGED = (
+    "Campaign changed",
+    "blue",
+    "count by (campaign, version) (shinsa_campaign_info) "
+    "unless count by (campaign, version) (shinsa_campaign_info offset 1m)",
+    "campaign {{campaign}} {{version}}",
+)
+
+
 def version_annotation(name: str, colour: str, query: str) -> Any:
     return (
         dashboard.AnnotationQuery()
@@ -270,12 +279,17 @@ def finish(built: dict[str, Any]) -> dict[str, Any]:
     and how Prometheus annotations are titled and stepped."""
     for number_, panel in enumerate(built["panels"], 1):
         panel["id"] = number_
-    for annotation, (_, _, _, title) in zip(built["annotations"]["list"], ANNOTATIONS, strict=True):
-        annotation.update({"step": "1m", "titleFormat": title, "tagKeys": "version"})
+    titles = {name: title for name, _, _, title in (*ANNOTATIONS, CAMPAIGN_CHANGED)}
+    for annotation in built["annotations"]["list"]:
+        if annotation["name"] in titles:
+            title = titles[annotation["name"]]
+            annotation.update({"step": "1m", "titleFormat": title, "tagKeys": "version"})
     return built
 
 
-def new_dashboard(title: str, uid: str, description: str) -> Any:
+def new_dashboard(
+    title: str, uid: str, description: str, extra: tuple[tuple[str, str, str, str], ...] = ()
+) -> Any:
     board = (
         dashboard.Dashboard(title)
         .uid(uid)
@@ -287,7 +301,7 @@ def new_dashboard(title: str, uid: str, description: str) -> Any:
         .readonly()
         .tooltip(DashboardCursorSync.CROSSHAIR)
     )
-    for name, colour, query, _ in ANNOTATIONS:
+    for name, colour, query, _ in (*ANNOTATIONS, *extra):
         board = board.annotation(version_annotation(name, colour, query))
     return board
 
@@ -952,10 +966,115 @@ def model() -> Any:
 
 # ---------------------------------------------------------------- output
 
+# ---------------------------------------------------------------- the お月玉 campaign
+
+
+def month_figure(kind: str, period: str = "current") -> str:
+    return f'sum(shinsa_campaign_month{{kind="{kind}",period="{period}"}})'
+
+
+def campaign() -> Any:
+    board = new_dashboard(
+        "Shinsa — お月玉 campaign",
+        "shinsa-campaign",
+        "The card campaign: tickets earned from logins and card purchases, this month against "
+        "last month, and the campaign worker at work. Aggregates only: no person appears.",
+        (CAMPAIGN_CHANGED,),
+    )
+    board = board.with_row(dashboard.Row("This month (JST)"))
+    for title, description, kind in (
+        (
+            "Tickets issued",
+            "Tickets issued this JST month so far, revoked ones included.",
+            "issued",
+        ),
+        (
+            "Tickets revoked",
+            "Tickets taken back this month: their purchase was confirmed fraud or charged back.",
+            "revoked",
+        ),
+        (
+            "Participants",
+            "Members holding at least one live ticket this month: the people in the draw.",
+            "participants",
+        ),
+        (
+            "Eligible members",
+            "Members who logged in successfully at least once this month: their card "
+            "purchases of 500 yen or more earn tickets.",
+            "eligible",
+        ),
+    ):
+        board = board.with_panel(number(title, description, "short", month_figure(kind), span=6))
+    board = board.with_row(dashboard.Row("Month over month"))
+    for title, kind in (
+        ("Tickets issued: this month and last", "issued"),
+        ("Participants: this month and last", "participants"),
+    ):
+        board = board.with_panel(
+            graph(
+                title,
+                "This month so far (current) against the whole of last month (previous), "
+                "from the campaign worker's month figures in Redis.",
+                "short",
+                [
+                    (month_figure(kind), "this month"),
+                    (month_figure(kind, "previous"), "last month"),
+                ],
+            )
+        )
+    board = board.with_row(dashboard.Row("Flow"))
+    board = board.with_panel(
+        graph(
+            "Tickets per hour",
+            "Ledger records written per hour by action; a redelivered purchase re-sends its "
+            "record, so this can slightly exceed the month figures.",
+            "short",
+            [("sum by (action) (increase(shinsa_campaign_tickets_total[1h]))", "{{action}}")],
+        )
+    )
+    board = board.with_panel(
+        graph(
+            "Card purchases and tickets",
+            "Approved card purchases per hour (from screening) beside tickets issued: tickets "
+            "stopping while purchases flow raises ShinsaCampaignTicketsStopped.",
+            "short",
+            [
+                (
+                    'sum(increase(shinsa_decisions_by_method_total{method="CARD",'
+                    'decision="APPROVE"}[1h]))',
+                    "card purchases approved",
+                ),
+                (
+                    'sum(increase(shinsa_campaign_tickets_total{action="ISSUED"}[1h]))',
+                    "tickets issued",
+                ),
+            ],
+        )
+    )
+    board = board.with_panel(
+        graph(
+            "Campaign worker input",
+            "Events per second the campaign worker read, by topic and what it did with them "
+            "(unlinked: a login of an account without KYC makes nobody eligible).",
+            "ops",
+            [
+                (
+                    f"sum by (topic, result) (rate(shinsa_campaign_events_total[{RATE}]))",
+                    "{{topic}} {{result}}",
+                )
+            ],
+            span=24,
+        )
+    )
+    return board
+
+
 DASHBOARDS: dict[str, Callable[[], Any]] = {
     "business-kpis.json": business,
     "pipeline-health.json": pipeline,
     "model.json": model,
+    "campaign.json": campaign,
 }
 
 

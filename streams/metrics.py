@@ -146,6 +146,12 @@ CAMPAIGN_EVENTS = Counter(
     "an account without KYC: nobody to make eligible).",
     ["topic", "result"],
 )
+CAMPAIGN_INFO = Gauge(
+    "shinsa_campaign_info",
+    "1 per campaign in force on a campaign worker, by campaign and version (a hash of its "
+    "definition): a new version is annotated on the campaign dashboard.",
+    ["campaign", "version"],
+)
 CAMPAIGN_MONTH = Gauge(
     "shinsa_campaign_month",
     "A campaign's month so far (period current) and last month (period previous), from Redis: "

@@ -21,9 +21,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -218,18 +220,31 @@ def test_every_panel_and_rule_has_data_on_a_real_prometheus(
     env, workers, alertmanager, registry, tmp_path
 ):
     started = time.monotonic()
+    apply_campaign(env)  # the campaign dashboard's panels need a campaign worker at work
+    campaign = Worker(env, tmp_path / "campaign.log", role="campaign").start()
     ports = [metrics_port(w) for w in workers]
     assert len(set(ports)) == 2, f"two workers on one host share a /metrics port: {ports}"
-    prom = start_prometheus(tmp_path, [f"127.0.0.1:{p}" for p in ports], alertmanager)
+    targets = [*ports, metrics_port(campaign)]
+    prom = start_prometheus(tmp_path, [f"127.0.0.1:{p}" for p in targets], alertmanager)
     try:
         for w in workers:
             w.wait_for("merchant table loaded")
-        run_traffic_and_check(env, workers, prom, alertmanager, ports, started)
+        run_traffic_and_check(env, workers, prom, alertmanager, ports, started, len(targets))
     finally:
         prom.proc.terminate()
         prom.proc.wait(10)
-    for w in workers:
+        campaign.stop()
+    for w in [*workers, campaign]:
         assert w.errors() == [], "\n".join(w.errors())
+
+
+def apply_campaign(env: Settings) -> None:
+    """A campaign running this JST month and the last one, as `shinsa campaign apply` does."""
+    from agents.campaign import jst_month, previous_month, to_ms
+
+    month = jst_month(to_ms(datetime.now(UTC)))
+    campaign = {"id": "otsukidama", "months": [previous_month(month), month]}
+    produce(env, [("campaigns", b"otsukidama", orjson.dumps(campaign))])
 
 
 def run_traffic_and_check(
@@ -239,6 +254,7 @@ def run_traffic_and_check(
     alertmanager: str,
     ports: list[int],
     started: float,
+    scraped: int,
 ) -> None:
     events = simulated(500, seed=11, fraud_rate=0.15, invalid_rate=0.02)
     encoded = encode_events(env, events)
@@ -256,7 +272,7 @@ def run_traffic_and_check(
     # Prometheus must see the counters at 0 before the burst, or increase() cannot count it
     assert prom.wait_for(
         "both workers scraped before the traffic",
-        lambda: prom.values('sum(up{job="shinsa-worker"})') == [2.0],
+        lambda: prom.values('sum(up{job="shinsa-worker"})') == [float(scraped)],
         timeout=30,
     )
     time.sleep(2)  # one more scrape of each at 0
@@ -271,7 +287,7 @@ def run_traffic_and_check(
     assert prom.wait_for(
         "both workers scraped and every decision counted",
         lambda: (
-            prom.values('sum(up{job="shinsa-worker"})') == [2.0]
+            prom.values('sum(up{job="shinsa-worker"})') == [float(scraped)]
             and prom.values('sum(shinsa_events_out_total{topic="decisions"})')
             == [float(len(decisions))]
         ),

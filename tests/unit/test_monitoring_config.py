@@ -198,7 +198,13 @@ def test_every_panel_is_described_has_a_unit_and_queries_our_prometheus(name):
         if panel["type"] != "heatmap":
             assert panel["fieldConfig"]["defaults"].get("unit"), f"{title}: no unit"
     annotations = {a["name"]: a for a in board["annotations"]["list"]}
-    assert set(annotations) == {"Model version", "Policy version", "Model promoted"}
+    assert set(annotations) - {"Campaign changed"} == {
+        "Model version",
+        "Policy version",
+        "Model promoted",
+    }
+    if name == "campaign.json":  # a new campaign definition is annotated where it is watched
+        assert "shinsa_campaign_info" in annotations["Campaign changed"]["expr"]
     assert "shinsa_model_info" in annotations["Model version"]["expr"]
     assert "shinsa_model_promoted_timestamp_seconds" in annotations["Model promoted"]["expr"]
     assert "shinsa_policy_info" in annotations["Policy version"]["expr"]
