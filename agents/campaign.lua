@@ -16,7 +16,7 @@
 -- ARGV: ns, ttl seconds, then events of 7 fields each:
 --   P cid month identity purchase day cap   an approved card purchase of >= the minimum
 --   L cid month identity login    ''  cap   a successful login
---   R ''  ''    ''       purchase ''  ''    a fraud or chargeback outcome of a purchase
+--   R ''  ''    ''       purchase ''  ''    a fraud, chargeback or cancellation outcome
 -- Returns the ledger records to produce, 6 fields each: action, cid, month, identity,
 -- purchase, day (a redelivered event re-emits the current state of what it changed).
 
@@ -56,6 +56,11 @@ local function issue(h, cid, month, identity, purchase, day, cap, seq)
 end
 
 local function purchase_event(cid, month, identity, purchase, day, cap)
+  local index = ns .. ':camp:purchase:' .. purchase
+  for _, holder in ipairs(redis.call('SMEMBERS', index)) do
+    local hp = split(holder)  -- seen before, maybe under an identity merged since: that one
+    if hp[1] == cid and hp[2] == month then identity = hp[3] end
+  end
   local h = ns .. ':camp:' .. cid .. ':' .. month .. ':p:' .. identity
   local seen = redis.call('HGET', h, 'p:' .. purchase)
   if seen then  -- a redelivery or the same purchase sent again: its state as it is now
@@ -65,7 +70,6 @@ local function purchase_event(cid, month, identity, purchase, day, cap)
     return
   end
   redis.call('HINCRBY', stats(cid, month), 'purchases', 1)
-  local index = ns .. ':camp:purchase:' .. purchase
   redis.call('SADD', index, cid .. '|' .. month .. '|' .. identity)
   redis.call('EXPIRE', index, ttl)
   local seq = redis.call('HINCRBY', h, 'seq', 1)

@@ -6,7 +6,7 @@ their own so that a campaign surge never delays screening.
       `shinsa worker --role campaign`, never the screening worker):
         a successful login → its account's identity (KYC)        ─┐
         an approved card purchase ≥ the minimum → its identity   ─┤ campaign.lua, one call a
-        a FRAUD_CONFIRMED or CHARGEBACK outcome → its purchase   ─┘ batch (atomic)
+        FRAUD_CONFIRMED, CHARGEBACK, CANCELLED → its purchase    ─┘ batch (atomic)
       → campaign-tickets (the ledger: ISSUED / REVOKED, keyed by purchase id), produced with the
         input offsets in one Kafka transaction
     agents/draw.py: the monthly draw (commit, draw, verify)
@@ -14,10 +14,10 @@ their own so that a campaign surge never delays screening.
 Rules (the seed's, fixed): a member who logged in successfully at least once in a JST calendar
 month earns one ticket per approved card purchase of at least `min_amount_yen` (tax included)
 that month, at most `daily_cap` a JST day. A purchase made before the month's first login earns
-when the login arrives, capped by its own day. A purchase later confirmed fraud or charged back
-loses its ticket; its daily slot stays used (a slot freed by a revocation is not refilled, so
-buying again after a chargeback earns nothing more that day). Each purchase is counted once,
-however often it is delivered or sent.
+when the login arrives, capped by its own day. A purchase later confirmed fraud, charged back
+or cancelled loses its ticket; its daily slot stays used (a slot freed by a revocation is not
+refilled, so buying again after a chargeback earns nothing more that day). Each purchase is
+counted once, however often it is delivered or sent, even under an identity merged since.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 JST = timedelta(hours=9)
 METHODS = ("DEFERRED", "CARD", "WALLET", "BANK_TRANSFER", "CONVENIENCE_STORE", "CARRIER_BILLING")
-REVOKING = frozenset({"FRAUD_CONFIRMED", "CHARGEBACK"})
+REVOKING = frozenset({"FRAUD_CONFIRMED", "CHARGEBACK", "CANCELLED"})
 RECORDS = {"logins": "Login", "decisions": "Decision", "outcomes": "Outcome"}
 STATE_TTL_SECONDS = 400 * 86_400  # a month's state outlives the next draw and a year's MoM
 SCRIPT = lua("campaign.lua")

@@ -56,6 +56,7 @@ OUTCOME_EVENTS = {
     "UNPAID": "unpaid",
     "FRAUD_CONFIRMED": "written_off",
     "CHARGEBACK": "written_off",
+    "CANCELLED": "written_off",  # a cancelled order is owed by nobody: closed like a write-off
 }
 
 

@@ -2,7 +2,8 @@
 KYC to identities) and a campaign worker in its own role and consumer group, fed logins,
 decisions and outcomes. The edges: 499 / 500 yen, the 4th purchase of a day, 23:59 / 00:00 JST,
 month end, a purchase before the month's first login, a redelivered purchase, a revoked one
-(its daily slot not refilled); the draw is reproducible and `verify` catches a changed ledger."""
+(its daily slot not refilled), a cancelled one, a replay under another identity; the draw is
+reproducible and `verify` catches a changed ledger."""
 
 from __future__ import annotations
 
@@ -74,12 +75,12 @@ class Feed:
         value = self.registry.encode("Login", self.registry.from_json("Login", datum))
         return ("logins", account.encode(), value)
 
-    def chargeback(self, pid: str):
+    def outcome(self, pid: str, kind: str = "CHARGEBACK"):
         datum = {
             "order_id": pid,
             "event_time": at("2026-11-10T10:00:00+09:00"),
-            "kind": "CHARGEBACK",
-            "source": "ISSUER",
+            "kind": kind,
+            "source": "ISSUER" if kind == "CHARGEBACK" else "MERCHANT",
         }
         value = self.registry.encode("Outcome", self.registry.from_json("Outcome", datum))
         return ("outcomes", pid.encode(), value)
@@ -163,23 +164,34 @@ def test_tickets_at_the_edges_and_an_auditable_draw(env, worker, registry, tmp_p
             env,
             [
                 f.login("lb-1", "acc-b", "2026-10-20T09:00:00+09:00"),
-                f.chargeback(issued_3[0]),  # a ticket revoked: its slot is not refilled
+                f.outcome(issued_3[0]),  # a ticket revoked: its slot is not refilled
                 f.purchase("a-35", a, "2026-10-03T18:00:00+09:00"),
+                f.outcome("a-2359", "CANCELLED"),  # a cancelled purchase loses its ticket too
+                # the same purchase replayed under another identity (as after a merge): still
+                # the one ticket it had, never a second one
+                f.purchase("a-0000", b, "2026-10-05T00:00:00+09:00"),
             ],
         )
         table = wait_ledger(
-            env, registry, lambda t: "b-1" in t and t[issued_3[0]].action == "REVOKED"
+            env,
+            registry,
+            lambda t: (
+                "b-1" in t
+                and t[issued_3[0]].action == "REVOKED"
+                and t["a-2359"].action == "REVOKED"
+            ),
         )
         time.sleep(2)
         table = reduce_ledger(ledger_now(env, registry), "otsukidama", "2026-10")
         assert table["b-1"].day == "2026-10-05" and table["b-1"].action == "ISSUED"
         assert "a-35" not in table  # the revoked ticket's slot stays used
-        assert live_tickets(table) == {a: 6, b: 1}
+        assert table["a-0000"].identity_id == a
+        assert live_tickets(table) == {a: 5, b: 1}
         s = stats(env)
-        assert (s["issued"], s["revoked"], s["participants"], s["eligible"]) == (8, 1, 2, 2)
+        assert (s["issued"], s["revoked"], s["participants"], s["eligible"]) == (8, 2, 2, 2)
         metrics = campaign.metrics()  # a redelivery re-sends a record: at least these
         assert metrics['shinsa_campaign_tickets_total{action="ISSUED"}'] >= 8
-        assert metrics['shinsa_campaign_tickets_total{action="REVOKED"}'] >= 1
+        assert metrics['shinsa_campaign_tickets_total{action="REVOKED"}'] >= 2
         assert campaign.errors() == [] and worker.errors() == []
     finally:
         campaign.stop()
@@ -195,7 +207,7 @@ def test_tickets_at_the_edges_and_an_auditable_draw(env, worker, registry, tmp_p
     )
     assert result["commitment"] == record["commitment"] and result["participants"] == 2
     seed = bytes.fromhex(result["seed"])
-    assert result["chosen"] == draw({a: 6, b: 1}, seed, 1)  # anyone can recompute it
+    assert result["chosen"] == draw({a: 5, b: 1}, seed, 1)  # anyone can recompute it
     checks = verify_month(env, registry, "otsukidama", "2026-10")
     assert all(ok for _, ok, _ in checks), checks
     ticket = {

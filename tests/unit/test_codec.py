@@ -342,3 +342,15 @@ def test_decisions_before_payment_method_decode_and_old_readers_drop_it(registry
     body = io.BytesIO(registry.encode("Decision", datum)[10:])
     decoded = fastavro.schemaless_reader(body, registry.reader("Decision"), old)
     assert "payment_method" not in decoded and decoded["order_id"] == datum["order_id"]
+
+
+def test_a_cancelled_outcome_is_read_and_older_outcomes_still_decode(registry, valid_json):
+    """CANCELLED (campaigns revoke a cancelled purchase's ticket) is the v3 Outcome's symbol;
+    an outcome written with v2 decodes as before."""
+    old = parsed(
+        json.loads((SCHEMA_DIR / "history" / "Outcome.v2.avsc").read_text(encoding="utf-8"))
+    )
+    datum = registry.from_json("Outcome", valid_json["Outcome"])
+    assert registry.decode("Outcome", registry.encode_with(old, datum)) == datum
+    cancelled = registry.from_json("Outcome", valid_json["Outcome"] | {"kind": "CANCELLED"})
+    assert registry.decode("Outcome", registry.encode("Outcome", cancelled))["kind"] == "CANCELLED"
