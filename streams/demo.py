@@ -104,9 +104,17 @@ def run_demo(
     log = settings.data_dir / "demo-worker.log"
     worker = start_worker(settings, log)
     console.print(f"worker started (pid {worker.pid}, log {log})")
+    apply_demo_campaign(settings)
+    campaign = None
     try:
         seed = seed if seed is not None else int(time.time()) % 1_000_000
-        cfg = SimConfig(orders=orders, seed=seed, invalid_rate=0.005, wallet_payments=orders // 2)
+        cfg = SimConfig(
+            orders=orders,
+            seed=seed,
+            invalid_rate=0.005,
+            wallet_payments=orders // 2,
+            campaign=True,
+        )
         events = list(Simulator(cfg).events())
         encoded = encode_events(settings, events)
         registry = SchemaRegistry(settings.schema_dir)
@@ -124,6 +132,11 @@ def run_demo(
             if e.topic == "accounts" and not e.broken and e.value["kind"] == "KYC_VERIFIED"
         }
         wait_for_accounts(settings, verified, worker, progress)
+        # after the KYC is applied: a login read before its account's KYC makes nobody
+        # eligible (README, the campaign), and this replay sends months of logins at once
+        campaign_log = settings.data_dir / "demo-campaign.log"
+        campaign = start_worker(settings, campaign_log, role="campaign")
+        console.print(f"campaign worker started (pid {campaign.pid}, log {campaign_log})")
         rest = [e for e in encoded if e[0] not in ("accounts", "logins")]
         send_prepared(settings, rest, f"simulating {orders} orders (seed {seed})")
         decided = wait_for_decisions(
@@ -137,12 +150,16 @@ def run_demo(
         }
         show_payments(settings, console, registry, decisions_start, patterns)
         show_segments(settings, console, decided, log)
+        show_campaign(settings, console)
     finally:
         stop_worker(worker)
+        if campaign is not None:
+            stop_worker(campaign)
     console.print(
         "\n[bold]Next:[/bold] `shinsa decisions` (table) or `shinsa decisions --json --follow`; "
-        "`shinsa dlq`; `shinsa worker` to keep screening; `shinsa simulate --rate 200` for live "
-        "traffic; `shinsa stack down` when done. The stack is still up."
+        "`shinsa dlq`; `shinsa campaign status`; `shinsa worker` to keep screening; "
+        "`shinsa simulate --rate 200` for live traffic; `shinsa stack down` when done. The "
+        "stack is still up."
     )
 
 
@@ -273,6 +290,58 @@ def show_summary(
     )
     if metrics:
         show_kpis(console, metrics)
+
+
+DEMO_CAMPAIGN = "otsukidama"
+
+
+def apply_demo_campaign(settings: Settings) -> None:
+    """The card seed's campaign over this JST month and the last (the simulated month)."""
+    import orjson
+
+    from agents.campaign import jst_month, previous_month, to_ms
+    from streams.clients import DeliveryTracker, make_producer, produce_one
+
+    month = jst_month(to_ms(datetime.now(UTC)))
+    campaign = {"id": DEMO_CAMPAIGN, "name": "お月玉", "months": [previous_month(month), month]}
+    producer = make_producer(settings)
+    tracker = DeliveryTracker()
+    topic = settings.topic("campaigns")
+    produce_one(producer, topic, DEMO_CAMPAIGN.encode(), orjson.dumps(campaign), tracker)
+    producer.flush(30)
+
+
+def show_campaign(settings: Settings, console: Console) -> None:
+    """The campaign's months once its worker has caught up (its figures stop moving)."""
+    import redis
+
+    from agents.campaign import jst_month, previous_month, to_ms
+
+    month = jst_month(to_ms(datetime.now(UTC)))
+    months = (previous_month(month), month)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    def figures() -> list[dict[bytes, bytes]]:
+        ns = settings.identity_namespace
+        return [client.hgetall(f"{ns}:camp:{DEMO_CAMPAIGN}:{m}:stats") for m in months]
+
+    last, deadline = None, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = figures()
+        if now == last and any(now):
+            break
+        last = now
+        time.sleep(2)
+    table = Table("", *months, title=f"お月玉 campaign ({DEMO_CAMPAIGN}; the campaign worker)")
+    for kind, label in (
+        ("purchases", "earning card purchases"),
+        ("eligible", "eligible members (logged in)"),
+        ("issued", "tickets issued"),
+        ("revoked", "tickets revoked"),
+        ("participants", "participants"),
+    ):
+        table.add_row(label, *(f"{int(f.get(kind.encode(), 0)):,}" for f in last or figures()))
+    console.print(table)
 
 
 TWENTIES_THIRTIES = ["20-24", "25-29", "30-34", "35-39"]
