@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from streams.settings import ROOT, TOPIC_NAMES
+from streams.settings import SCHEMA_DIR, TOPIC_NAMES
 
 EVENTS_IN = Counter(
     "shinsa_events_in_total", "Events read from an input topic, valid or not.", ["topic"]
@@ -208,7 +208,7 @@ def enum_symbols(schema: Path, enum_name: str) -> list[str]:
     return found
 
 
-def zero_series(schema_dir: Path = ROOT / "schemas") -> None:
+def zero_series(schema_dir: Path = SCHEMA_DIR) -> None:
     """Expose every bounded series of the business counters at 0 from the start.
 
     Prometheus cannot count the first value of a series it has never seen at 0: a decisions

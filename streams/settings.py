@@ -13,6 +13,13 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+# From a checkout, the contracts and monitoring files sit at the repository's top; installed
+# from a wheel, inside this package (pyproject.toml maps them there) and state goes to the
+# working directory.
+CHECKOUT = (ROOT / "pyproject.toml").is_file()
+SCHEMA_DIR = ROOT / "schemas" if CHECKOUT else Path(__file__).resolve().parent / "schemas"
+MONITORING_DIR = ROOT / "monitoring" if CHECKOUT else Path(__file__).resolve().parent / "monitoring"
+DATA_DIR = ROOT / ".shinsa" if CHECKOUT else Path.cwd() / ".shinsa"
 
 TOPIC_NAMES = (
     "orders",
@@ -59,11 +66,15 @@ class Settings(BaseSettings):
     app_id: str = Field(
         "shinsa", description="Faust application id (consumer group, internal topics)."
     )
-    data_dir: Path = Field(ROOT / ".shinsa", description="Local stack data, logs and pid files.")
+    data_dir: Path = Field(
+        DATA_DIR,
+        description="Local stack data, logs and pid files (a checkout's .shinsa/, else the "
+        "working directory's).",
+    )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "shinsa", description="Downloaded Kafka jars, reused across runs."
     )
-    schema_dir: Path = Field(ROOT / "schemas", description="Avro schemas (*.avsc).")
+    schema_dir: Path = Field(SCHEMA_DIR, description="Avro schemas (*.avsc).")
     max_event_bytes: int = Field(
         65536, ge=1024, description="Events larger than this go to the DLQ as oversized."
     )

@@ -29,7 +29,7 @@ from typing import Any
 from streams.settings import (
     COMPACTED_TOPICS,
     MODEL_MESSAGE_BYTES,
-    ROOT,
+    MONITORING_DIR,
     TOPIC_NAMES,
     Settings,
 )
@@ -388,7 +388,6 @@ def _have_leaders(admin: object, names: list[str]) -> bool:
 
 # ---------------------------------------------------------------- monitoring
 
-MONITORING_DIR = ROOT / "monitoring"
 RULES_DIR = MONITORING_DIR / "prometheus" / "rules"
 ALERTMANAGER_TEMPLATE = MONITORING_DIR / "alertmanager" / "alertmanager.yml"
 WEBHOOK_PLACEHOLDER = '"${SHINSA_ALERT_WEBHOOK_URL}"'
