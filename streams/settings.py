@@ -110,8 +110,14 @@ class Settings(BaseSettings):
     )
     alert_webhook_url: SecretStr = Field(
         SecretStr(""),
-        description="Chat incoming-webhook URL (Slack-compatible) Alertmanager posts alerts "
-        "to; empty: alerts are evaluated but not sent.",
+        description="Chat incoming-webhook URL (Slack-compatible) Alertmanager posts pages "
+        "to (and tickets, without SHINSA_TICKET_WEBHOOK_URL); empty: alerts are evaluated "
+        "but not sent.",
+    )
+    ticket_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="Incoming-webhook URL of the working-hours channel for ticket alerts; "
+        "empty: tickets go to SHINSA_ALERT_WEBHOOK_URL's channel.",
     )
     web_port: int = Field(0, ge=0, description="Faust web UI port; 0 disables it.")
     hash_key: SecretStr = Field(

@@ -391,6 +391,7 @@ def _have_leaders(admin: object, names: list[str]) -> bool:
 RULES_DIR = MONITORING_DIR / "prometheus" / "rules"
 ALERTMANAGER_TEMPLATE = MONITORING_DIR / "alertmanager" / "alertmanager.yml"
 WEBHOOK_PLACEHOLDER = '"${SHINSA_ALERT_WEBHOOK_URL}"'
+TICKET_PLACEHOLDER = '"${SHINSA_TICKET_WEBHOOK_URL}"'
 WORKER_JOB = "shinsa-worker"
 
 
@@ -439,16 +440,22 @@ def write_prometheus_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def render_alertmanager_config(template: str, webhook_url: str) -> str:
-    """The template with the webhook URL filled in (what `envsubst` would do, but quoted
-    safely: a JSON string is a YAML double-quoted scalar whatever the URL contains)."""
-    if WEBHOOK_PLACEHOLDER not in template:
-        raise StackError(f"{ALERTMANAGER_TEMPLATE} lost its {WEBHOOK_PLACEHOLDER} placeholder")
-    if not webhook_url.startswith(("https://", "http://")):
-        raise StackError(
-            "SHINSA_ALERT_WEBHOOK_URL must be the chat's incoming-webhook URL (https://...)"
-        )
-    return template.replace(WEBHOOK_PLACEHOLDER, json.dumps(webhook_url))
+def render_alertmanager_config(template: str, webhook_url: str, ticket_url: str = "") -> str:
+    """The template with the pages' and the tickets' webhook URLs filled in (tickets go to the
+    pages' channel without their own); what `envsubst` would do, but quoted safely: a JSON
+    string is a YAML double-quoted scalar whatever the URL contains."""
+    for placeholder in (WEBHOOK_PLACEHOLDER, TICKET_PLACEHOLDER):
+        if placeholder not in template:
+            raise StackError(f"{ALERTMANAGER_TEMPLATE} lost its {placeholder} placeholder")
+    ticket_url = ticket_url or webhook_url
+    for url in (webhook_url, ticket_url):
+        if not url.startswith(("https://", "http://")):
+            raise StackError(
+                "SHINSA_ALERT_WEBHOOK_URL and SHINSA_TICKET_WEBHOOK_URL must be chat "
+                "incoming-webhook URLs (https://...)"
+            )
+    rendered = template.replace(WEBHOOK_PLACEHOLDER, json.dumps(webhook_url))
+    return rendered.replace(TICKET_PLACEHOLDER, json.dumps(ticket_url))
 
 
 def render_monitoring(settings: Settings, out: Path | None = None) -> list[Path]:
@@ -472,7 +479,9 @@ def render_monitoring(settings: Settings, out: Path | None = None) -> list[Path]
     written = [write_prometheus_config(out / "prometheus.yml", config)]
     if url:
         path = out / "alertmanager.yml"
-        path.write_text(render_alertmanager_config(ALERTMANAGER_TEMPLATE.read_text(), url))
+        tickets = settings.ticket_webhook_url.get_secret_value()
+        text = render_alertmanager_config(ALERTMANAGER_TEMPLATE.read_text(), url, tickets)
+        path.write_text(text)
         path.chmod(0o600)  # the webhook URL is a credential
         written.append(path)
     return written

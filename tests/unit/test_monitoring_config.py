@@ -137,6 +137,25 @@ def test_the_webhook_url_is_filled_in_quoted_and_kept_private(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_pages_and_tickets_go_to_their_own_receivers(tmp_path):
+    tickets = "https://hooks.example.invalid/services/T000/TICKETS/yyyy"
+    same = yaml.safe_load(
+        stack.render_alertmanager_config(stack.ALERTMANAGER_TEMPLATE.read_text(), WEBHOOK)
+    )
+    urls = {r["name"]: r["slack_configs"][0]["api_url"] for r in same["receivers"]}
+    assert urls == {"pages": WEBHOOK, "tickets": WEBHOOK}  # one channel unless told otherwise
+    settings = load_settings(
+        data_dir=tmp_path, alert_webhook_url=WEBHOOK, ticket_webhook_url=tickets
+    )
+    config = yaml.safe_load(stack.render_monitoring(settings)[1].read_text())
+    urls = {r["name"]: r["slack_configs"][0]["api_url"] for r in config["receivers"]}
+    assert urls == {"pages": WEBHOOK, "tickets": tickets}
+    assert config["route"]["receiver"] == "tickets"
+    assert config["route"]["routes"] == [
+        {"matchers": ['severity="page"'], "receiver": "pages", "repeat_interval": "1h"}
+    ]
+
+
 def test_a_webhook_that_is_not_a_url_is_refused():
     template = stack.ALERTMANAGER_TEMPLATE.read_text()
     with pytest.raises(stack.StackError, match="incoming-webhook URL"):
