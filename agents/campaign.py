@@ -35,13 +35,12 @@ from functools import partial
 from typing import Any
 
 import orjson
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis import asyncio as aioredis
 
 from agents.identity import IdentityGraph
-from agents.policy import line_of
+from agents.policy import load_yaml_document, validation_problems
 from agents.state import Keys, lua, redis_client, retrying
 from streams.clients import consumer
 from streams.codec import SchemaRegistry
@@ -131,29 +130,16 @@ class Campaign(BaseModel):
 
 def load_campaign_yaml(text: str, source: str = "campaign") -> Campaign:
     """Parse and validate a campaign file; CampaignError lists every problem with its line."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise CampaignError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise CampaignError(f"{source}: a campaign is a mapping with at least `id:` and `months:`")
+    root, data = load_yaml_document(
+        text, source, CampaignError, "a campaign is a mapping with at least `id:` and `months:`"
+    )
     if isinstance(data.get("months"), list):  # YAML reads 2026-11 as text, 2026-11-01 as a date
         data["months"] = [str(m) for m in data["months"]]
     try:
         return Campaign.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown field (a typo?): see README's campaign section"
-            field_path = ".".join(str(p) for p in loc) or "(document)"
-            problems.append(f"{source}:{line_of(root, loc)}: {field_path}: {message}")
-        raise CampaignError("\n".join(problems)) from None
+        unknown = "see README's campaign section"
+        raise CampaignError(validation_problems(exc, root, source, unknown)) from None
 
 
 def jst_month(at_ms: int) -> str:

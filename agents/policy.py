@@ -349,30 +349,48 @@ def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
     return line
 
 
-def load_policy_yaml(text: str, source: str = "policy") -> PolicySet:
-    """Parse and validate a policy file; raise PolicyError naming every bad line and field."""
+def load_yaml_document(
+    text: str, source: str, error: type[ValueError], shape: str
+) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """A YAML file's node tree (for line numbers) and its mapping; `error` names the line of
+    invalid YAML, or says the document is not the mapping `shape` describes."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise error(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: a policy is a mapping with at least `name:`")
+        raise error(f"{source}: {shape}")
+    return root, data
+
+
+def validation_problems(
+    exc: ValidationError, root: yaml.Node | None, source: str, unknown: str
+) -> str:
+    """Every problem of a pydantic validation as `file:line: field: problem`, one a line."""
+    problems = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if p not in ("function-after",))
+        field_path = ".".join(str(p) for p in loc) or "(document)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field (a typo?); {unknown}"
+        problems.append(f"{source}:{line_of(root, loc)}: {field_path}: {message}")
+    return "\n".join(problems)
+
+
+def load_policy_yaml(text: str, source: str = "policy") -> PolicySet:
+    """Parse and validate a policy file; raise PolicyError naming every bad line and field."""
+    root, data = load_yaml_document(
+        text, source, PolicyError, "a policy is a mapping with at least `name:`"
+    )
     try:
         return build_policy_set(PolicyDocument.model_validate(data))
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if p not in ("function-after",))
-            field_path = ".".join(str(p) for p in loc) or "(document)"
-            line = line_of(root, loc)
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                message = "unknown field (a typo?); see the schema in agents/policy.py"
-            problems.append(f"{source}:{line}: {field_path}: {message}")
-        raise PolicyError("\n".join(problems)) from None
+        unknown = "see the schema in agents/policy.py"
+        raise PolicyError(validation_problems(exc, root, source, unknown)) from None
 
 
 def effective_yaml(policy: Policy) -> str:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.errors import UserError
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, settings_for_cli
 
 if TYPE_CHECKING:
     from agents.campaign import Campaign
@@ -30,14 +30,6 @@ MonthOption = Annotated[str, typer.Option(help="JST month, YYYY-MM (default: thi
 CampaignOption = Annotated[
     str, typer.Option("--campaign", help="Campaign id (default: the only one in force).")
 ]
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except Exception as exc:  # pydantic ValidationError: a bad SHINSA_* variable
-        message = f"invalid configuration in SHINSA_* environment variables:\n{exc}"
-        raise UserError(message) from None
 
 
 def this_month() -> str:
@@ -97,7 +89,7 @@ def campaign_apply(
     if dry_run:
         console.print("valid; nothing published (--dry-run)")
         return
-    s = _settings()
+    s = settings_for_cli()
     producer = make_producer(s)
     tracker = DeliveryTracker()
     value = orjson.dumps(campaign.model_dump(mode="json"))
@@ -116,7 +108,7 @@ def campaign_status(month: MonthOption = "", campaign: CampaignOption = "") -> N
     from agents.draw import published_draw
     from agents.state import redis_client
 
-    s = _settings()
+    s = settings_for_cli()
     chosen = pick(s, campaign)
     month = month or this_month()
     before = previous_month(month)
@@ -166,7 +158,7 @@ def campaign_tickets(
     from agents.campaign import CampaignState
     from agents.state import redis_client
 
-    s = _settings()
+    s = settings_for_cli()
     chosen = pick(s, campaign)
     month = month or this_month()
 
@@ -201,7 +193,7 @@ def campaign_commit(month: MonthOption = "", campaign: CampaignOption = "") -> N
     """Before the month closes: publish the commitment (SHA-256) of the draw's secret seed."""
     from agents.draw import DrawError, commit_month
 
-    s = _settings()
+    s = settings_for_cli()
     chosen = pick(s, campaign)
     month = month or this_month()
     try:
@@ -222,7 +214,7 @@ def campaign_draw(
     from streams.codec import SchemaRegistry
     from streams.progress import progress_for
 
-    s = _settings()
+    s = settings_for_cli()
     chosen = pick(s, campaign)
     registry = SchemaRegistry(s.schema_dir)
     with progress_for(Console(stderr=True)) as progress:
@@ -263,7 +255,7 @@ def campaign_verify(
     from agents.draw import DrawError, verify_month
     from streams.codec import SchemaRegistry
 
-    s = _settings()
+    s = settings_for_cli()
     chosen = pick(s, campaign)
     try:
         checks = verify_month(s, SchemaRegistry(s.schema_dir), chosen.id, month)

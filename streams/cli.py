@@ -24,7 +24,7 @@ from streams.campaign_cli import campaign_app
 from streams.errors import UserError
 from streams.progress import LineProgress, progress_for
 from streams.segment_cli import segment_app
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, settings_for_cli
 
 app = typer.Typer(
     help="Shinsa: real-time transaction screening on Kafka.",
@@ -58,12 +58,7 @@ class Role(StrEnum):
 
 
 def settings() -> Settings:
-    try:
-        return load_settings()
-    except Exception as exc:  # pydantic ValidationError: a bad SHINSA_* variable
-        raise UserError(
-            f"invalid configuration in SHINSA_* environment variables:\n{exc}"
-        ) from None
+    return settings_for_cli()
 
 
 def progress() -> Progress | LineProgress:

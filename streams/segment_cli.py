@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.errors import UserError
-from streams.settings import Settings, load_settings
+from streams.settings import settings_for_cli
 
 segment_app = typer.Typer(
     help="Merchant audience segments (age band, gender, prefecture; never fewer than 50).",
@@ -49,19 +49,10 @@ AmountOption = Annotated[
 ]
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except Exception as exc:  # pydantic ValidationError: a bad SHINSA_* variable
-        raise UserError(
-            f"invalid configuration in SHINSA_* environment variables:\n{exc}"
-        ) from None
-
-
 def _api(url: str) -> str:
     if url:
         return url.rstrip("/")
-    s = _settings()
+    s = settings_for_cli()
     host = "127.0.0.1" if s.api_host in ("0.0.0.0", "") else s.api_host
     return f"http://{host}:{s.api_port}"
 
@@ -187,7 +178,7 @@ def segment_key(
     from agents.segments import SegmentStore
     from agents.state import redis_client
 
-    s = _settings()
+    s = settings_for_cli()
 
     async def run() -> str:
         client = redis_client(s)

@@ -204,3 +204,14 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (for the CLI and tests)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_for_cli() -> Settings:
+    """Settings for a command: a bad SHINSA_* variable is a message to the user, not a trace."""
+    from streams.errors import UserError
+
+    try:
+        return load_settings()
+    except Exception as exc:  # pydantic ValidationError
+        message = f"invalid configuration in SHINSA_* environment variables:\n{exc}"
+        raise UserError(message) from None

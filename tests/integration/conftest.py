@@ -6,7 +6,9 @@ seeing each other's events. A missing service is a failure, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -24,6 +26,7 @@ from streams import stack
 from streams.clients import DeliveryTracker, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
 from streams.demo import start_worker, stop_worker, worker_env
+from streams.metrics import free_port
 from streams.settings import Settings, load_settings
 from streams.simulate import SimConfig, Simulator
 
@@ -211,3 +214,31 @@ def collect(
             assert worker.proc.poll() is None, f"worker died:\n{worker.text()[-3000:]}"
         assert time.monotonic() < deadline, f"{topic}: {len(seen)} of {want} messages in time"
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def running_alertmanager(config_text: str, tmp_path: Path) -> Iterator[str]:
+    """Debian's Alertmanager with this configuration on a free port (clustering off); yields
+    its address and stops it afterwards."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "Alertmanager is missing: apt-get install prometheus-alertmanager (make setup)"
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(config_text)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=(tmp_path / "alertmanager.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        stack.wait_until(lambda: stack.port_open("127.0.0.1", port), 20, "Alertmanager")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

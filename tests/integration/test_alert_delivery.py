@@ -9,8 +9,6 @@ Only the template's grouping waits (30 s, 5 min) are shortened, so the test take
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -24,7 +22,7 @@ import pytest
 import yaml
 
 from streams import stack
-from streams.metrics import free_port
+from tests.integration.conftest import running_alertmanager
 
 pytestmark = pytest.mark.integration
 
@@ -105,31 +103,13 @@ def test_a_page_and_a_ticket_reach_their_own_receivers_with_their_runbooks(
     receivers: tuple[Receiver, Receiver], tmp_path: Path
 ):
     pages, tickets = receivers
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    assert binary, "Alertmanager is missing: apt-get install prometheus-alertmanager (make setup)"
     rendered = stack.render_alertmanager_config(
         stack.ALERTMANAGER_TEMPLATE.read_text(), pages.url, tickets.url
     )
     quick = rendered.replace("group_wait: 30s", "group_wait: 1s")
     quick = quick.replace("group_interval: 5m", "group_interval: 1s")
     assert quick != rendered
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(quick)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=(tmp_path / "alertmanager.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        stack.wait_until(lambda: stack.port_open("127.0.0.1", port), 20, "Alertmanager")
-        address = f"127.0.0.1:{port}"
+    with running_alertmanager(quick, tmp_path) as address:
         page, ticket = "ShinsaWorkerDown", "ShinsaCampaignTicketsStopped"
         assert alert_rule(page)["labels"]["severity"] == "page"
         assert alert_rule(ticket)["labels"]["severity"] == "ticket"
@@ -145,6 +125,3 @@ def test_a_page_and_a_ticket_reach_their_own_receivers_with_their_runbooks(
         send(address, [posted(page, ends=datetime.now(UTC))])  # the worker is back
         wait(lambda: "[RESOLVED]" in pages.texts(), "the page's resolution delivered")
         assert "[RESOLVED]" not in tickets.texts()
-    finally:
-        proc.terminate()
-        proc.wait(10)

@@ -35,7 +35,13 @@ from streams.demo import metrics_url
 from streams.metrics import free_port
 from streams.records import WALLET_KINDS
 from streams.settings import ROOT, Settings
-from tests.integration.conftest import Worker, collect, produce, simulated
+from tests.integration.conftest import (
+    Worker,
+    collect,
+    produce,
+    running_alertmanager,
+    simulated,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -153,32 +159,10 @@ def workers(env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """A real Alertmanager from the repository's template (webhook: a closed local port)."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    assert binary, "Alertmanager is missing: apt-get install prometheus-alertmanager (make setup)"
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        stack.render_alertmanager_config(
-            stack.ALERTMANAGER_TEMPLATE.read_text(), f"http://127.0.0.1:{free_port()}/hook"
-        )
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=(tmp_path / "alertmanager.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        stack.wait_until(lambda: stack.port_open("127.0.0.1", port), 20, "Alertmanager")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    hook = f"http://127.0.0.1:{free_port()}/hook"
+    config = stack.render_alertmanager_config(stack.ALERTMANAGER_TEMPLATE.read_text(), hook)
+    with running_alertmanager(config, tmp_path) as address:
+        yield address
 
 
 def start_prometheus(tmp_path: Path, targets: list[str], alertmanager: str) -> Prometheus:
