@@ -15,7 +15,42 @@ local function add_outstanding(totals, yen)
   if yen ~= 0 then redis.call('HINCRBY', totals, 'outstanding', yen) end
 end
 
+-- the account an identity's key names now: an identity absorbed by a merge (the graph's
+-- `<ns>:parent`) has its account under the survivor's id (account_merge below)
+local function current_account(key)
+  local ns, id = string.match(key, '^(.*):acct:(.*)$')
+  if not ns then return key end
+  for _ = 1, 64 do
+    local parent = redis.call('HGET', ns .. ':parent', id)
+    if not parent then break end
+    id = parent
+  end
+  return ns .. ':acct:' .. id
+end
+
+-- `loser` was absorbed by `winner` (identity_graph.lua): one person, one account and one
+-- velocity history, so spelling variations never keep separate limits once linked
+local function account_merge(ns, winner, loser)
+  local l, w = ns .. ':acct:' .. loser, ns .. ':acct:' .. winner
+  local fields = redis.call('HGETALL', l)
+  if #fields > 0 then
+    local held = (has_unpaid(w) and 1 or 0) + (has_unpaid(l) and 1 or 0)
+    for i = 1, #fields, 2 do redis.call('HSET', w, fields[i], fields[i + 1]) end
+    redis.call('DEL', l)
+    local after = has_unpaid(w) and 1 or 0
+    if after ~= held then redis.call('HINCRBY', ns .. ':exposure', 'held', after - held) end
+  end
+  local lv, wv = ns .. ':vel:' .. loser, ns .. ':vel:' .. winner
+  if redis.call('EXISTS', lv) == 1 then
+    local ttl = math.max(redis.call('TTL', lv), redis.call('TTL', wv))
+    redis.call('ZUNIONSTORE', wv, 2, wv, lv, 'AGGREGATE', 'MIN')
+    redis.call('DEL', lv)
+    if ttl > 0 then redis.call('EXPIRE', wv, ttl) end
+  end
+end
+
 local function apply_event(totals, key, event, order_id, amount)
+  key = current_account(key)
   local held_before = has_unpaid(key)
   local open = tonumber(redis.call('HGET', key, 'o:' .. order_id) or 0)
   redis.call('HDEL', key, 'u:' .. order_id)  -- any news on an order lifts its unpaid hold ...

@@ -48,8 +48,9 @@ from streams.records import Buyer
 log = logging.getLogger(__name__)
 
 KATAKANA_ONLY = re.compile("[\u30a1-\u30fa\u30fc]+")
-# a merge moves the person in merchant audiences too (segments.lua), in the same script
-SCRIPT = lua("segments.lua") + lua("identity_graph.lua")
+# a merge moves the person's account and history (accounts.lua) and audience rows
+# (segments.lua) too, in the same script
+SCRIPT = lua("accounts.lua") + lua("segments.lua") + lua("identity_graph.lua")
 # ARGV: the parent hash, then identity ids; returns each id's root (read only)
 ROOTS_SCRIPT = """
 local out = {}

@@ -1,5 +1,6 @@
 -- Identity graph (名寄せ): union-find over hashed match keys, one batch of records per call.
--- agents/segments.lua is prepended: a merge moves the person's merchant audience rows.
+-- agents/accounts.lua and segments.lua are prepended: a merge moves the person's deferred-
+-- payment account, velocity history and merchant audience rows, in this same script.
 --
 -- Calls are batched (SMISMEMBER, HMGET, multi-field HSET/SADD): the per-call overhead of a
 -- script, not the commands, is most of its cost. Needs Redis ≥ 6.2.
@@ -52,6 +53,7 @@ local function absorb(winner, loser, t)
   redis.call('DEL', l)
   redis.call('HINCRBY', ns .. ':stats', 'merges', 1)
   seg_merge(ns, winner, loser)  -- segments.lua (prepended): one row a merchant
+  account_merge(ns, winner, loser)  -- accounts.lua (prepended): one account, one history
   redis.call('XADD', ns .. ':merges', 'MAXLEN', '~', 100000, '*',
              'winner', winner, 'loser', loser, 'at', now)
 end

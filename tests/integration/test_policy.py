@@ -9,6 +9,7 @@ from itertools import count
 from typing import Any
 
 import pytest
+import redis
 
 from agents.policy import DEFAULT_POLICY_SET, load_policy_yaml
 from streams import policy_admin
@@ -184,4 +185,67 @@ def test_an_unpaid_outcome_holds_the_identity_until_repaid(env, registry, worker
     wait_metric(worker, 'shinsa_settlements_total{event="repaid",result="applied"}', 1)
     _, third = person.order(2_000, "CARD")
     assert decide_one(env, registry, worker, decided, third)["decision"] == "APPROVE"
+    assert worker.errors() == []
+
+
+def test_spelling_variations_share_one_account_once_linked(env, registry, worker):
+    """Two variations of one buyer each take a deferred order, apart (separate identities);
+    a third order links them: the merge moves the absorbed identity's account and history into
+    the survivor's, in the graph's script, so that order already sees the combined balance,
+    and a repayment of the absorbed identity's order still reaches it."""
+    person = Person(registry, seed=34)
+    policy_admin.publish(env, "active", load_policy_yaml(CREDIT))  # exposure limit 50,000
+    produce(env, person.merchants)
+    worker.start()
+    worker.wait_for("deciding with policy credit-")
+    buyer = person.template["buyer"]
+    phone_only = {**buyer, "email": None, "birth_date": None, "name_kana": None}
+    elsewhere = {**buyer["address"], "street": "大手町9-9-9", "building": None}
+    mail_only = {
+        **buyer,
+        "name": "別名 義",
+        "name_kana": None,
+        "phone": None,
+        "birth_date": None,
+        "address": elsewhere,
+    }
+    linked = {**buyer, "birth_date": None, "name_kana": None}
+
+    def order_of(who: dict, amount: int) -> tuple[str, tuple]:
+        order_id = f"{person.template['order_id']}-v{next(person.ids)}"
+        value = {
+            **person.template,
+            "order_id": order_id,
+            "amount": amount,
+            "payment_method": "DEFERRED",
+            "event_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "items": [{"sku": "sku-1", "category": "x", "unit_price": amount, "quantity": 1}],
+            "shipping": None,
+            "device_id": None,
+            "buyer": who,
+        }
+        return order_id, send(registry, "orders", value)
+
+    decided: list = []
+    first_id, first = order_of(phone_only, 30_000)
+    a = decide_one(env, registry, worker, decided, first)
+    _, second = order_of(mail_only, 30_000)
+    b = decide_one(env, registry, worker, decided, second)
+    assert (a["decision"], b["decision"]) == ("APPROVE", "APPROVE")
+    assert a["identity_id"] != b["identity_id"], "two identities before the link"
+    _, third = order_of(linked, 1_000)
+    both = decide_one(env, registry, worker, decided, third)
+    assert (both["decision"], both["reasons"][0]) == ("DECLINE", "EXPOSURE_OVER_LIMIT")
+    survivor = both["identity_id"]
+    absorbed = ({a["identity_id"], b["identity_id"]} - {survivor}).pop()
+    client = redis.Redis.from_url(env.redis_url)
+    ns = env.identity_namespace
+    account = client.hgetall(f"{ns}:acct:{survivor}")
+    assert sorted(k.decode() for k in account) == sorted(f"o:{d['order_id']}" for d in (a, b))
+    assert not client.exists(f"{ns}:acct:{absorbed}") and not client.exists(f"{ns}:vel:{absorbed}")
+    assert client.zcard(f"{ns}:vel:{survivor}") == 3  # both histories and the third order
+    produce(env, [person.repayment(first_id, 30_000)])  # routed to the identity it had then
+    wait_metric(worker, 'shinsa_settlements_total{event="repaid",result="applied"}', 1)
+    _, fourth = order_of(linked, 15_000)  # 30,000 outstanding + 15,000 ≤ 50,000
+    assert decide_one(env, registry, worker, decided, fourth)["decision"] == "APPROVE"
     assert worker.errors() == []
