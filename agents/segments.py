@@ -430,6 +430,8 @@ class Refused(Exception):
 REFUSALS = ("unauthorized", "other_merchant", "bad_query", "below_minimum", "differencing")
 for _reason in REFUSALS:  # at 0 from the start, so rate() counts the first refusal
     SEGMENT_REFUSALS.labels(_reason)
+for _kind in ("count", "export"):
+    SEGMENT_ANSWERS.labels(_kind)
 
 
 @dataclass(slots=True)

@@ -632,6 +632,25 @@ def business() -> Any:
         ),
     ):
         board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Merchant audience segments"))
+    board = board.with_panel(
+        graph(
+            "Segment requests answered and refused per hour",
+            "Merchants' audience counts and exports answered (each of at least 50 people) and "
+            "refused by reason: below_minimum, differencing, bad_query, unauthorized, "
+            "other_merchant. Many differencing or other_merchant refusals: a merchant probing.",
+            "short",
+            [
+                ("sum by (kind) (increase(shinsa_segment_answers_total[1h]))", "answered {{kind}}"),
+                (
+                    "sum by (reason) (increase(shinsa_segment_refusals_total[1h]))",
+                    "refused {{reason}}",
+                ),
+            ],
+            span=24,
+            axis="per h",
+        )
+    )
     return board
 
 
