@@ -1,6 +1,7 @@
 -- Account events, shared by the scripts that change accounts (prepended to state_save.lua and
 -- account_events.lua by agents/state.py): the one definition of what an event does to an
--- account `<ns>:acct:<identity>` (fields `o:<order id>` → open yen, `u:<order id>` unpaid) and
+-- account `<ns>:acct:<identity>` (fields `o:<order id>` → open yen, `u:<order id>` unpaid,
+-- `h:on_time`, `h:late`, `h:unpaid` the repayment history dynamic credit limits read) and
 -- to the exposure totals `<ns>:exposure` (`outstanding` yen, `held` identities with an unpaid
 -- order), kept in the same atomic script so the gauges read two numbers, never every account.
 local function has_unpaid(key)
@@ -35,7 +36,13 @@ local function account_merge(ns, winner, loser)
   local fields = redis.call('HGETALL', l)
   if #fields > 0 then
     local held = (has_unpaid(w) and 1 or 0) + (has_unpaid(l) and 1 or 0)
-    for i = 1, #fields, 2 do redis.call('HSET', w, fields[i], fields[i + 1]) end
+    for i = 1, #fields, 2 do
+      if string.sub(fields[i], 1, 2) == 'h:' then  -- repayment history adds up
+        redis.call('HINCRBY', w, fields[i], tonumber(fields[i + 1]))
+      else
+        redis.call('HSET', w, fields[i], fields[i + 1])
+      end
+    end
     redis.call('DEL', l)
     local after = has_unpaid(w) and 1 or 0
     if after ~= held then redis.call('HINCRBY', ns .. ':exposure', 'held', after - held) end
@@ -52,14 +59,19 @@ end
 local function apply_event(totals, key, event, order_id, amount)
   key = current_account(key)
   local held_before = has_unpaid(key)
+  local was_open = redis.call('HEXISTS', key, 'o:' .. order_id) == 1
   local open = tonumber(redis.call('HGET', key, 'o:' .. order_id) or 0)
-  redis.call('HDEL', key, 'u:' .. order_id)  -- any news on an order lifts its unpaid hold ...
+  local was_unpaid = redis.call('HDEL', key, 'u:' .. order_id) == 1  -- any news lifts the hold
   if event == 'approved' then
     redis.call('HSET', key, 'o:' .. order_id, amount)
     add_outstanding(totals, tonumber(amount) - open)
   elseif event == 'unpaid' then
     redis.call('HSET', key, 'u:' .. order_id, 1)  -- ... unless it is that it is unpaid
+    if not was_unpaid and was_open then redis.call('HINCRBY', key, 'h:unpaid', 1) end
   elseif event == 'repaid' or event == 'written_off' then
+    if event == 'repaid' and was_open then  -- late: repaid after it was reported unpaid
+      redis.call('HINCRBY', key, was_unpaid and 'h:late' or 'h:on_time', 1)
+    end
     redis.call('HDEL', key, 'o:' .. order_id)
     add_outstanding(totals, 0 - open)
   end

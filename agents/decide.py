@@ -20,12 +20,15 @@ per-merchant policies build on; the rules:
 | BLOCK_LISTED                | an overridable block-list entry matches         | 1.00  |
 | IDENTITY_HELD_UNPAID        | the identity has an unpaid (overdue) order      | 0.95  |
 | EXPOSURE_OVER_LIMIT         | DEFERRED and outstanding + amount > exposure_limit | 0.95 |
+| CREDIT_LIMIT                | DEFERRED and outstanding + amount > credit limit | 0.95 |
 | VELOCITY_OVER_CAP           | earlier orders (or yen) in a window > a velocity cap | 0.60 |
 | NEW_IDENTITY_OVER_LIMIT     | a new identity's first order > new_identity_max_amount | 0.60 |
 | (floor)                     | always: 0.4 × amount / review_amount, ≤ 0.4     |       |
 
 Thresholds: score ≥ 0.9 declines, score ≥ 0.5 reviews, otherwise approve. Limits left unset
 in the policy (velocity caps, new-identity limit) do not fire; exposure_limit is 100,000 yen.
+A policy's `credit_limit` (dynamic limits, `credit_limit_of`) replaces exposure_limit: each
+identity's limit follows its repayment history.
 
 Precedence when they disagree (agents/reasons.py documents every code):
 1. BLOCK_LISTED_HARD (a block entry with `overridable: false`) and MERCHANT_SUSPENDED score
@@ -76,6 +79,8 @@ class Policy:
     velocity_caps: dict[str, int] = field(default_factory=dict)  # e.g. {"count_1h": 5}
     new_identity_max_amount: int | None = None
     exposure_limit: int | None = 100_000
+    # dynamic limits: first_order, base, per_on_time, per_late, per_unpaid, max (yen)
+    credit_limit: dict[str, int] | None = None
 
     @cached_property  # the hash costs ~15 µs: once per policy, not once per order
     def version(self) -> str:
@@ -106,6 +111,7 @@ RULE_SCORES = {
     reasons.BLOCK_LISTED: 1.0,
     reasons.IDENTITY_HELD_UNPAID: 0.95,
     reasons.EXPOSURE_OVER_LIMIT: 0.95,
+    reasons.CREDIT_LIMIT: 0.95,
     reasons.VELOCITY_OVER_CAP: 0.6,
     reasons.NEW_IDENTITY_OVER_LIMIT: 0.6,
 }
@@ -142,6 +148,7 @@ class Signals:
     outstanding: int = 0  # deferred balance (yen) of the identity before this order
     held: bool = False  # the identity has an unpaid (overdue) order
     lists: ListHits = ListHits()
+    repayments: Mapping[str, int] = field(default_factory=dict)  # on_time, late, unpaid
 
 
 NO_SIGNALS = Signals()
@@ -158,6 +165,22 @@ def velocity_over_cap(velocity: Mapping[str, float], caps: Mapping[str, int]) ->
     return False
 
 
+def credit_limit_of(limits: Mapping[str, int], repayments: Mapping[str, int]) -> int:
+    """An identity's deferred-payment limit from its repayment history: `first_order` with
+    none yet, else `base` + `per_on_time` × on-time repayments + `per_late` × late ones +
+    `per_unpaid` × unpaid ones, within 0 and `max` (per_late and per_unpaid are ≤ 0)."""
+    on_time, late, unpaid = (repayments.get(k, 0) for k in ("on_time", "late", "unpaid"))
+    if not (on_time or late or unpaid):
+        return limits["first_order"]
+    grown = (
+        limits["base"]
+        + limits["per_on_time"] * on_time
+        + limits["per_late"] * late
+        + limits["per_unpaid"] * unpaid
+    )
+    return max(0, min(limits["max"], grown))
+
+
 def limit_rules(enriched: EnrichedOrder, policy: Policy, signals: Signals) -> list[str]:
     """Codes of the policy's limits and lists (beyond the amount and tier rules)."""
     order = enriched.order
@@ -170,7 +193,11 @@ def limit_rules(enriched: EnrichedOrder, policy: Policy, signals: Signals) -> li
         fired.append(reasons.BLOCK_LISTED)
     if signals.held:
         fired.append(reasons.IDENTITY_HELD_UNPAID)
-    if (
+    if order.payment_method == "DEFERRED" and policy.credit_limit is not None:
+        limit = credit_limit_of(policy.credit_limit, signals.repayments)
+        if signals.outstanding + order.amount > limit:
+            fired.append(reasons.CREDIT_LIMIT)
+    elif (
         policy.exposure_limit is not None
         and order.payment_method == "DEFERRED"
         and signals.outstanding + order.amount > policy.exposure_limit

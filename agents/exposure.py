@@ -26,7 +26,14 @@ import orjson
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
-from agents.state import Account, AccountStore, Snapshot, SnapshotStore, redis_client
+from agents.state import (
+    Account,
+    AccountStore,
+    Snapshot,
+    SnapshotStore,
+    empty_account,
+    redis_client,
+)
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
@@ -74,16 +81,22 @@ def is_held(account: Account) -> bool:
 def apply_event(account: Account, event: str, order_id: str, amount: int) -> Account:
     """The account after one event on one of its orders."""
     open_orders = dict(account["open"])
+    history = dict(account.get("history") or empty_account()["history"])
+    was_open, was_unpaid = order_id in open_orders, order_id in account["unpaid"]
     unpaid = [o for o in account["unpaid"] if o != order_id]
     if event == "approved":
         open_orders[order_id] = amount
     elif event == "unpaid":
         unpaid.append(order_id)
+        if was_open and not was_unpaid:
+            history["unpaid"] += 1
     elif event in ("repaid", "written_off"):
         open_orders.pop(order_id, None)
+        if event == "repaid" and was_open:  # late: repaid after it was reported unpaid
+            history["late" if was_unpaid else "on_time"] += 1
     else:
         raise ValueError(f"unknown account event {event!r}")
-    return {"open": open_orders, "unpaid": unpaid}
+    return {"open": open_orders, "unpaid": unpaid, "history": history}
 
 
 def settlement_of(topic: str, value: bytes | None) -> tuple[str, str] | None:

@@ -160,6 +160,18 @@ def payment_policy(name: str, *levels: PaymentRules | None) -> PaymentPolicy:
     )
 
 
+class CreditLimit(BaseModel):
+    """Dynamic deferred-payment limits (agents/decide.py `credit_limit_of`), in yen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    first_order: int = Field(20_000, ge=0)  # an identity with no repayment history yet
+    base: int = Field(30_000, ge=0)  # once it has one
+    per_on_time: int = Field(10_000, ge=0)
+    per_late: int = Field(-20_000, le=0)  # repaid after it was reported unpaid
+    per_unpaid: int = Field(-50_000, le=0)
+    max: int = Field(300_000, gt=0)
+
+
 class Rules(BaseModel):
     """The rules of one policy level; None means 'as the level below'."""
 
@@ -175,6 +187,7 @@ class Rules(BaseModel):
     velocity_caps: VelocityCaps | None = None
     new_identity_max_amount: int | None = Field(None, gt=0)
     exposure_limit: int | None = Field(None, ge=0)
+    credit_limit: CreditLimit | None = None  # replaces exposure_limit when set
     payments: PaymentRules | None = None  # per merchant: its wallet payments (PAY)
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ BLOCK_LISTED_HARD = "BLOCK_LISTED_HARD"
 ALLOW_LISTED = "ALLOW_LISTED"
 IDENTITY_HELD_UNPAID = "IDENTITY_HELD_UNPAID"
 EXPOSURE_OVER_LIMIT = "EXPOSURE_OVER_LIMIT"
+CREDIT_LIMIT = "CREDIT_LIMIT"  # ability to pay (支払い能力), apart from the fraud reasons
 VELOCITY_OVER_CAP = "VELOCITY_OVER_CAP"
 NEW_IDENTITY_OVER_LIMIT = "NEW_IDENTITY_OVER_LIMIT"
 # Wallet payments (agents/wallet_rules.py).
@@ -63,6 +64,8 @@ DECISION_REASONS: dict[str, str] = {
     ALLOW_LISTED: "On the allow list: approved over every rule but a hard block.",
     IDENTITY_HELD_UNPAID: "The identity has an unpaid (overdue) order; held until repaid.",
     EXPOSURE_OVER_LIMIT: "Outstanding deferred balance plus this order exceeds the limit.",
+    CREDIT_LIMIT: "Outstanding deferred balance plus this order exceeds the identity's credit "
+    "limit, which grows with on-time repayments and shrinks with late or unpaid ones.",
     VELOCITY_OVER_CAP: "More earlier orders (or yen) in a window than the policy allows.",
     NEW_IDENTITY_OVER_LIMIT: "A brand-new identity's first order above the policy's limit.",
     ACCOUNT_FROZEN: "The paying (or receiving) wallet account is frozen or closed.",

@@ -27,7 +27,15 @@ from typing import Any
 from prometheus_client import Counter
 
 from agents import reasons
-from agents.decide import APPROVE, ModelOpinion, Policy, Signals, Verdict, decide_order
+from agents.decide import (
+    APPROVE,
+    ModelOpinion,
+    Policy,
+    Signals,
+    Verdict,
+    credit_limit_of,
+    decide_order,
+)
 from agents.enrich import EnrichedOrder, enrich_order
 from agents.entities import (
     ORDER_ACTIVITY,
@@ -126,7 +134,9 @@ def screen_order(
     )
     # a redelivered order is already in its account: do not count it against itself
     balance = outstanding(account) - account["open"].get(order.order_id, 0)
-    signals = Signals(features, balance, is_held(account), match_lists(policies, keys))
+    signals = Signals(
+        features, balance, is_held(account), match_lists(policies, keys), account["history"]
+    )
     policy = policies.for_merchant(order.merchant_id)
     verdict = decide_order(enriched, policy, opinion, signals)
     shadow_verdict = None
@@ -211,7 +221,10 @@ def trace_of(
         "outstanding": float(signals.outstanding),
         "held": float(signals.held),
         **{f"identity_{k}": float(identity.get(k, 0)) for k in ("orders", "phones", "emails")},
+        **{f"repaid_{k}": float(n) for k, n in signals.repayments.items()},
     }
+    if policy.credit_limit is not None:  # the limit this identity had, from its history
+        inputs["credit_limit"] = float(credit_limit_of(policy.credit_limit, signals.repayments))
     return trace_record(
         decision,
         verdict,

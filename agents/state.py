@@ -322,21 +322,25 @@ class SnapshotStore:
 
 # ---------------------------------------------------------------- accounts
 
-Account = dict[str, Any]  # {"open": {order_id: yen}, "unpaid": [order_id, ...]}
+# {"open": {order_id: yen}, "unpaid": [order_id, ...], "history": {"on_time": n, ...}}
+Account = dict[str, Any]
+REPAYMENTS = ("on_time", "late", "unpaid")  # the repayment history dynamic limits read
 
 
 def empty_account() -> Account:
-    return {"open": {}, "unpaid": []}
+    return {"open": {}, "unpaid": [], "history": dict.fromkeys(REPAYMENTS, 0)}
 
 
 def account_from_hash(fields: dict[bytes, bytes]) -> Account:
     account = empty_account()
     for name, value in fields.items():
-        kind, _, order_id = name.decode().partition(":")
+        kind, _, key = name.decode().partition(":")
         if kind == "o":
-            account["open"][order_id] = int(value)
+            account["open"][key] = int(value)
         elif kind == "u":
-            account["unpaid"].append(order_id)
+            account["unpaid"].append(key)
+        elif kind == "h" and key in REPAYMENTS:
+            account["history"][key] = int(value)
     return account
 
 

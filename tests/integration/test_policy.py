@@ -33,6 +33,12 @@ name: credit
 default:
   exposure_limit: 50000
 """
+DYNAMIC = """
+name: dynamic
+default:
+  credit_limit: {first_order: 20000, base: 30000, per_on_time: 10000, per_late: -20000,
+                 per_unpaid: -5000}
+"""
 
 
 def send(registry, topic: str, value: dict[str, Any]) -> tuple:
@@ -248,4 +254,37 @@ def test_spelling_variations_share_one_account_once_linked(env, registry, worker
     wait_metric(worker, 'shinsa_settlements_total{event="repaid",result="applied"}', 1)
     _, fourth = order_of(linked, 15_000)  # 30,000 outstanding + 15,000 ≤ 50,000
     assert decide_one(env, registry, worker, decided, fourth)["decision"] == "APPROVE"
+    assert worker.errors() == []
+
+
+def test_a_credit_limit_grows_with_on_time_repayment_and_shrinks_with_a_late_one(
+    env, registry, worker
+):
+    person = Person(registry, seed=35)
+    policy_admin.publish(env, "active", load_policy_yaml(DYNAMIC))
+    produce(env, person.merchants)
+    worker.start()
+    worker.wait_for("deciding with policy dynamic-")
+    decided: list = []
+
+    def decide(amount: int) -> tuple[str, dict[str, Any]]:
+        order_id, message = person.order(amount)
+        return order_id, decide_one(env, registry, worker, decided, message)
+
+    _, first = decide(25_000)  # a first order: the first-order limit, 20,000
+    assert (first["decision"], first["reasons"][0]) == ("DECLINE", "CREDIT_LIMIT")
+    small_id, small = decide(15_000)
+    assert small["decision"] == "APPROVE"
+    produce(env, [person.repayment(small_id, 15_000)])  # on time: 30,000 + 10,000
+    wait_metric(worker, 'shinsa_settlements_total{event="repaid",result="applied"}', 1)
+    bigger_id, bigger = decide(35_000)
+    assert bigger["decision"] == "APPROVE"
+    produce(env, [person.outcome(bigger_id, "UNPAID")])
+    wait_metric(worker, 'shinsa_settlements_total{event="unpaid",result="applied"}', 1)
+    produce(env, [person.repayment(bigger_id, 35_000)])  # late: 40,000 - 20,000 - 5,000
+    wait_metric(worker, 'shinsa_settlements_total{event="repaid",result="applied"}', 2)
+    _, after = decide(16_000)
+    assert (after["decision"], after["reasons"][0]) == ("DECLINE", "CREDIT_LIMIT")
+    _, within = decide(15_000)
+    assert within["decision"] == "APPROVE"
     assert worker.errors() == []

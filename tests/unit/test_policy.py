@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from agents.decide import Signals, decide_order
+from agents.decide import ModelOpinion, Signals, decide_order
 from agents.enrich import enrich_order
 from agents.policy import (
     DEFAULT_POLICY_SET,
@@ -201,3 +201,69 @@ def test_a_redelivered_order_is_not_counted_against_its_own_exposure():
     assert decide_with(opened) == first  # the same order, delivered again after a crash
     other = apply_event(empty_account(), "approved", "o-other", 60_000)
     assert decide_with(other) == "DECLINE"  # another open order does count
+
+
+# ---------------------------------------------------------------- dynamic credit limits
+
+LIMITS = {
+    "first_order": 20_000,
+    "base": 30_000,
+    "per_on_time": 10_000,
+    "per_late": -20_000,
+    "per_unpaid": -50_000,
+    "max": 300_000,
+}
+
+
+def test_a_credit_limit_grows_with_on_time_repayments_and_shrinks_with_late_and_unpaid():
+    from agents.decide import credit_limit_of
+
+    assert credit_limit_of(LIMITS, {}) == 20_000  # a first order
+    assert credit_limit_of(LIMITS, {"on_time": 1}) == 40_000
+    assert credit_limit_of(LIMITS, {"on_time": 3}) == 60_000
+    assert credit_limit_of(LIMITS, {"on_time": 1, "late": 1}) == 20_000
+    assert credit_limit_of(LIMITS, {"on_time": 2, "unpaid": 1}) == 0  # never below 0
+    assert credit_limit_of(LIMITS, {"on_time": 100}) == 300_000  # nor above max
+
+
+def test_the_repayment_history_follows_the_account_events():
+    from agents.exposure import apply_event
+    from agents.state import empty_account
+
+    account = apply_event(empty_account(), "approved", "o1", 10_000)
+    account = apply_event(account, "repaid", "o1", 10_000)
+    assert account["history"] == {"on_time": 1, "late": 0, "unpaid": 0}
+    account = apply_event(account, "approved", "o2", 10_000)
+    account = apply_event(account, "unpaid", "o2", 10_000)
+    account = apply_event(account, "unpaid", "o2", 10_000)  # reported twice: counted once
+    account = apply_event(account, "repaid", "o2", 10_000)
+    assert account["history"] == {"on_time": 1, "late": 1, "unpaid": 1}
+    account = apply_event(account, "repaid", "o9", 10_000)  # an order it never had
+    assert account["history"] == {"on_time": 1, "late": 1, "unpaid": 1}
+
+
+def test_credit_limit_in_a_policy_replaces_the_exposure_limit_and_a_merchant_can_change_it():
+    from agents.decide import Signals, decide_order
+
+    policies = load_policy_yaml(
+        "name: credit\n"
+        "default:\n"
+        "  deferred_cap: 200000\n"
+        "  credit_limit: {first_order: 20000, base: 30000, per_on_time: 10000}\n"
+        "merchants:\n"
+        "  m0002:\n"
+        "    credit_limit: {first_order: 50000}\n"
+    )
+    policy = policies.for_merchant("m0001")
+    assert policy.credit_limit["per_unpaid"] == -50_000  # the model's defaults fill the rest
+    m = Merchant("m0001", "店", "FOOD", "STANDARD", datetime(2026, 1, 1, tzinfo=UTC), "ACTIVE")
+    enriched = enrich_order(order(amount=25_000), {"m0001": m})
+    opinion = ModelOpinion(0.05, "cold", False, ())
+
+    def verdict(policy, history):
+        return decide_order(enriched, policy, opinion, Signals(repayments=history))
+
+    refused = verdict(policy, {})
+    assert (refused.decision, refused.reasons[0]) == ("DECLINE", "CREDIT_LIMIT")
+    assert verdict(policy, {"on_time": 1}).decision == "APPROVE"  # 25,000 ≤ 40,000
+    assert verdict(policies.for_merchant("m0002"), {}).decision == "APPROVE"
