@@ -21,12 +21,7 @@ end
 local function current_account(key)
   local ns, id = string.match(key, '^(.*):acct:(.*)$')
   if not ns then return key end
-  for _ = 1, 64 do
-    local parent = redis.call('HGET', ns .. ':parent', id)
-    if not parent then break end
-    id = parent
-  end
-  return ns .. ':acct:' .. id
+  return ns .. ':acct:' .. identity_root(ns .. ':parent', id)  -- identity_root.lua, prepended
 end
 
 -- `loser` was absorbed by `winner` (identity_graph.lua): one person, one account and one

@@ -303,32 +303,31 @@ class CampaignState:
     """campaign.lua, the month statistics and a person's month, in one Redis namespace."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
-        self.client, self.ns = client, namespace
+        self.client, self.keys = client, Keys(namespace)
         self._script = client.register_script(SCRIPT)
 
     async def apply(self, args: Sequence[str | int]) -> list[tuple[str, ...]]:
         if not args:
             return []
         flat = await retrying(
-            lambda: self._script(args=[self.ns, STATE_TTL_SECONDS, *args]), "campaign"
+            lambda: self._script(args=[self.keys.namespace, STATE_TTL_SECONDS, *args]), "campaign"
         )
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
         return [tuple(values[i : i + 6]) for i in range(0, len(values), 6)]
 
     async def identities_of_accounts(self, accounts: Sequence[str]) -> list[str | None]:
-        keys = Keys(self.ns)
         pipe = self.client.pipeline(transaction=False)
         for account in accounts:
-            pipe.hget(keys.wallet_account(account), "identity")
+            pipe.hget(self.keys.wallet_account(account), "identity")
         found = await retrying(pipe.execute, "campaign")
         return [f.decode() if f else None for f in found]
 
     async def month_stats(self, campaign_id: str, month: str) -> dict[str, int]:
-        raw = await self.client.hgetall(f"{self.ns}:camp:{campaign_id}:{month}:stats")
+        raw = await self.client.hgetall(self.keys.campaign_stats(campaign_id, month))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def person(self, campaign_id: str, month: str, identity: str) -> dict[str, str]:
-        raw = await self.client.hgetall(f"{self.ns}:camp:{campaign_id}:{month}:p:{identity}")
+        raw = await self.client.hgetall(self.keys.campaign_person(campaign_id, month, identity))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
 

@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from agents.campaign import month_closes
+from agents.state import Keys
 from streams.clients import DeliveryTracker, make_producer, produce_one, read_topic
 from streams.codec import SchemaRegistry
 from streams.settings import Settings
@@ -139,7 +140,7 @@ def _publish(settings: Settings, records: Sequence[tuple[str, bytes, bytes]]) ->
 
 
 def _seed_key(settings: Settings, campaign_id: str, month: str) -> str:
-    return f"{settings.identity_namespace}:camp:{campaign_id}:{month}:seed"
+    return Keys(settings.identity_namespace).campaign_seed(campaign_id, month)
 
 
 def commit_month(settings: Settings, campaign_id: str, month: str, now: datetime) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from agents.normalize import (
     normalize_name,
     normalize_phone,
 )
-from agents.state import keyed_hash, lua, retrying
+from agents.state import ACCOUNTS_LUA, keyed_hash, lua, retrying
 from streams.records import Buyer
 
 log = logging.getLogger(__name__)
@@ -50,21 +50,18 @@ log = logging.getLogger(__name__)
 KATAKANA_ONLY = re.compile("[\u30a1-\u30fa\u30fc]+")
 # a merge moves the person's account and history (accounts.lua) and audience rows
 # (segments.lua) too, in the same script
-SCRIPT = lua("accounts.lua") + lua("segments.lua") + lua("identity_graph.lua")
+SCRIPT = ACCOUNTS_LUA + lua("segments.lua") + lua("identity_graph.lua")
 # ARGV: the parent hash, then identity ids; returns each id's root (read only)
-ROOTS_SCRIPT = """
+ROOTS_SCRIPT = (
+    lua("identity_root.lua")
+    + """
 local out = {}
 for i = 2, #ARGV do
-  local node = ARGV[i]
-  for _ = 1, 64 do
-    local parent = redis.call('HGET', ARGV[1], node)
-    if not parent then break end
-    node = parent
-  end
-  out[#out + 1] = node
+  out[#out + 1] = identity_root(ARGV[1], ARGV[i])
 end
 return out
 """
+)
 # Records per script call in resolve_overlapped. The first chunk's keys and the last chunk's
 # script run alone, so chunks are small; a call's fixed cost (~0.35 ms) keeps them from being
 # tiny. A small batch is still cut in two, down to MIN_CHUNK records a chunk.

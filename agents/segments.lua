@@ -1,6 +1,6 @@
 -- Merchant audiences (agents/segments.py), prepended to the scripts that change them: the hot
 -- path's save (purchases), the KYC agent's (a person's attributes) and the identity graph's
--- (a merge moves the person, atomically with the graph).
+-- (a merge moves the person, atomically with the graph); identity_root.lua comes first.
 --
 -- Per merchant: `<ns>:seg:m:<merchant>:rows`, one fixed-width row per customer at slot × 12
 -- bytes, and `<ns>:seg:m:<merchant>:ids`, the customers' identity ids (list index = slot; ""
@@ -11,15 +11,6 @@
 local SEG_ROW = 12
 local SEG_FMT = '<HHIBBBB'
 local SEG_MAX_COUNT, SEG_MAX_YEN = 65535, 4294967295
-
-local function seg_root(ns, id)
-  for _ = 1, 64 do
-    local parent = redis.call('HGET', ns .. ':parent', id)
-    if not parent then return id end
-    id = parent
-  end
-  return id
-end
 
 local function seg_parts(attrs)
   local a, g, p = string.match(attrs or '', '^(%d+),(%d+),(%d+)$')
@@ -63,7 +54,8 @@ local function seg_person(ns, identity, attrs)
 end
 
 local function seg_purchase(ns, merchant, identity, day, yen, attrs)
-  identity = seg_root(ns, identity)  -- merged since it was resolved: the survivor bought
+  -- merged since it was resolved: the survivor bought (identity_root.lua, prepended)
+  identity = identity_root(ns .. ':parent', identity)
   local a = seg_parts(seg_person(ns, identity, attrs))
   local p = ns .. ':seg:p:' .. identity
   local rows = ns .. ':seg:m:' .. merchant .. ':rows'

@@ -42,7 +42,7 @@ import numpy as np
 from redis import asyncio as aioredis
 
 from agents.normalize import PREFECTURES, normalize_birth_date
-from agents.state import lua, redis_client, retrying
+from agents.state import Keys, lua, redis_client, retrying
 from streams.metrics import SEGMENT_ANSWERS, SEGMENT_REFUSALS, SEGMENT_SECONDS
 from streams.settings import Settings
 
@@ -314,11 +314,12 @@ def api_key_hash(key: str) -> str:
 
 # ---------------------------------------------------------------- the store (Redis)
 PERSON_SCRIPT = (
-    lua("segments.lua")
+    lua("identity_root.lua")
+    + lua("segments.lua")
     + """
 local ns = ARGV[1]
 for i = 2, #ARGV, 2 do
-  seg_person(ns, seg_root(ns, ARGV[i]), ARGV[i + 1])
+  seg_person(ns, identity_root(ns .. ':parent', ARGV[i]), ARGV[i + 1])
 end
 return 1
 """
@@ -329,72 +330,58 @@ class SegmentStore:
     """The segment keys of one namespace (segments.lua describes the layout)."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
-        self.client, self.ns = client, namespace
+        self.client, self.keys = client, Keys(namespace)
         self._people = client.register_script(PERSON_SCRIPT)
 
-    def rows_key(self, merchant_id: str) -> str:
-        return f"{self.ns}:seg:m:{merchant_id}:rows"
-
-    def ids_key(self, merchant_id: str) -> str:
-        return f"{self.ns}:seg:m:{merchant_id}:ids"
-
-    def person_key(self, identity_id: str) -> str:
-        return f"{self.ns}:seg:p:{identity_id}"
-
-    @property
-    def api_keys(self) -> str:
-        return f"{self.ns}:seg:keys"
-
-    def audit_key(self, merchant_id: str) -> str:
-        return f"{self.ns}:seg:audit:{merchant_id}"
-
     async def rows(self, merchant_id: str) -> np.ndarray:
-        raw = await retrying(lambda: self.client.get(self.rows_key(merchant_id)), "segments")
+        raw = await retrying(
+            lambda: self.client.get(self.keys.segment_rows(merchant_id)), "segments"
+        )
         return parse_rows(raw or b"")
 
     async def ids(self, merchant_id: str) -> list[str]:
-        key = self.ids_key(merchant_id)
+        key = self.keys.segment_ids(merchant_id)
         found = await retrying(lambda: self.client.lrange(key, 0, -1), "segments")
         return [i.decode() for i in found]
 
     async def person(self, identity_id: str) -> dict[str, str]:
         """A person's attributes and the slot it holds at each merchant (for operators)."""
-        raw = await self.client.hgetall(self.person_key(identity_id))
+        raw = await self.client.hgetall(self.keys.segment_person(identity_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def record_people(self, people: Sequence[tuple[str, str]]) -> None:
         """(identity id, person_attributes) from KYC events: rows at every merchant follow."""
         told = [x for identity, attrs in people if attrs for x in (identity, attrs)]
         if told:
-            await retrying(lambda: self._people(args=[self.ns, *told]), "segments")
+            await retrying(lambda: self._people(args=[self.keys.namespace, *told]), "segments")
 
     async def issue_key(self, merchant_id: str) -> str:
         key = "shk_" + secrets.token_urlsafe(32)
-        await self.client.hset(self.api_keys, api_key_hash(key), merchant_id)
+        await self.client.hset(self.keys.segment_api_keys(), api_key_hash(key), merchant_id)
         return key
 
     async def revoke_keys(self, merchant_id: str) -> int:
-        held = await self.client.hgetall(self.api_keys)
+        held = await self.client.hgetall(self.keys.segment_api_keys())
         mine = [h for h, m in held.items() if m.decode() == merchant_id]
-        return await self.client.hdel(self.api_keys, *mine) if mine else 0
+        return await self.client.hdel(self.keys.segment_api_keys(), *mine) if mine else 0
 
     async def merchant_for(self, key: str) -> str | None:
         found = await retrying(
-            lambda: self.client.hget(self.api_keys, api_key_hash(key)), "segments"
+            lambda: self.client.hget(self.keys.segment_api_keys(), api_key_hash(key)), "segments"
         )
         return found.decode() if found else None
 
     async def audit_version(self, merchant_id: str) -> int:
         """Bumped by every remembered answer: a worker's cached audit is current while equal."""
         found = await retrying(
-            lambda: self.client.get(self.audit_key(merchant_id) + ":v"), "segments"
+            lambda: self.client.get(self.keys.segment_audit(merchant_id) + ":v"), "segments"
         )
         return int(found or 0)
 
     async def answered(self, merchant_id: str) -> list[np.ndarray]:
         """The merchant's remembered answers (newest first), each as a bit set of rows."""
         raw = await retrying(
-            lambda: self.client.lrange(self.audit_key(merchant_id), 0, -1), "segments"
+            lambda: self.client.lrange(self.keys.segment_audit(merchant_id), 0, -1), "segments"
         )
         return [np.frombuffer(r, dtype=np.uint64) for r in raw]
 
@@ -402,7 +389,7 @@ class SegmentStore:
         """Keep an answered set (raw bits: random sets do not compress, and zlib cost 1.3 ms a
         set to read back); returns the audit's new version."""
         packed = bits.tobytes()
-        key = self.audit_key(merchant_id)
+        key = self.keys.segment_audit(merchant_id)
 
         async def write() -> list[Any]:
             pipe = self.client.pipeline(transaction=True)

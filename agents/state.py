@@ -83,11 +83,10 @@ def lua(name: str) -> str:
 
 LOAD_SCRIPT = lua("state_load.lua")
 # accounts change through one rule (accounts.lua), entities' decayed sums through another
-SAVE_SCRIPT = (
-    lua("accounts.lua") + lua("entities.lua") + lua("segments.lua") + lua("state_save.lua")
-)
+ACCOUNTS_LUA = lua("identity_root.lua") + lua("accounts.lua")  # accounts follow merges
+SAVE_SCRIPT = ACCOUNTS_LUA + lua("entities.lua") + lua("segments.lua") + lua("state_save.lua")
 LEARNED_SCRIPT = lua("entities.lua") + lua("entities_learn.lua")
-EVENTS_SCRIPT = lua("accounts.lua") + lua("account_events.lua")
+EVENTS_SCRIPT = ACCOUNTS_LUA + lua("account_events.lua")
 RECOUNT_SCRIPT = lua("account_totals.lua")
 ACCOUNT_EVENTS = ("approved", "unpaid", "repaid", "written_off")
 DEVICE_WINDOW_MS = 3_600_000  # failed authorisations counted in the hour before an order
@@ -220,6 +219,32 @@ class Keys:
 
     def wallet_devices(self, account_id: str) -> str:
         return f"{self.namespace}:wd:{account_id}"
+
+    # merchant audiences (agents/segments.py; segments.lua builds the same names)
+    def segment_rows(self, merchant_id: str) -> str:
+        return f"{self.namespace}:seg:m:{merchant_id}:rows"
+
+    def segment_ids(self, merchant_id: str) -> str:
+        return f"{self.namespace}:seg:m:{merchant_id}:ids"
+
+    def segment_person(self, identity_id: str) -> str:
+        return f"{self.namespace}:seg:p:{identity_id}"
+
+    def segment_api_keys(self) -> str:
+        return f"{self.namespace}:seg:keys"
+
+    def segment_audit(self, merchant_id: str) -> str:
+        return f"{self.namespace}:seg:audit:{merchant_id}"
+
+    # the campaign (agents/campaign.py, draw.py; campaign.lua builds the same names)
+    def campaign_stats(self, campaign_id: str, month: str) -> str:
+        return f"{self.namespace}:camp:{campaign_id}:{month}:stats"
+
+    def campaign_person(self, campaign_id: str, month: str, identity_id: str) -> str:
+        return f"{self.namespace}:camp:{campaign_id}:{month}:p:{identity_id}"
+
+    def campaign_seed(self, campaign_id: str, month: str) -> str:
+        return f"{self.namespace}:camp:{campaign_id}:{month}:seed"
 
 
 # ---------------------------------------------------------------- feature snapshots

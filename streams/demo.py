@@ -316,14 +316,16 @@ def show_campaign(settings: Settings, console: Console) -> None:
     import redis
 
     from agents.campaign import jst_month, previous_month, to_ms
+    from agents.state import Keys
 
     month = jst_month(to_ms(datetime.now(UTC)))
     months = (previous_month(month), month)
     client = redis.Redis.from_url(settings.redis_url)
 
+    keys = Keys(settings.identity_namespace)
+
     def figures() -> list[dict[bytes, bytes]]:
-        ns = settings.identity_namespace
-        return [client.hgetall(f"{ns}:camp:{DEMO_CAMPAIGN}:{m}:stats") for m in months]
+        return [client.hgetall(keys.campaign_stats(DEMO_CAMPAIGN, m)) for m in months]
 
     last, deadline = None, time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -91,10 +91,10 @@ async def bench_query(client: aioredis.Redis, ns: str, customers: int, queries: 
     today = jst_day(int(time.time() * 1000))
     rng = np.random.default_rng(1)
     started = time.perf_counter()
-    await client.set(store.rows_key("big"), random_rows(customers, today, rng))
+    await client.set(store.keys.segment_rows("big"), random_rows(customers, today, rng))
     ids = [f"i{n}" for n in range(customers)]
     for start in range(0, customers, 50_000):
-        await client.rpush(store.ids_key("big"), *ids[start : start + 50_000])
+        await client.rpush(store.keys.segment_ids("big"), *ids[start : start + 50_000])
     console.print(f"wrote {customers:,} customers in {time.perf_counter() - started:.1f} s")
     key = await store.issue_key("big")
     service = SegmentService(store)
@@ -110,8 +110,8 @@ async def bench_query(client: aioredis.Redis, ns: str, customers: int, queries: 
         times.append((time.perf_counter() - t0) * 1000)
     memory = sum(
         [
-            await client.memory_usage(store.rows_key("big")) or 0,
-            await client.memory_usage(store.ids_key("big"), samples=0) or 0,
+            await client.memory_usage(store.keys.segment_rows("big")) or 0,
+            await client.memory_usage(store.keys.segment_ids("big"), samples=0) or 0,
         ]
     )
     return {
@@ -158,11 +158,16 @@ async def bench_memory(
         await state.save(Changes([], [], [], [], segments=batch))
     person_bytes = 0
     for person in range(0, people, max(1, people // 2000)):  # a sample of the person hashes
-        person_bytes += await client.memory_usage(store.person_key(f"i{person}"), samples=0) or 0
+        person_bytes += (
+            await client.memory_usage(store.keys.segment_person(f"i{person}"), samples=0) or 0
+        )
     sampled = len(range(0, people, max(1, people // 2000)))
     merchant_bytes = 0
     for merchant in range(merchants):
-        for key in (store.rows_key(f"m{merchant}"), store.ids_key(f"m{merchant}")):
+        for key in (
+            store.keys.segment_rows(f"m{merchant}"),
+            store.keys.segment_ids(f"m{merchant}"),
+        ):
             merchant_bytes += await client.memory_usage(key, samples=0) or 0
     per_person = person_bytes / sampled
     per_pair = merchant_bytes / pairs
