@@ -30,7 +30,7 @@ import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -41,6 +41,7 @@ from redis import asyncio as aioredis
 
 from agents.identity import IdentityGraph
 from agents.policy import load_yaml_document, validation_problems
+from agents.segments import JST, jst_date
 from agents.state import Keys, lua, redis_client, retrying
 from streams.clients import consumer
 from streams.codec import SchemaRegistry
@@ -51,10 +52,10 @@ from streams.txloop import Received, Stopwatch, TransactionalLoop
 
 log = logging.getLogger(__name__)
 
-JST = timedelta(hours=9)
 METHODS = ("DEFERRED", "CARD", "WALLET", "BANK_TRANSFER", "CONVENIENCE_STORE", "CARRIER_BILLING")
 REVOKING = frozenset({"FRAUD_CONFIRMED", "CHARGEBACK", "CANCELLED"})
 RECORDS = {"logins": "Login", "decisions": "Decision", "outcomes": "Outcome"}
+MONTH_EVERY_SECONDS = 5.0  # how often the month figures are read from Redis for the gauges
 STATE_TTL_SECONDS = 400 * 86_400  # a month's state outlives the next draw and a year's MoM
 SCRIPT = lua("campaign.lua")
 for _action in ("ISSUED", "REVOKED"):  # at 0 from the start, so increase() counts the first
@@ -143,11 +144,11 @@ def load_campaign_yaml(text: str, source: str = "campaign") -> Campaign:
 
 
 def jst_month(at_ms: int) -> str:
-    return (datetime.fromtimestamp(at_ms / 1000, UTC) + JST).strftime("%Y-%m")
+    return jst_date(at_ms).strftime("%Y-%m")
 
 
 def jst_day_text(at_ms: int) -> str:
-    return (datetime.fromtimestamp(at_ms / 1000, UTC) + JST).strftime("%Y-%m-%d")
+    return jst_date(at_ms).isoformat()
 
 
 def month_closes(month: str) -> datetime:
@@ -239,6 +240,7 @@ class CampaignBook:
         self.topic = settings.topic("campaigns")
         self.campaigns: dict[str, Campaign] = {}
         self._consumer: Consumer | None = None
+        self._published: list[tuple[str, str]] | None = None  # what publish_info last set
 
     def _open(self) -> Consumer:
         c = consumer(self.settings)
@@ -289,9 +291,15 @@ class CampaignBook:
         return list(self.campaigns.values())
 
     def publish_info(self) -> None:
+        """The campaigns in force as an info gauge, rewritten only when they change: a scrape
+        between clearing and setting would see none, and the dashboards annotate a change."""
+        versions = sorted((c.id, c.version) for c in self.campaigns.values())
+        if versions == self._published:
+            return
         CAMPAIGN_INFO.clear()
-        for campaign in self.campaigns.values():
-            CAMPAIGN_INFO.labels(campaign.id, campaign.version).set(1)
+        for campaign_id, version in versions:
+            CAMPAIGN_INFO.labels(campaign_id, version).set(1)
+        self._published = versions
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -343,6 +351,7 @@ class TicketEngine:
         book: CampaignBook,
     ) -> None:
         self.registry, self.state, self.graph, self.book = registry, state, graph, book
+        self._month_read = -MONTH_EVERY_SECONDS  # monotonic time the month figures were read
         self.ledger = settings.topic("campaign-tickets")
         self.topics = {settings.topic(t): t for t in ("logins", "decisions", "outcomes")}
 
@@ -377,7 +386,9 @@ class TicketEngine:
             }
             value = self.registry.encode("CampaignTicket", datum)
             out.append(Outgoing(self.ledger, purchase.encode(), value))
-        await self.publish_month(campaigns, now)
+        if time.monotonic() - self._month_read >= MONTH_EVERY_SECONDS:  # not every batch
+            await self.publish_month(campaigns, now)
+            self._month_read = time.monotonic()
         watch.log_if_slow("handler", len(batch))
         return out
 

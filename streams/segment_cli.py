@@ -44,6 +44,8 @@ PrefectureOption = Annotated[
 WithinOption = Annotated[
     int | None, typer.Option(help="Bought within the last N days (JST; today is day 1).")
 ]
+MinPurchasesOption = Annotated[int | None, typer.Option(help="At least N purchases.")]
+MaxPurchasesOption = Annotated[int | None, typer.Option(help="At most N purchases.")]
 AmountOption = Annotated[
     list[str], typer.Option("--amount", help="Yen spent band, e.g. 10000-49999 (repeat).")
 ]
@@ -111,8 +113,8 @@ def segment_count(
     gender: GenderOption = [],  # noqa: B006
     prefecture: PrefectureOption = [],  # noqa: B006
     within_days: WithinOption = None,
-    min_purchases: Annotated[int | None, typer.Option(help="At least N purchases.")] = None,
-    max_purchases: Annotated[int | None, typer.Option(help="At most N purchases.")] = None,
+    min_purchases: MinPurchasesOption = None,
+    max_purchases: MaxPurchasesOption = None,
     amount: AmountOption = [],  # noqa: B006
     url: UrlOption = "",
 ) -> None:
@@ -136,8 +138,8 @@ def segment_export(
     gender: GenderOption = [],  # noqa: B006
     prefecture: PrefectureOption = [],  # noqa: B006
     within_days: WithinOption = None,
-    min_purchases: Annotated[int | None, typer.Option(help="At least N purchases.")] = None,
-    max_purchases: Annotated[int | None, typer.Option(help="At most N purchases.")] = None,
+    min_purchases: MinPurchasesOption = None,
+    max_purchases: MaxPurchasesOption = None,
     amount: AmountOption = [],  # noqa: B006
     url: UrlOption = "",
 ) -> None:

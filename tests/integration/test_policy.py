@@ -97,7 +97,10 @@ class Person:
         self.template = next(e.value for e in events if e.topic == "orders")
         self.ids = count(1)
 
-    def order(self, amount: int, method: str = "DEFERRED") -> tuple[str, tuple]:
+    def order(
+        self, amount: int, method: str = "DEFERRED", buyer: dict | None = None
+    ) -> tuple[str, tuple]:
+        """An order now; `buyer` writes the person another way (a spelling variation)."""
         order_id = f"{self.template['order_id']}-x{next(self.ids)}"
         value = {
             **self.template,
@@ -108,6 +111,8 @@ class Person:
             "items": [{"sku": "sku-1", "category": "x", "unit_price": amount, "quantity": 1}],
             "shipping": None,
         }
+        if buyer is not None:
+            value["buyer"] = buyer
         return order_id, send(self.registry, "orders", value)
 
     def repayment(self, order_id: str, amount: int) -> tuple:
@@ -218,19 +223,7 @@ def test_spelling_variations_share_one_account_once_linked(env, registry, worker
     linked = {**buyer, "birth_date": None, "name_kana": None}
 
     def order_of(who: dict, amount: int) -> tuple[str, tuple]:
-        order_id = f"{person.template['order_id']}-v{next(person.ids)}"
-        value = {
-            **person.template,
-            "order_id": order_id,
-            "amount": amount,
-            "payment_method": "DEFERRED",
-            "event_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "items": [{"sku": "sku-1", "category": "x", "unit_price": amount, "quantity": 1}],
-            "shipping": None,
-            "device_id": None,
-            "buyer": who,
-        }
-        return order_id, send(registry, "orders", value)
+        return person.order(amount, buyer=who)
 
     decided: list = []
     first_id, first = order_of(phone_only, 30_000)
