@@ -62,11 +62,13 @@ from agents.policy import PolicySet, match_lists, order_list_keys
 from agents.scorer import models_loaded, scorer
 from agents.segments import jst_date, jst_day, person_attributes
 from agents.state import (
+    SAVE_SCRIPT,
     Account,
     Changes,
     Earlier,
     HotPathState,
     Loaded,
+    OrderedWriter,
     Snapshot,
     empty_account,
     entity_ref,
@@ -382,14 +384,20 @@ class Outputs:
 
 
 def screen_batch(
-    candidates: Sequence[Candidate], loaded: Loaded, rules: Rules, out: Outputs
+    candidates: Sequence[Candidate],
+    loaded: Loaded,
+    rules: Rules,
+    out: Outputs,
+    decided: dict[str, tuple[bytes, bytes]] | None = None,
 ) -> tuple[list[Outgoing], Changes]:
     """Decide a batch: its messages (decisions and traces, or a dead letter per failed order)
     and its state changes. One `try` per order covers everything down to encoding, so a bug
-    costs exactly that order (dead-lettered), never the rest of the batch."""
+    costs exactly that order (dead-lettered), never the rest of the batch. `decided` (order id
+    → encoded decision and trace) carries the orders already decided when a batch is screened
+    in slices, so an order sent twice is decided once."""
     outgoing: list[Outgoing] = []
     changes = Changes([], [], [], [])
-    decided: dict[str, tuple[bytes, bytes]] = {}
+    decided = {} if decided is None else decided
     for candidate, failures in zip(candidates, loaded.device_failures, strict=True):
         order_id = candidate.order.order_id
         try:
@@ -511,10 +519,11 @@ class OrderScreening:
         registry: SchemaRegistry,
         graph: IdentityGraph,
         state: HotPathState,
+        writer: OrderedWriter,
         rules: Callable[[datetime], Rules],
     ) -> None:
         self.settings, self.registry, self.graph, self.state = settings, registry, graph, state
-        self.rules = rules
+        self.writer, self.rules = writer, rules
         self.secret = settings.hash_key.get_secret_value().encode()
         self.out = Outputs(
             registry,
@@ -568,12 +577,40 @@ class OrderScreening:
             [ref for c in candidates for _, ref in c.entities],
         )
         watch.lap("load")
-        sent, changes = screen_batch(candidates, loaded, self.rules(datetime.now(UTC)), self.out)
-        watch.lap("screen")
-        await self.state.save(changes)  # before the decisions: an outcome can only follow them
-        watch.lap("save")
+        outgoing += await self.screen_and_save(candidates, loaded)
+        watch.lap("screen+save")
         watch.log_if_slow("handler", len(batch))
-        return outgoing + sent
+        return outgoing
+
+    async def screen_and_save(self, candidates: list[Candidate], loaded: Loaded) -> list[Outgoing]:
+        """Screen the batch a slice at a time, Redis writing slice k while Python screens
+        slice k+1 (Redis runs on another core). The writes stay in order, one script each, and
+        all are done before the decisions are returned (an outcome can only follow them).
+
+        A crash between two slices' writes is safe: on the retry, the written slices' orders
+        are answered with their kept decisions, and the others are decided on the state they
+        saw the first time (the loaded state plus the written slices' changes)."""
+        rules = self.rules(datetime.now(UTC))
+        decided: dict[str, tuple[bytes, bytes]] = {}
+        outgoing: list[Outgoing] = []
+        writes = self.writer.batch()
+        try:
+            for start in range(0, len(candidates), SAVE_SLICE):
+                end = start + SAVE_SLICE
+                # the slice's device probes; the histories, accounts and entities are shared,
+                # so each slice sees the earlier ones
+                part = replace(loaded, device_failures=loaded.device_failures[start:end])
+                sent, changes = screen_batch(candidates[start:end], part, rules, self.out, decided)
+                outgoing += sent
+                args = self.state.save_args(changes)
+                if args is not None:
+                    writes.submit(args)
+        finally:
+            await writes.wait()
+        return outgoing
+
+
+SAVE_SLICE = 200  # orders per state write: small enough to overlap, large enough to batch
 
 
 def current_rules(now: datetime, secret: bytes) -> Rules:
@@ -599,8 +636,9 @@ def screening_loop(settings: Settings, registry: SchemaRegistry) -> Transactiona
     state = HotPathState(
         client, settings.identity_namespace, secret, settings.snapshot_ttl_days * 86400
     )
+    writer = OrderedWriter(settings.redis_url, SAVE_SCRIPT)
     handler = OrderScreening(
-        settings, registry, graph, state, partial(current_rules, secret=secret)
+        settings, registry, graph, state, writer, partial(current_rules, secret=secret)
     )
     return TransactionalLoop(
         settings,

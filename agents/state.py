@@ -41,13 +41,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import redis
 from prometheus_client import Counter
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -126,6 +129,23 @@ async def retrying(call: Callable[[], Awaitable[T]], store: str) -> T:
             reason = type(exc).__name__
             log.warning("Redis unavailable for %s (%s); retrying in %.1fs", store, reason, backoff)
             await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def retrying_blocking(call: Callable[[], T], store: str, given_up: Callable[[], bool]) -> T:
+    """`retrying` for a thread of its own (agents/state.py OrderedWrites); stops retrying
+    once `given_up()` says the work was abandoned."""
+    backoff = 0.1
+    while True:
+        try:
+            return call()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if given_up():
+                raise
+            REDIS_RETRIES.labels(store).inc()
+            reason = type(exc).__name__
+            log.warning("Redis unavailable for %s (%s); retrying in %.1fs", store, reason, backoff)
+            time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
 
@@ -611,6 +631,12 @@ class HotPathState:
         """Write a batch's state changes and decisions atomically (one script: Redis runs it
         alone): a crash leaves all of them or none, so a retry either re-sends every decision
         or decides on unchanged state."""
+        args = self.save_args(changes)
+        if args is not None:
+            await retrying(lambda: self._save(args=args), "state")
+
+    def save_args(self, changes: Changes) -> list[Any] | None:
+        """The save script's arguments for `changes` (state_save.lua); None if nothing changed."""
         if not (
             changes.history
             or changes.account_events
@@ -618,7 +644,7 @@ class HotPathState:
             or changes.activity
             or changes.segments
         ):
-            return
+            return None
         keys = self.keys
         args: list[Any] = [
             self.snapshot_ttl,
@@ -651,7 +677,67 @@ class HotPathState:
         args += (keys.namespace, len(changes.segments))
         for purchase in changes.segments:
             args += purchase
-        await retrying(lambda: self._save(args=args), "state")
+        return args
+
+
+class WriteSkipped(Exception):
+    """An earlier write of the batch failed or was abandoned: this one must not run."""
+
+
+class OrderedWriter:
+    """Script calls run one after another in a thread of their own, on a blocking connection.
+
+    While Redis runs slice k's write, the event loop's thread screens slice k+1: waiting on a
+    blocking socket releases the GIL at once, where an asyncio call is only resumed when the
+    loop next gets control (measured: the chain of writes then stalled behind the screening)."""
+
+    def __init__(self, url: str, script: str, store: str = "state") -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.script = self.client.register_script(script)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=f"redis-{store}")
+        self.store = store
+
+    def batch(self) -> OrderedWrites:
+        return OrderedWrites(self)
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+class OrderedWrites:
+    """One batch's writes: in submission order, and none after one that failed."""
+
+    def __init__(self, writer: OrderedWriter) -> None:
+        self.writer = writer
+        self.futures: list[asyncio.Future[Any]] = []
+        self.abandoned = False
+
+    def submit(self, args: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        self.futures.append(loop.run_in_executor(self.writer.thread, self._write, args))
+
+    def _write(self, args: list[Any]) -> Any:
+        if self.abandoned:
+            raise WriteSkipped
+        try:
+            return retrying_blocking(
+                lambda: self.writer.script(args=args), self.writer.store, lambda: self.abandoned
+            )
+        except BaseException:
+            self.abandoned = True
+            raise
+
+    async def wait(self) -> None:
+        """Until every write is done; raises the first failure (the batch is then retried)."""
+        try:
+            results = await asyncio.gather(*self.futures, return_exceptions=True)
+        except BaseException:  # cancelled: the writes not yet started never will
+            self.abandoned = True
+            raise
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, WriteSkipped):
+                raise result
 
 
 # ---------------------------------------------------------------- wallet accounts

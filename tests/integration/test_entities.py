@@ -8,10 +8,19 @@ import uuid
 
 import pytest
 from redis import asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from agents.entities import EntityState, activity_values
 from agents.learn import RiskChanges
-from agents.state import Changes, HotPathState, Keys, Snapshot, SnapshotStore, entity_ref
+from agents.state import (
+    Changes,
+    HotPathState,
+    Keys,
+    OrderedWriter,
+    Snapshot,
+    SnapshotStore,
+    entity_ref,
+)
 
 pytestmark = pytest.mark.integration
 T0 = 1_780_000_000_000
@@ -72,3 +81,31 @@ def test_batches_and_labels_add_up_in_redis_as_in_python(local_stack):
     # no raw id in a key: the device and merchant ids are hashed
     assert not any(b"dev-1" in k or b"m-1" in k for k in keys)
     assert Keys(namespace).entity(merchant).encode() in keys
+
+
+def test_ordered_writes_run_in_order_and_none_after_a_failure(local_stack):
+    """The hot path's slice writes (agents/state.py OrderedWriter): Redis applies them in the
+    order submitted, and a failed one stops those after it, so a batch's state is a prefix of
+    its slices and the retry answers that prefix from the kept decisions."""
+    key = f"it-ordered-{uuid.uuid4().hex[:8]}"
+    script = (
+        "if ARGV[2] == 'boom' then return redis.error_reply('a bug in slice ' .. ARGV[2]) end\n"
+        "return redis.call('RPUSH', ARGV[1], ARGV[2])"
+    )
+    writer = OrderedWriter(local_stack.redis_url, script)
+
+    async def run(values: list[str]) -> None:
+        writes = writer.batch()
+        for value in values:
+            writes.submit([key, value])
+        await writes.wait()
+
+    try:
+        asyncio.run(run([str(i) for i in range(50)]))
+        with pytest.raises(ResponseError, match="a bug in slice boom"):
+            asyncio.run(run(["a", "b", "boom", "c", "d"]))
+        written = [v.decode() for v in writer.client.lrange(key, 0, -1)]
+        assert written == [str(i) for i in range(50)] + ["a", "b"]
+    finally:
+        writer.client.delete(key)
+        writer.close()

@@ -169,6 +169,24 @@ def test_the_same_order_twice_in_a_batch_is_decided_once(registry, order_json):
     assert len(changes.decided) == 1 and len(changes.history) == 1
 
 
+def test_a_batch_screened_in_slices_decides_as_one_batch(registry, order_json):
+    """The worker screens a batch a slice at a time (its state writes overlap the next slice):
+    a later slice sees the earlier slices' orders, and an order repeated across slices is still
+    decided once."""
+    batch = [candidate(registry, order_json, f"o-{i}", i) for i in range(4)]
+    batch.append(candidate(registry, order_json, "o-1", 4))
+    whole, whole_changes = screen_batch(batch, loaded(5), rules(), outputs(registry))
+    state, decided, sliced, history = loaded(5), {}, [], []
+    for start in (0, 2, 4):
+        cut = batch[start : start + 2]
+        part = Loaded(state.histories, state.accounts, [0] * len(cut), state.entities)
+        sent, changes = screen_batch(cut, part, rules(), outputs(registry), decided)
+        sliced += sent
+        history += changes.history
+    assert len(history) == 4 == len(whole_changes.history)  # o-1 counted once
+    assert [o.value for o in sliced] == [o.value for o in whole]
+
+
 def test_velocity_history_round_trips_through_its_redis_members():
     entries = [
         (history_member(4980, "o-1").encode(), 1_000.0),
