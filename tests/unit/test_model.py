@@ -80,6 +80,36 @@ def test_the_model_learns_and_names_the_feature_behind_a_high_score():
     assert summary["roc_auc"] > 0.9  # progressive: each score given before its label
 
 
+@given(st.integers(0, 2**16))
+def test_the_folded_score_is_river_s_pipeline_score(seed):
+    """The hot path scores with the logistic pipeline folded into one linear form
+    (agents/model.py Folded): the same probability and the same reasons as running River's
+    filler, scaler and regression, after every label, for one-hots, constant and unseen
+    features alike."""
+    rng = random.Random(seed)
+    state = ModelState()
+    for step in range(60):
+        x = {
+            "amount": rng.lognormvariate(8, 1),
+            "constant": 1.0,
+            f"category={rng.choice('ABC')}": 1.0,
+        }
+        if rng.random() < 0.5:
+            x["velocity_count_1h"] = float(rng.randrange(6))
+        if step > 40:
+            x["never_learned"] = rng.random()
+        pipeline = state.estimator
+        scaled = pipeline.transform_one(dict(x))
+        river = pipeline["LogisticRegression"].predict_proba_one(scaled)[True]
+        assert state.score(x) == pytest.approx(river, rel=1e-9, abs=1e-12)
+        weights = pipeline["LogisticRegression"].weights
+        parts = [(n, weights.get(n, 0.0) * scaled.get(n, 0.0)) for n in x]
+        named = [n for n, p in sorted(parts, key=lambda p: -p[1]) if p > 0.05 + 1e-9][:3]
+        assert [n for n, _ in state.contributions(x)][: len(named)] == named
+        if step <= 40:
+            state.learn(x, int(rng.random() < 0.3), None)
+
+
 def test_an_untrained_model_says_nothing_about_contributions():
     assert ModelState().contributions({"velocity_count_1h": 5.0}) == []
 
