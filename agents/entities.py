@@ -68,8 +68,20 @@ class Decayed:
         return out
 
     def add(self, at_ms: int, values: Sequence[float]) -> None:
-        """Add one event's values at its own time (commutative: order of arrival is free)."""
-        self.merge(Decayed(self.width, at_ms, list(values) * len(SCALES)))
+        """Add one event's values at its own time (commutative: order of arrival is free).
+        The same as merging a Decayed of `values` at every scale, without building one (it is
+        done twice an entity an order)."""
+        if not any(values):
+            return
+        if at_ms > self.at_ms or self.empty:
+            self.sums = self.at(at_ms)
+            self.at_ms = at_ms
+        gap = self.at_ms - at_ms
+        w, sums = self.width, self.sums
+        for k, (_, tau) in enumerate(SCALES):
+            factor = math.exp(-gap / tau) if gap else 1.0
+            for j in range(w):
+                sums[k * w + j] += values[j] * factor
 
     def merge(self, other: Decayed) -> None:
         """Add another entity's sums (a batch's events, or a merged entity), commutatively."""
@@ -113,9 +125,9 @@ class EntityState:
     risk: Decayed = field(default_factory=lambda: Decayed(RISK_WIDTH))
     last_ms: int = 0
 
-    def record(self, at_ms: int, amount: float) -> None:
-        """An event of the entity (after it was scored)."""
-        self.activity.add(at_ms, activity_values(amount))
+    def record(self, at_ms: int, values: Sequence[float]) -> None:
+        """An event of the entity (after it was scored): its `activity_values`."""
+        self.activity.add(at_ms, values)
         self.last_ms = max(self.last_ms, at_ms)
 
     def learn(self, known_ms: int, label: int) -> None:

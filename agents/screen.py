@@ -459,14 +459,15 @@ def screen_one(
     # nothing below can fail: the order's state changes are recorded whole or not at all
     loaded.histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
     changes.history.append((identity_id, (at_ms, order.amount, order.order_id)))
+    values = activity_values(order.amount)
     for kind, ref in candidate.entities:  # later orders of the batch see this one
         if kind not in ORDER_ACTIVITY:
             continue
         state = loaded.entities.get(ref)
         if state is None:
             state = loaded.entities[ref] = EntityState()
-        state.record(at_ms, order.amount)
-        changes.record_activity(ref, at_ms, activity_values(order.amount))
+        state.record(at_ms, values)
+        changes.record_activity(ref, at_ms, values)
     if purchase is not None:
         changes.segments.append(purchase)
         if order.payment_method == "DEFERRED":

@@ -35,7 +35,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from agents.entities import ORDER_ACTIVITY, EntityState, known_risk, order_entities
+from agents.entities import (
+    ORDER_ACTIVITY,
+    EntityState,
+    activity_values,
+    known_risk,
+    order_entities,
+)
 from agents.features import order_features
 from agents.model import ESTIMATORS, ModelState
 from streams.backtest import enriched_orders, read_simulated, resolve_identities
@@ -91,7 +97,7 @@ def measure(kind: str, prepared: list[tuple[Any, list]], labels: list[int | None
         both_ns.append(t2 - t0)
         for key in keys:
             if key[0] in ORDER_ACTIVITY:
-                states.setdefault(key, EntityState()).record(at_ms, order.amount)
+                states.setdefault(key, EntityState()).record(at_ms, activity_values(order.amount))
         if label is not None:
             t3 = clock()
             model.learn(x, label, prior_score=score)

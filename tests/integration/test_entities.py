@@ -68,7 +68,7 @@ def test_batches_and_labels_add_up_in_redis_as_in_python(local_stack):
     expected = EntityState()
     for batch in batches:
         for at, amount in batch:
-            expected.record(at, amount)
+            expected.record(at, activity_values(amount))
     expected.learn(T0 + 40 * 24 * HOUR, 1)
     expected.learn(T0 + 41 * 24 * HOUR, 0)
     end = T0 + 42 * 24 * HOUR

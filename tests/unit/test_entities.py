@@ -90,7 +90,7 @@ def test_the_sums_fade_with_each_time_constant() -> None:
 def habits(amounts: list[int], every_ms: int = 6 * 3_600_000) -> EntityState:
     state = EntityState()
     for n, amount in enumerate(amounts):
-        state.record(T0 + n * every_ms, amount)
+        state.record(T0 + n * every_ms, activity_values(amount))
     return state
 
 
