@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -120,6 +121,16 @@ def received(msg: Any) -> Received:
 Handler = Callable[[list[Received]], Awaitable[list[Outgoing]]]
 
 
+@dataclass(slots=True)
+class Committing:
+    """A handled batch whose transaction is being committed (in a thread)."""
+
+    batch: list[Received]
+    outgoing: list[Outgoing]
+    watch: Stopwatch
+    call: asyncio.Future[bool]
+
+
 class FatalLoopError(RuntimeError):
     """The producer was fenced or hit a fatal error: this process must not write any more."""
 
@@ -170,6 +181,9 @@ class TransactionalLoop(Service):
         self.finished = asyncio.Event()
         self.assigned: set[tuple[str, int]] = set()
         self.handling: asyncio.Future[list[Outgoing]] | None = None
+        # clear while a transaction is being committed: a revocation waits for it (below)
+        self.no_commit = threading.Event()
+        self.no_commit.set()
         for result in ("committed", "aborted"):  # at 0 from the start, so rate() sees the first
             TRANSACTIONS.labels(name, result)
 
@@ -240,36 +254,75 @@ class TransactionalLoop(Service):
         self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         log.info("hot path %s consuming %s", self.loop_name, ", ".join(self.topics))
         backoff = 0.1
-        while not self.stopping:
-            batch, polled = await asyncio.to_thread(self._poll)
-            if not batch:
-                continue
-            watch = Stopwatch(self.loop_name, started=polled)
-            watch.lap("queued")  # polled in the I/O thread → back on the event loop
-            self.handling = asyncio.ensure_future(self.handler(batch))
-            try:
-                outgoing = await self.handling
-            except asyncio.CancelledError:
-                if self.stopping:
-                    return  # abandoned uncommitted: redelivered to the next owner
-                raise
-            except Exception:  # a bug: never skip the batch, retry it
-                log.exception(
-                    "hot path %s: batch of %d failed; retrying", self.loop_name, len(batch)
-                )
-                await asyncio.to_thread(self._rewind, batch)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            watch.lap("handle")
-            committed = await self._commit_watched(batch, outgoing)
-            if committed:
+        # the previous batch's commit, running in a thread while this batch is handled
+        committing: Committing | None = None
+        try:
+            while not self.stopping:
+                batch, polled = await asyncio.to_thread(self._poll)
+                if not batch:
+                    if committing is not None:
+                        await self._finish(committing)
+                        committing = None
+                    continue
+                watch = Stopwatch(self.loop_name, started=polled)
+                watch.lap("queued")  # polled in the I/O thread → back on the event loop
+                self.handling = asyncio.ensure_future(self.handler(batch))
+                try:
+                    outgoing = await self.handling
+                except asyncio.CancelledError:
+                    if self.stopping:
+                        return  # abandoned uncommitted: redelivered to the next owner
+                    raise
+                except Exception:  # a bug: never skip the batch, retry it
+                    log.exception(
+                        "hot path %s: batch of %d failed; retrying", self.loop_name, len(batch)
+                    )
+                    earlier: list[Received] = []
+                    if committing is not None:
+                        if not await self._finish(committing):
+                            earlier = committing.batch  # aborted: back to its start, too
+                        committing = None
+                    await asyncio.to_thread(self._rewind, [*earlier, *batch])
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                watch.lap("handle")
+                if committing is not None:
+                    previous, committing = committing, None
+                    if not await self._finish(previous):
+                        # aborted and rewound: this batch was read past it, so it comes again
+                        # too (its decisions, kept in Redis, are answered again then)
+                        await asyncio.to_thread(self._rewind, [*previous.batch, *batch])
+                        continue
                 backoff = 0.1
-                watch.lap("commit")
-                BATCH_SIZE.labels(self.loop_name).observe(len(batch))
-                BATCH_SECONDS.labels(self.loop_name).observe(watch.total)
-                count_sent(o.topic for o in outgoing)
-                watch.log_if_slow("batch", len(batch))
+                self.no_commit.clear()  # before the next poll can see a revocation
+                call = asyncio.ensure_future(self._commit_timed(batch, outgoing, watch))
+                committing = Committing(batch, outgoing, watch, call)
+        finally:
+            if committing is not None:
+                await self._finish(committing)
+
+    async def _commit_timed(
+        self, batch: list[Received], outgoing: list[Outgoing], watch: Stopwatch
+    ) -> bool:
+        try:
+            committed = await self._commit_watched(batch, outgoing)
+        finally:
+            self.no_commit.set()
+        if committed:
+            watch.lap("commit")  # when it ended, not when the loop came back for it
+        return committed
+
+    async def _finish(self, committing: Committing) -> bool:
+        """Wait for a batch's commit; count it if it went through."""
+        committed = await committing.call
+        if committed:
+            watch, batch = committing.watch, committing.batch
+            BATCH_SIZE.labels(self.loop_name).observe(len(batch))
+            BATCH_SECONDS.labels(self.loop_name).observe(watch.total)
+            count_sent(o.topic for o in committing.outgoing)
+            watch.log_if_slow("batch", len(batch))
+        return committed
 
     async def _commit_watched(self, batch: list[Received], outgoing: list[Outgoing]) -> bool:
         """`_commit`, replacing the producer if the commit hangs: librdkafka's
@@ -321,6 +374,15 @@ class TransactionalLoop(Service):
     ) -> bool:
         """Produce the batch's outputs and commit its offsets atomically; False if aborted."""
         assert producer is not None and self.consumer is not None
+        try:
+            return self._commit_now(producer, batch, outgoing)
+        finally:
+            self.no_commit.set()
+
+    def _commit_now(
+        self, producer: Producer, batch: list[Received], outgoing: list[Outgoing]
+    ) -> bool:
+        assert self.consumer is not None
         try:
             producer.begin_transaction()
             for o in outgoing:
@@ -381,7 +443,11 @@ class TransactionalLoop(Service):
         log.info("hot path %s: assigned %s", self.loop_name, describe(partitions))
 
     def _revoked(self, _consumer: Any, partitions: list[TP]) -> None:
-        # poll → handle → commit: nothing of these partitions is in flight here
+        # the previous batch may still be committing (in another thread, while this poll
+        # runs): let it end first, so the partitions' next owner starts after its offsets,
+        # or after an abort, before them (never deciding its orders a second time)
+        if not self.no_commit.wait(COMMIT_WATCHDOG_SECONDS):
+            log.warning("hot path %s: revoked while a commit is stuck", self.loop_name)
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
         log.info("hot path %s: revoked %s", self.loop_name, describe(partitions))
 
