@@ -124,7 +124,9 @@ def _same_person_name(a: str, a_kana: str | None, b: str, b_kana: str | None) ->
     )
 
 
+@lru_cache(maxsize=CACHE_SIZE)  # buyers come back: a lookup instead of ~70 µs
 def _buyer_attributes(buyer: Buyer) -> dict[str, object]:
+    """Shared between the orders of one buyer: copy before changing it."""
     phone = normalize_phone(buyer.phone) if buyer.phone else None
     email = normalize_email(buyer.email) if buyer.email else None
     birth = normalize_birth_date(buyer.birth_date) if buyer.birth_date else None
@@ -151,7 +153,7 @@ def _buyer_attributes(buyer: Buyer) -> dict[str, object]:
 def order_attributes(order: Order) -> dict[str, object]:
     """The external attributes of an order as a flat, PII-free dict of bounded values."""
     buyer = order.buyer
-    attrs = _buyer_attributes(buyer)
+    attrs = dict(_buyer_attributes(buyer))
     ship = order.shipping
     if ship is None:
         attrs |= {
