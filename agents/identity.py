@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
@@ -317,13 +317,15 @@ async def resolve_overlapped(
     prepare: Callable[[T], Lookup[C] | None],
     now_ms: int,
     chunk_size: int | None = None,
+    keep: Callable[[list[Lookup[C]]], Awaitable[list[Lookup[C]]]] | None = None,
 ) -> Resolved[C]:
     """Resolve items a chunk per script call, preparing chunk k+1 while Redis runs chunk k.
 
     Python (`prepare`: keys, ~80 µs a record cold) and Redis (the script, ~60–100 µs) run on
     different cores, so overlapping them nearly halves a batch. The calls stay sequential and
     in order, and all have answered when this returns. `prepare` returns None to skip an item
-    (rejected).
+    (rejected); `keep`, if given, sees each prepared chunk before it is sent and returns the
+    lookups still to resolve (the hot path answers orders decided before instead).
     After a failed call (a bug; an outage waits and retries inside) no further call is made:
     the rest is prepared and reported unresolved, with the error.
     """
@@ -334,6 +336,8 @@ async def resolve_overlapped(
     try:
         for start in range(0, len(items), size):
             lookups = await _prepare_chunk(items[start : start + size], prepare)
+            if keep is not None and lookups:
+                lookups = await keep(lookups)
             if in_flight is not None:
                 await _collect(out, in_flight, sent)
             in_flight, sent = None, lookups

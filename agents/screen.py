@@ -46,7 +46,7 @@ from agents.entities import (
 )
 from agents.exposure import apply_event, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
-from agents.identity import IdentityGraph, resolve_overlapped
+from agents.identity import IdentityGraph, Lookup, resolve_overlapped
 from agents.intake import (
     Accepted,
     accept_order,
@@ -510,8 +510,9 @@ class OrderScreening:
     """orders → intake → identity → state → screen_batch → state → outputs, per batch.
 
     Called by the transactional loop (streams/txloop.py), which produces what this returns and
-    commits the batch's offsets in one Kafka transaction. Redis is read twice (earlier
-    decisions; velocity, accounts and devices) besides the identity script, and written once.
+    commits the batch's offsets in one Kafka transaction. Per chunk of 100, Redis answers the
+    earlier decisions and runs the identity script while Python prepares the next chunk; then
+    one read (velocity, accounts, devices, entities) and a write per slice of 200 screened.
     """
 
     def __init__(
@@ -537,28 +538,31 @@ class OrderScreening:
         watch = Stopwatch("screen")
         now = datetime.now(UTC)
         outgoing: list[Outgoing] = []
-        accepted: list[Accepted] = []
         max_bytes, dlq = self.settings.max_event_bytes, self.out.dlq
-        for message in batch:
+
+        def prepare(message: Received) -> Lookup[Accepted] | None:
+            """Decode, validate, attributes and identity keys: Python's part, done a chunk
+            ahead of the identity script (Redis's part, on the other core)."""
             result = accept_order(message, now, self.registry, max_bytes, dlq)
-            if isinstance(result, Accepted):
-                accepted.append(result)
-            else:
+            if not isinstance(result, Accepted):
                 outgoing.append(result)
-        watch.lap("intake")
-        earlier = await self.state.earlier([a.order.order_id for a in accepted])
-        fresh = []
-        for item, found in zip(accepted, earlier, strict=True):
-            if found is None:
-                fresh.append(item)
-            else:
-                REPLAYED.inc()
-                outgoing += replay(item.order.order_id.encode(), found, self.out)
-        watch.lap("earlier")
-        lookup = partial(identity_lookup, secret=self.secret, dead_letters=outgoing, dlq=dlq)
-        # computing the next chunk's keys overlaps the script call of this one
-        done = await resolve_overlapped(self.graph, fresh, lookup, to_ms(now))
-        watch.lap("identity")
+                return None
+            return identity_lookup(result, self.secret, outgoing, dlq)
+
+        async def keep(lookups: list[Lookup[Accepted]]) -> list[Lookup[Accepted]]:
+            """Orders decided before are answered with that decision, not resolved again."""
+            earlier = await self.state.earlier([x.order_id for x in lookups])
+            fresh = []
+            for lookup, found in zip(lookups, earlier, strict=True):
+                if found is None:
+                    fresh.append(lookup)
+                else:
+                    REPLAYED.inc()
+                    outgoing.extend(replay(lookup.order_id.encode(), found, self.out))
+            return fresh
+
+        done = await resolve_overlapped(self.graph, batch, prepare, to_ms(now), keep=keep)
+        watch.lap("intake+identity")
         for item in done.unresolved:
             detail = f"identity: {type(done.error).__name__}"
             outgoing.append(
