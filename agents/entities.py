@@ -73,11 +73,18 @@ class Decayed:
         done twice an entity an order)."""
         if not any(values):
             return
-        if at_ms > self.at_ms or self.empty:
-            self.sums = self.at(at_ms)
-            self.at_ms = at_ms
-        gap = self.at_ms - at_ms
         w, sums = self.width, self.sums
+        if self.empty:
+            self.sums, self.at_ms = list(values) * len(SCALES), at_ms
+            return
+        if at_ms > self.at_ms:  # the event is the newest: decay the sums to it
+            gap, self.at_ms = at_ms - self.at_ms, at_ms
+            for k, (_, tau) in enumerate(SCALES):
+                decay = math.exp(-gap / tau)
+                for j in range(k * w, (k + 1) * w):
+                    sums[j] = sums[j] * decay + values[j - k * w]
+            return
+        gap = self.at_ms - at_ms  # an older event: decay it to the sums' reference
         for k, (_, tau) in enumerate(SCALES):
             factor = math.exp(-gap / tau) if gap else 1.0
             for j in range(w):

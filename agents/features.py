@@ -37,14 +37,23 @@ HISTORY_MAX = 256  # orders kept per identity: a burst beyond that saturates the
 PastOrder = tuple[int, int, str]
 
 
+VELOCITY_NAMES = [
+    (f"velocity_count_{name}", f"velocity_amount_{name}", width)
+    for name, width in WINDOWS_MS.items()
+]
+
+
 def velocity(history: Sequence[PastOrder], now_ms: int) -> dict[str, float]:
     """Counts and log amounts of earlier orders within each window before `now_ms`."""
     out: dict[str, float] = {}
-    for name, width in WINDOWS_MS.items():
-        since = now_ms - width
-        amounts = [amount for at, amount, _ in history if since < at <= now_ms]
-        out[f"velocity_count_{name}"] = float(len(amounts))
-        out[f"velocity_amount_{name}"] = math.log1p(sum(amounts))
+    for count_name, amount_name, width in VELOCITY_NAMES:
+        since, count, total = now_ms - width, 0, 0
+        for at, amount, _ in history:
+            if since < at <= now_ms:
+                count += 1
+                total += amount
+        out[count_name] = float(count)
+        out[amount_name] = math.log1p(total)
     return out
 
 
