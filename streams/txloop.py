@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -123,12 +122,12 @@ Handler = Callable[[list[Received]], Awaitable[list[Outgoing]]]
 
 @dataclass(slots=True)
 class Committing:
-    """A handled batch whose transaction is being committed (in a thread)."""
+    """A handled batch, and its transaction's commit (in a thread) once begun."""
 
     batch: list[Received]
     outgoing: list[Outgoing]
     watch: Stopwatch
-    call: asyncio.Future[bool]
+    call: asyncio.Future[bool] | None = None  # set when the commit begins
 
 
 class FatalLoopError(RuntimeError):
@@ -181,9 +180,6 @@ class TransactionalLoop(Service):
         self.finished = asyncio.Event()
         self.assigned: set[tuple[str, int]] = set()
         self.handling: asyncio.Future[list[Outgoing]] | None = None
-        # clear while a transaction is being committed: a revocation waits for it (below)
-        self.no_commit = threading.Event()
-        self.no_commit.set()
         for result in ("committed", "aborted"):  # at 0 from the start, so rate() sees the first
             TRANSACTIONS.labels(name, result)
 
@@ -259,11 +255,19 @@ class TransactionalLoop(Service):
         self.consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
         log.info("hot path %s consuming %s", self.loop_name, ", ".join(self.topics))
         backoff = 0.1
-        # the previous batch's commit, running in a thread while this batch is handled
-        committing: Committing | None = None
+        # A handled batch is committed while the next one is handled, never while polling:
+        # a revocation (it happens inside a poll) then never finds a commit in flight, and a
+        # commit never waits on a rebalance that waits on it (tried: a revocation that waited
+        # for the commit deadlocked with it until the watchdog). A handled batch waits for the
+        # next poll, which returns at once (timeout 0) and commits it alone if nothing came.
+        handled: Committing | None = None  # handled, its commit not begun (`call` unset)
+        committing: Committing | None = None  # its commit in flight
         try:
             while not self.stopping:
-                batch, polled = await asyncio.to_thread(self._poll)
+                timeout = 0.0 if handled is not None else self.settings.batch_timeout
+                batch, polled = await asyncio.to_thread(self._poll, timeout)
+                if handled is not None:
+                    committing, handled = self._begin_commit(handled), None
                 if not batch:
                     if committing is not None:
                         await self._finish(committing)
@@ -300,26 +304,31 @@ class TransactionalLoop(Service):
                         await asyncio.to_thread(self._rewind, [*previous.batch, *batch])
                         continue
                 backoff = 0.1
-                self.no_commit.clear()  # before the next poll can see a revocation
-                call = asyncio.ensure_future(self._commit_timed(batch, outgoing, watch))
-                committing = Committing(batch, outgoing, watch, call)
+                handled = Committing(batch, outgoing, watch)
+            if handled is not None:  # stopping: the batch in hand is finished, not dropped
+                committing, handled = self._begin_commit(handled), None
         finally:
             if committing is not None:
                 await self._finish(committing)
 
+    def _begin_commit(self, handled: Committing) -> Committing:
+        """Start committing a handled batch, in a thread."""
+        handled.call = asyncio.ensure_future(
+            self._commit_timed(handled.batch, handled.outgoing, handled.watch)
+        )
+        return handled
+
     async def _commit_timed(
         self, batch: list[Received], outgoing: list[Outgoing], watch: Stopwatch
     ) -> bool:
-        try:
-            committed = await self._commit_watched(batch, outgoing)
-        finally:
-            self.no_commit.set()
+        committed = await self._commit_watched(batch, outgoing)
         if committed:
             watch.lap("commit")  # when it ended, not when the loop came back for it
         return committed
 
     async def _finish(self, committing: Committing) -> bool:
         """Wait for a batch's commit; count it if it went through."""
+        assert committing.call is not None
         committed = await committing.call
         if committed:
             watch, batch = committing.watch, committing.batch
@@ -357,11 +366,11 @@ class TransactionalLoop(Service):
         producer.init_transactions(60)
         return producer
 
-    def _poll(self) -> tuple[list[Received], float]:
-        """Wait up to the batch timeout for one message, then take what else is there; and
-        when the batch was taken (perf_counter)."""
+    def _poll(self, timeout: float) -> tuple[list[Received], float]:
+        """Wait up to `timeout` for one message, then take what else is there; and when the
+        batch was taken (perf_counter)."""
         assert self.consumer is not None
-        first = self.consumer.poll(self.settings.batch_timeout)
+        first = self.consumer.poll(timeout)
         if first is None:
             return [], time.perf_counter()
         more = self.consumer.consume(self.settings.batch_size - 1, 0) if first else []
@@ -379,15 +388,6 @@ class TransactionalLoop(Service):
     ) -> bool:
         """Produce the batch's outputs and commit its offsets atomically; False if aborted."""
         assert producer is not None and self.consumer is not None
-        try:
-            return self._commit_now(producer, batch, outgoing)
-        finally:
-            self.no_commit.set()
-
-    def _commit_now(
-        self, producer: Producer, batch: list[Received], outgoing: list[Outgoing]
-    ) -> bool:
-        assert self.consumer is not None
         try:
             producer.begin_transaction()
             for o in outgoing:
@@ -448,11 +448,7 @@ class TransactionalLoop(Service):
         log.info("hot path %s: assigned %s", self.loop_name, describe(partitions))
 
     def _revoked(self, _consumer: Any, partitions: list[TP]) -> None:
-        # the previous batch may still be committing (in another thread, while this poll
-        # runs): let it end first, so the partitions' next owner starts after its offsets,
-        # or after an abort, before them (never deciding its orders a second time)
-        if not self.no_commit.wait(COMMIT_WATCHDOG_SECONDS):
-            log.warning("hot path %s: revoked while a commit is stuck", self.loop_name)
+        # inside a poll: no commit is in flight then (see _run), nothing of these partitions
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
         log.info("hot path %s: revoked %s", self.loop_name, describe(partitions))
 
