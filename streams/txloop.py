@@ -179,6 +179,7 @@ class TransactionalLoop(Service):
         self.stopping = False
         self.finished = asyncio.Event()
         self.assigned: set[tuple[str, int]] = set()
+        self.revocations = 0  # revocations seen so far (by the poll thread's callback)
         self.handling: asyncio.Future[list[Outgoing]] | None = None
         for result in ("committed", "aborted"):  # at 0 from the start, so rate() sees the first
             TRANSACTIONS.labels(name, result)
@@ -259,13 +260,25 @@ class TransactionalLoop(Service):
         # a revocation (it happens inside a poll) then never finds a commit in flight, and a
         # commit never waits on a rebalance that waits on it (tried: a revocation that waited
         # for the commit deadlocked with it until the watchdog). A handled batch waits for the
-        # next poll, which returns at once (timeout 0) and commits it alone if nothing came.
+        # next poll, which returns at once (timeout 0) and commits it alone if nothing came;
+        # if that poll revoked partitions, the handled batch is not committed but read again.
         handled: Committing | None = None  # handled, its commit not begun (`call` unset)
         committing: Committing | None = None  # its commit in flight
         try:
             while not self.stopping:
                 timeout = 0.0 if handled is not None else self.settings.batch_timeout
+                revocations = self.revocations
                 batch, polled = await asyncio.to_thread(self._poll, timeout)
+                if handled is not None and self.revocations != revocations:
+                    # partitions moved in that poll: the handled batch's offsets are no longer
+                    # ours to commit (even one given back restarts from its committed offset).
+                    # Both batches go back; their decisions, kept in Redis, are answered again.
+                    log.info(
+                        "hot path %s: rebalanced; the handled batch is read again", self.loop_name
+                    )
+                    await asyncio.to_thread(self._rewind, [*handled.batch, *batch])
+                    handled = None
+                    continue
                 if handled is not None:
                     committing, handled = self._begin_commit(handled), None
                 if not batch:
@@ -448,7 +461,9 @@ class TransactionalLoop(Service):
         log.info("hot path %s: assigned %s", self.loop_name, describe(partitions))
 
     def _revoked(self, _consumer: Any, partitions: list[TP]) -> None:
-        # inside a poll: no commit is in flight then (see _run), nothing of these partitions
+        # inside a poll: no commit is in flight then (see _run); a batch handled but not yet
+        # committed is dropped by the loop when it sees this count move
+        self.revocations += 1
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
         log.info("hot path %s: revoked %s", self.loop_name, describe(partitions))
 
