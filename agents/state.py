@@ -564,7 +564,8 @@ def history_from_zset(entries: Iterable[tuple[bytes, Any]]) -> list[PastOrder]:
 
 
 class HotPathState:
-    """One read pipeline and one atomic write per batch of the hot path."""
+    """One read per batch of the hot path, and one atomic write per `save` (the orders' loop
+    writes a slice of 200 per call, through OrderedWriter: agents/screen.py)."""
 
     def __init__(
         self, client: aioredis.Redis, namespace: str, secret: bytes, snapshot_ttl_seconds: float
