@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from streams.avro_writer import Unsupported
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+from streams.avro_writer import _EPOCH, _EPOCH_ORDINAL, SourceBuilder, Unsupported
 
 
 class Truncated(Exception):
@@ -46,25 +43,8 @@ def _date(value: int) -> date:
     return date.fromordinal(value + _EPOCH_ORDINAL)
 
 
-class _Generator:
+class _Generator(SourceBuilder):
     """Python source reading a datum of a parsed schema from `buf` at `p`."""
-
-    def __init__(self, named: Mapping[str, Any]) -> None:
-        self.named = named
-        self.constants: list[Any] = []
-        self.lines: list[str] = []
-        self.depth = 0
-
-    def constant(self, value: Any) -> str:
-        self.constants.append(value)
-        return f"C[{len(self.constants) - 1}]"
-
-    def fresh(self, stem: str) -> str:
-        self.depth += 1
-        return f"{stem}{self.depth}"
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
 
     def long(self, target: str, indent: int) -> None:
         """`target` = the varint at p (one byte inline, longer ones by a call)."""
@@ -184,20 +164,17 @@ def compile_reader(parsed: Mapping[str, Any]) -> Callable[[bytes, int], dict[str
         generator.record(parsed, "datum", 1)
     except (Unsupported, RecursionError):
         return None
-    body = [
-        "def read(buf, p):",
-        *generator.lines,
-        "    if p != len(buf): raise Truncated('body length')",
-        "    return datum",
-    ]
-    scope: dict[str, Any] = {
-        "C": generator.constants,
-        "varint_at": varint_at,
-        "millis": _millis,
-        "to_date": _date,
-        "Truncated": Truncated,
-        "DOUBLE": struct.Struct("<d").unpack_from,
-        "FLOAT": struct.Struct("<f").unpack_from,
-    }
-    exec(compile("\n".join(body), f"<avro reader of {parsed.get('name')}>", "exec"), scope)
-    return scope["read"]  # type: ignore[no-any-return]
+    return generator.function(
+        f"reader of {parsed.get('name')}",
+        "read",
+        ["def read(buf, p):"],
+        ["    if p != len(buf): raise Truncated('body length')", "    return datum"],
+        {
+            "varint_at": varint_at,
+            "millis": _millis,
+            "to_date": _date,
+            "Truncated": Truncated,
+            "DOUBLE": struct.Struct("<d").unpack_from,
+            "FLOAT": struct.Struct("<f").unpack_from,
+        },
+    )

@@ -50,8 +50,9 @@ def _days(value: Any) -> int:
     return value.toordinal() - _EPOCH_ORDINAL if isinstance(value, date) else value
 
 
-class _Generator:
-    """Python source writing a datum of a parsed schema to `out` (a list of bytes)."""
+class SourceBuilder:
+    """The lines of one generated function, its constants (`C[i]`) and fresh local names;
+    the writer's and the reader's generators (streams/avro_reader.py) build on it."""
 
     def __init__(self, named: Mapping[str, Any]) -> None:
         self.named = named
@@ -69,6 +70,19 @@ class _Generator:
 
     def emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
+
+    def function(
+        self, title: str, name: str, head: list[str], tail: list[str], scope: dict[str, Any]
+    ) -> Callable[..., Any]:
+        """Compile `head`, the emitted lines and `tail`; the function `name` they define."""
+        namespace = {"C": self.constants, **scope}
+        source = "\n".join([*head, *self.lines, *tail])
+        exec(compile(source, f"<avro {title}>", "exec"), namespace)
+        return namespace[name]  # type: ignore[no-any-return]
+
+
+class _Generator(SourceBuilder):
+    """Python source writing a datum of a parsed schema to `out` (a list of bytes)."""
 
     def varint_of(self, indent: int, expr: str) -> None:
         self.emit(indent, f"a(V[{expr}] if 0 <= {expr} < {_SMALL} else varint({expr}))")
@@ -182,17 +196,18 @@ def compile_writer(parsed: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], b
         generator.record(parsed, "datum", 1)
     except (Unsupported, RecursionError):  # a recursive type is fastavro's too
         return None
-    head = ["def write(datum):", "    out = []", "    a = out.append"]
-    source = "\n".join([*head, *generator.lines, "    return b''.join(out)"])
-    scope: dict[str, Any] = {
-        "C": generator.constants,
-        "V": _VARINTS,
-        "varint": varint,
-        "millis": _millis,
-        "days": _days,
-        "map_key": _map_key,
-        "DOUBLE": struct.Struct("<d").pack,
-        "FLOAT": struct.Struct("<f").pack,
-    }
-    exec(compile(source, f"<avro writer of {parsed.get('name')}>", "exec"), scope)
-    return scope["write"]  # type: ignore[no-any-return]
+    return generator.function(
+        f"writer of {parsed.get('name')}",
+        "write",
+        ["def write(datum):", "    out = []", "    a = out.append"],
+        ["    return b''.join(out)"],
+        {
+            "V": _VARINTS,
+            "varint": varint,
+            "millis": _millis,
+            "days": _days,
+            "map_key": _map_key,
+            "DOUBLE": struct.Struct("<d").pack,
+            "FLOAT": struct.Struct("<f").pack,
+        },
+    )
