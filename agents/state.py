@@ -119,18 +119,27 @@ for _store in STORES:  # at 0 from the start, so rate() counts the first outage
     REDIS_RETRIES.labels(_store)
 
 
+REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def outage_backoff(store: str, exc: BaseException, backoff: float) -> float:
+    """Count and log a Redis outage seen by `store`; the next wait after `backoff` (the
+    one retry policy of `retrying` and `retrying_blocking`: doubling up to 5 s)."""
+    REDIS_RETRIES.labels(store).inc()
+    reason = type(exc).__name__
+    log.warning("Redis unavailable for %s (%s); retrying in %.1fs", store, reason, backoff)
+    return min(backoff * 2, 5.0)
+
+
 async def retrying(call: Callable[[], Awaitable[T]], store: str) -> T:
     """Run a Redis call until Redis answers, backing off up to 5 s between attempts."""
     backoff = 0.1
     while True:
         try:
             return await call()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            REDIS_RETRIES.labels(store).inc()
-            reason = type(exc).__name__
-            log.warning("Redis unavailable for %s (%s); retrying in %.1fs", store, reason, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        except REDIS_OUTAGE as exc:
+            wait, backoff = backoff, outage_backoff(store, exc, backoff)
+            await asyncio.sleep(wait)
 
 
 def retrying_blocking(call: Callable[[], T], store: str, given_up: Callable[[], bool]) -> T:
@@ -140,14 +149,11 @@ def retrying_blocking(call: Callable[[], T], store: str, given_up: Callable[[], 
     while True:
         try:
             return call()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_OUTAGE as exc:
             if given_up():
                 raise
-            REDIS_RETRIES.labels(store).inc()
-            reason = type(exc).__name__
-            log.warning("Redis unavailable for %s (%s); retrying in %.1fs", store, reason, backoff)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            wait, backoff = backoff, outage_backoff(store, exc, backoff)
+            time.sleep(wait)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
