@@ -1,7 +1,8 @@
 -- Account events, shared by the scripts that change accounts (prepended to state_save.lua and
 -- account_events.lua by agents/state.py): the one definition of what an event does to an
 -- account `<ns>:acct:<identity>` (fields `o:<order id>` → open yen, `u:<order id>` unpaid,
--- `h:on_time`, `h:late`, `h:unpaid` the repayment history dynamic credit limits read) and
+-- `h:on_time`, `h:late`, `h:unpaid` the repayment history dynamic credit limits read, and
+-- `h:pay_hours`, `h:repaid_yen` its sums the credit features read) and
 -- to the exposure totals `<ns>:exposure` (`outstanding` yen, `held` identities with an unpaid
 -- order), kept in the same atomic script so the gauges read two numbers, never every account.
 local function has_unpaid(key)
@@ -51,24 +52,40 @@ local function account_merge(ns, winner, loser)
   end
 end
 
-local function apply_event(totals, key, event, order_id, amount)
+-- outstanding yen by credit band (agents/credit.py): totals field `band:<band>`, and the band
+-- each open order was approved in, `b:<order id>` in its account
+local function add_band(totals, band, yen)
+  if band and yen ~= 0 then redis.call('HINCRBY', totals, 'band:' .. band, yen) end
+end
+
+-- `extra`: the credit band of an approval, the hours from order to repayment of a repayment
+local function apply_event(totals, key, event, order_id, amount, extra)
   key = current_account(key)
   local held_before = has_unpaid(key)
   local was_open = redis.call('HEXISTS', key, 'o:' .. order_id) == 1
   local open = tonumber(redis.call('HGET', key, 'o:' .. order_id) or 0)
   local was_unpaid = redis.call('HDEL', key, 'u:' .. order_id) == 1  -- any news lifts the hold
+  local band = redis.call('HGET', key, 'b:' .. order_id)
   if event == 'approved' then
     redis.call('HSET', key, 'o:' .. order_id, amount)
     add_outstanding(totals, tonumber(amount) - open)
+    if band then add_band(totals, band, 0 - open) end
+    band = (extra and extra ~= '') and extra or 'COLD'
+    redis.call('HSET', key, 'b:' .. order_id, band)
+    add_band(totals, band, tonumber(amount))
   elseif event == 'unpaid' then
     redis.call('HSET', key, 'u:' .. order_id, 1)  -- ... unless it is that it is unpaid
     if not was_unpaid and was_open then redis.call('HINCRBY', key, 'h:unpaid', 1) end
   elseif event == 'repaid' or event == 'written_off' then
     if event == 'repaid' and was_open then  -- late: repaid after it was reported unpaid
       redis.call('HINCRBY', key, was_unpaid and 'h:late' or 'h:on_time', 1)
+      local hours = math.floor(tonumber(extra) or 0)
+      if hours > 0 then redis.call('HINCRBY', key, 'h:pay_hours', hours) end
+      if open > 0 then redis.call('HINCRBY', key, 'h:repaid_yen', open) end
     end
-    redis.call('HDEL', key, 'o:' .. order_id)
+    redis.call('HDEL', key, 'o:' .. order_id, 'b:' .. order_id)
     add_outstanding(totals, 0 - open)
+    if band then add_band(totals, band, 0 - open) end
   end
   local held_after = has_unpaid(key)
   if held_after ~= held_before then

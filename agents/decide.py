@@ -21,6 +21,8 @@ per-merchant policies build on; the rules:
 | IDENTITY_HELD_UNPAID        | the identity has an unpaid (overdue) order      | 0.95  |
 | EXPOSURE_OVER_LIMIT         | DEFERRED and outstanding + amount > exposure_limit | 0.95 |
 | CREDIT_LIMIT                | DEFERRED and outstanding + amount > credit limit | 0.95 |
+| CREDIT_SCORE                | DEFERRED, warm credit score ≥ credit_review_score | review_score |
+|                             | ... ≥ credit_decline_score                      | decline_score |
 | VELOCITY_OVER_CAP           | earlier orders (or yen) in a window > a velocity cap | 0.60 |
 | NEW_IDENTITY_OVER_LIMIT     | a new identity's first order > new_identity_max_amount | 0.60 |
 | (floor)                     | always: 0.4 × amount / review_amount, ≤ 0.4     |       |
@@ -44,6 +46,13 @@ model's fraud probability and the policy limits above; the two fraud heuristics
 model, which learns those signals and their weight from outcomes. The reasons then name the
 features that raised the score most (`MODEL:<feature>`) and end with SCORE_MODEL. Until then
 (cold start) the rules above decide alone and the reasons end with MODEL_COLD_START.
+
+Deferred orders get a second check, ability to pay (agents/credit.py): the credit model's
+probability that the order goes unpaid. Once that model is warm, a credit score at or above
+the policy's `credit_review_score` fires CREDIT_SCORE, which scores like a limit: the policy's
+review_score, or its decline_score from `credit_decline_score` on; the credit features that
+raised it most follow as `CREDIT:<feature>`. So an order is approved only when both checks
+pass, and a policy (or a shadow one) moves either threshold on its own.
 """
 
 from __future__ import annotations
@@ -81,6 +90,9 @@ class Policy:
     exposure_limit: int | None = 100_000
     # dynamic limits: first_order, base, per_on_time, per_late, per_unpaid, max (yen)
     credit_limit: dict[str, int] | None = None
+    # the credit check (agents/credit.py): unpaid probability → REVIEW / DECLINE
+    credit_review_score: float = 0.5
+    credit_decline_score: float = 0.8
 
     @cached_property  # the hash costs ~15 µs: once per policy, not once per order
     def version(self) -> str:
@@ -129,6 +141,10 @@ class ModelOpinion:
     version: str
     warm: bool
     contributions: tuple[str, ...] = ()  # features that raised the score most, strongest first
+    # the credit model's (deferred orders; None otherwise, or before it has learned anything)
+    credit: float | None = None
+    credit_warm: bool = False
+    credit_contributions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +266,21 @@ def rule_score(amount: int, fired: list[str], policy: Policy) -> float:
     return max([floor, *(RULE_SCORES.get(code, 0.0) for code in fired)])
 
 
+def credit_check(enriched: EnrichedOrder, policy: Policy, model: ModelOpinion | None) -> float:
+    """The score the credit check gives a deferred order: the policy's decline or review
+    score when the warm credit model's unpaid probability reaches its credit thresholds,
+    else 0 (it passes, or cannot judge yet and the limits decide)."""
+    if model is None or model.credit is None or not model.credit_warm:
+        return 0.0
+    if enriched.order.payment_method != "DEFERRED":
+        return 0.0
+    if model.credit >= policy.credit_decline_score:
+        return policy.decline_score
+    if model.credit >= policy.credit_review_score:
+        return policy.review_score
+    return 0.0
+
+
 def decide_order(
     enriched: EnrichedOrder,
     policy: Policy,
@@ -257,21 +288,29 @@ def decide_order(
     signals: Signals = NO_SIGNALS,
 ) -> Verdict:
     fired = fired_rules(enriched, policy, signals)
+    credit = credit_check(enriched, policy, model)
+    if credit:
+        fired.append(reasons.CREDIT_SCORE)
     unstoppable = reasons.BLOCK_LISTED_HARD in fired or reasons.MERCHANT_SUSPENDED in fired
     if signals.lists.allows and not unstoppable:  # precedence 2 (1 scores 1.0 below)
         return Verdict(APPROVE, 0.0, (reasons.ALLOW_LISTED,), tuple(fired))
+    scores = {**RULE_SCORES, reasons.CREDIT_SCORE: credit}
     if model is not None and model.warm:
         deciding = [code for code in fired if code not in HEURISTICS]  # the model has those
-        limits = max((RULE_SCORES.get(code, 0.0) for code in deciding), default=0.0)
+        limits = max((scores.get(code, 0.0) for code in deciding), default=0.0)
         score = max(model.score, limits)
         explained = [reasons.model_reason(name) for name in model.contributions]
-        ordered = sorted(deciding, key=lambda code: -RULE_SCORES.get(code, 0.0))
+        ordered = sorted(deciding, key=lambda code: -scores.get(code, 0.0))
         ordered = [*explained, *ordered] if model.score >= limits else [*ordered, *explained]
         tail = reasons.SCORE_MODEL
     else:
-        score = rule_score(enriched.order.amount, fired, policy)
-        ordered = sorted(fired, key=lambda code: -RULE_SCORES.get(code, 0.0))
+        score = max(rule_score(enriched.order.amount, fired, policy), credit)
+        ordered = sorted(fired, key=lambda code: -scores.get(code, 0.0))
         tail = reasons.SCORE_RULES_ONLY if model is None else reasons.MODEL_COLD_START
+    if credit and model is not None:  # which repayment features made it (after the code)
+        at = ordered.index(reasons.CREDIT_SCORE) + 1
+        named = [reasons.credit_reason(name) for name in model.credit_contributions]
+        ordered[at:at] = named
     return Verdict(decision_for(score, policy), round(score, 4), (*ordered, tail), tuple(fired))
 
 

@@ -20,23 +20,19 @@ counted as `unknown_order`.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
-from agents.state import (
-    Account,
-    AccountStore,
-    Snapshot,
-    SnapshotStore,
-    empty_account,
-    redis_client,
-)
+from agents.credit import OUTCOME_EVENTS
+from agents.state import AccountStore, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
+from streams.metrics import CREDIT_BANDS, CREDIT_OUTSTANDING
 from streams.topics import account_events_topic, outcomes_topic, payments_topic
 
 log = logging.getLogger(__name__)
@@ -58,72 +54,41 @@ for _event in SETTLEMENT_EVENTS:  # at 0 from the start, so rate() counts the fi
     for _result in ("applied", "unknown_order"):
         SETTLEMENTS.labels(_event, _result)
 
-OUTCOME_EVENTS = {
-    "PAID": "repaid",
-    "UNPAID": "unpaid",
-    "FRAUD_CONFIRMED": "written_off",
-    "CHARGEBACK": "written_off",
-    "CANCELLED": "written_off",  # a cancelled order is owed by nobody: closed like a write-off
-}
 
-
-# ------------------------------------------------------------------ pure account logic
-
-
-def outstanding(account: Account) -> int:
-    return sum(account["open"].values())
-
-
-def is_held(account: Account) -> bool:
-    return bool(account["unpaid"])
-
-
-def apply_event(account: Account, event: str, order_id: str, amount: int) -> Account:
-    """The account after one event on one of its orders."""
-    open_orders = dict(account["open"])
-    history = dict(account.get("history") or empty_account()["history"])
-    was_open, was_unpaid = order_id in open_orders, order_id in account["unpaid"]
-    unpaid = [o for o in account["unpaid"] if o != order_id]
-    if event == "approved":
-        open_orders[order_id] = amount
-    elif event == "unpaid":
-        unpaid.append(order_id)
-        if was_open and not was_unpaid:
-            history["unpaid"] += 1
-    elif event in ("repaid", "written_off"):
-        open_orders.pop(order_id, None)
-        if event == "repaid" and was_open:  # late: repaid after it was reported unpaid
-            history["late" if was_unpaid else "on_time"] += 1
-    else:
-        raise ValueError(f"unknown account event {event!r}")
-    return {"open": open_orders, "unpaid": unpaid, "history": history}
-
-
-def settlement_of(topic: str, value: bytes | None) -> tuple[str, str] | None:
-    """(order id, event) a payment or outcome means for exposure, or None."""
+def settlement_of(topic: str, value: bytes | None) -> tuple[str, str, int] | None:
+    """(order id, event, event ms) a payment or outcome means for exposure, or None."""
     if topic == "payments":
         payment = decode_event(registry, "Payment", value, settings.max_event_bytes)
         if isinstance(payment, Rejection) or payment.kind != "REPAYMENT":
             return None
         if payment.status != "SUCCEEDED" or not payment.order_id:
             return None
-        return payment.order_id, "repaid"
+        return payment.order_id, "repaid", to_ms(payment.event_time)
     outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
     if isinstance(outcome, Rejection) or outcome.subject != "ORDER":
         return None  # a wallet payment's outcome labels the model; it settles no deferred order
+    at_ms = to_ms(outcome.event_time)
     if outcome.kind == "LEGIT_CONFIRMED" and outcome.source == "REVIEWER":
-        return outcome.order_id, "approved"  # applies to a DEFERRED order held for review
+        return outcome.order_id, "approved", at_ms  # a DEFERRED order held for review
     event = OUTCOME_EVENTS.get(outcome.kind)
-    return (outcome.order_id, event) if event else None
+    return (outcome.order_id, event, at_ms) if event else None
 
 
-def account_event(snapshot: Snapshot, order_id: str, event: str) -> dict[str, Any] | None:
-    """The account-events message for a settlement, from the order's snapshot."""
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def account_event(
+    snapshot: Snapshot, order_id: str, event: str, at_ms: int = 0
+) -> dict[str, Any] | None:
+    """The account-events message for a settlement, from the order's snapshot: a repayment
+    carries the hours from the order to it (the credit features' days to pay)."""
     if event == "approved" and (
         snapshot.decision != "REVIEW" or snapshot.payment_method != "DEFERRED"
     ):
         return None  # only a reviewed deferred order becomes a debt on the reviewer's word
-    return {"order_id": order_id, "event": event, "amount": snapshot.amount}
+    hours = (at_ms - snapshot.event_ms) // 3_600_000 if event == "repaid" and at_ms else 0
+    return {"order_id": order_id, "event": event, "amount": snapshot.amount, "hours": max(0, hours)}
 
 
 # ------------------------------------------------------------------ the agents
@@ -157,10 +122,10 @@ async def route_settlements(stream: Any) -> None:
                 continue
             if settlement is not None:
                 found.append(settlement)
-        snapshots = await store.load([order_id for order_id, _ in found])
+        snapshots = await store.load([order_id for order_id, _, _ in found])
         outgoing = []
-        for (order_id, kind), snapshot in zip(found, snapshots, strict=True):
-            message = account_event(snapshot, order_id, kind) if snapshot else None
+        for (order_id, kind, at_ms), snapshot in zip(found, snapshots, strict=True):
+            message = account_event(snapshot, order_id, kind, at_ms) if snapshot else None
             if snapshot is None or not snapshot.identity_id:
                 SETTLEMENTS.labels(kind, "unknown_order").inc()
             elif message is not None:
@@ -180,13 +145,19 @@ async def apply_settlements(stream: Any) -> None:
             try:
                 data = orjson.loads(msg.value)
                 applied.append(
-                    (msg.key.decode(), data["event"], data["order_id"], int(data["amount"]))
+                    (
+                        msg.key.decode(),
+                        data["event"],
+                        data["order_id"],
+                        int(data["amount"]),
+                        int(data.get("hours", 0)),  # messages written before had none
+                    )
                 )
             except Exception:
                 where = (msg.topic, msg.partition, msg.offset)
                 log.exception("account event failed at %s[%d]@%d", *where)
         await accounts.apply(applied)
-        for _, kind, _, _ in applied:
+        for _, kind, _, _, _ in applied:
             SETTLEMENTS.labels(kind, "applied").inc()
 
 
@@ -197,7 +168,9 @@ async def measure_exposure() -> None:
     last value, and the worker keeps screening."""
     client = redis_client(settings)
     try:
-        total, held = await AccountStore(client, settings.identity_namespace).totals()
+        store = AccountStore(client, settings.identity_namespace)
+        total, held = await store.totals()
+        bands = await store.band_totals()
     except (RedisError, OSError) as exc:
         log.warning("exposure totals not measured this time: %s", type(exc).__name__)
         return
@@ -205,3 +178,5 @@ async def measure_exposure() -> None:
         await client.aclose()
     OUTSTANDING.set(total)
     HELD.set(held)
+    for band in CREDIT_BANDS:
+        CREDIT_OUTSTANDING.labels(band).set(bands.get(band, 0))

@@ -33,14 +33,22 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import TopicPartition
 
+from agents.credit import count_cohort
 from agents.entities import RISK_WIDTH, Decayed, risk_values
-from agents.model import CheckpointError, ModelState, decode_checkpoint, encode_checkpoint, label_of
+from agents.model import (
+    CheckpointError,
+    ModelState,
+    credit_label_of,
+    decode_checkpoint,
+    encode_checkpoint,
+    label_of,
+)
 from agents.scorer import MODEL_KEY, models_loaded
 from agents.state import Lease, LeaseLost, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
 from streams.follow import whole_topic_consumer
-from streams.metrics import LABEL_DELAY, LABELS, LEARNER_ACTIVE, OUTCOMES
+from streams.metrics import CREDIT_LABELS, LABEL_DELAY, LABELS, LEARNER_ACTIVE, OUTCOMES
 from streams.topics import models_topic, outcomes_topic
 
 log = logging.getLogger(__name__)
@@ -50,24 +58,40 @@ PROMOTE_CHECK_SECONDS = 1.0
 PENDING_MAX = 20_000  # waiting labels ride in the checkpoint, which must stay small
 
 
+FRAUD, CREDIT = "fraud", "credit"
+
+
 @dataclass(slots=True)
 class Label:
     order_id: str
     label: int
     kind: str
     event_ms: int
+    target: str = FRAUD  # which model learns it: fraud, or credit (repayments)
+
+    @property
+    def pending_key(self) -> str:
+        """Its key among the labels waiting for a snapshot (an outcome may give two)."""
+        return self.order_id if self.target == FRAUD else f"{CREDIT}|{self.order_id}"
 
 
-def to_label(value: bytes | None) -> Label | None:
+def to_labels(value: bytes | None) -> list[Label]:
+    """An outcome's labels: fraud (agents/model.py label_of) and, for an order's repayment
+    outcome, credit (credit_label_of). PAID is both; UNPAID credit only; fraud fraud only."""
     outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
     if isinstance(outcome, Rejection):
-        return None
+        return []
+    at_ms = int(outcome.event_time.timestamp() * 1000)
+    labels = []
     label = label_of(outcome.kind)
-    if label is None:
-        return None
-    # a wallet payment's snapshot is kept under pay:<payment id> (agents/wallet.py)
-    ref = f"pay:{outcome.order_id}" if outcome.subject == "PAYMENT" else outcome.order_id
-    return Label(ref, label, outcome.kind, int(outcome.event_time.timestamp() * 1000))
+    if label is not None:
+        # a wallet payment's snapshot is kept under pay:<payment id> (agents/wallet.py)
+        ref = f"pay:{outcome.order_id}" if outcome.subject == "PAYMENT" else outcome.order_id
+        labels.append(Label(ref, label, outcome.kind, at_ms))
+    credit = credit_label_of(outcome.kind)
+    if credit is not None and outcome.subject == "ORDER":
+        labels.append(Label(outcome.order_id, credit, outcome.kind, at_ms, CREDIT))
+    return labels
 
 
 def join_label(state: ModelState, snapshot: Snapshot, label: Label, uncommitted: set[str]) -> str:
@@ -86,6 +110,30 @@ def join_label(state: ModelState, snapshot: Snapshot, label: Label, uncommitted:
     uncommitted.add(label.order_id)
     if seen is None and snapshot.event_ms:
         LABEL_DELAY.observe(max(0.0, (label.event_ms - snapshot.event_ms) / 1000))
+    return "corrected" if in_model else "learned"
+
+
+def join_credit(state: ModelState, snapshot: Snapshot, label: Label, uncommitted: set[str]) -> str:
+    """Learn one repayment label in the credit model from the snapshot's credit features.
+
+    Only deferred orders have them (`no_credit` otherwise). An order reported unpaid stays a
+    bad credit outcome when it is repaid later (a cure, not a correction: the identity's
+    history counts it as late); a PAID reported first and UNPAID later is corrected once."""
+    if snapshot.credit_features is None:
+        return "no_credit"
+    credit = state.credit_model()
+    seen = snapshot.credit_label
+    in_model = seen is not None and (
+        (snapshot.credit_learned_version or 0) <= state.version
+        or f"{CREDIT}|{label.order_id}" in uncommitted
+    )
+    if in_model and (seen == label.label or seen == 1):
+        return "duplicate"
+    prior = None if in_model else snapshot.credit_score
+    credit.learn(snapshot.credit_features, label.label, prior)
+    count_cohort(credit.cohorts, snapshot.event_ms, label.label, seen if in_model else None)
+    snapshot.credit_label, snapshot.credit_learned_version = label.label, state.version + 1
+    uncommitted.add(f"{CREDIT}|{label.order_id}")
     return "corrected" if in_model else "learned"
 
 
@@ -187,10 +235,10 @@ class Learner:
         labels = []
         for tp, messages in batches.items():
             for msg in messages:
-                label = to_label(msg.value)
-                if label is not None:
-                    OUTCOMES.labels(label.kind).inc()
-                    labels.append(label)
+                found = to_labels(msg.value)
+                if found:
+                    OUTCOMES.labels(found[0].kind).inc()
+                    labels.extend(found)
             if messages:
                 self.state.offsets[tp.partition] = messages[-1].offset + 1
                 self.dirty = True
@@ -210,12 +258,16 @@ class Learner:
                     self.wait_for_snapshot(label)
                 continue
             if retry:
-                self.state.pending.pop(label.order_id, None)
-            seen = snapshot.label
-            result = join_label(self.state, snapshot, label, self.uncommitted)
-            LABELS.labels(result).inc()
-            risk.add(snapshot.entities, label.event_ms, seen, label.label)
-            if result != "duplicate":
+                self.state.pending.pop(label.pending_key, None)
+            if label.target == CREDIT:
+                result = join_credit(self.state, snapshot, label, self.uncommitted)
+                CREDIT_LABELS.labels(result).inc()
+            else:
+                seen = snapshot.label
+                result = join_label(self.state, snapshot, label, self.uncommitted)
+                LABELS.labels(result).inc()
+                risk.add(snapshot.entities, label.event_ms, seen, label.label)
+            if result not in ("duplicate", "no_credit"):
                 learned.append((label.order_id, snapshot))  # a repeat rewrites the same
                 self.since_checkpoint += 1
             await asyncio.sleep(0)  # learning must not starve scoring in this event loop
@@ -226,10 +278,11 @@ class Learner:
             LABELS.labels("unmatched").inc()
             return
         LABELS.labels("pending").inc()
-        self.state.pending[label.order_id] = {
+        self.state.pending[label.pending_key] = {
             "y": label.label,
             "k": label.kind,
             "t": label.event_ms,
+            "g": label.target,
             "until": time.time() + settings.label_grace_seconds,
         }
         self.dirty = True  # the pending set is part of the checkpoint: save it in time
@@ -244,7 +297,10 @@ class Learner:
                 del self.state.pending[order_id]
                 LABELS.labels("unmatched").inc()
                 self.dirty = True
-        waiting = [Label(o, p["y"], p["k"], p["t"]) for o, p in self.state.pending.items()]
+        waiting = [
+            Label(key.rpartition("|")[2], p["y"], p["k"], p["t"], p.get("g", FRAUD))
+            for key, p in self.state.pending.items()
+        ]
         for start in range(0, len(waiting), 1000):
             await self.join(waiting[start : start + 1000], retry=True)
 

@@ -152,15 +152,20 @@ def build_estimator(kind: str = "logreg") -> Any:
     raise ValueError(f"unknown estimator {kind!r}; choose one of {', '.join(ESTIMATORS)}")
 
 
+FRAUD_LABELS = {"FRAUD_CONFIRMED": 1, "CHARGEBACK": 1, "PAID": 0, "LEGIT_CONFIRMED": 0}
+CREDIT_LABELS = {"UNPAID": 1, "PAID": 0}
+
+
 def label_of(kind: str) -> int | None:
-    """The model's target: 1 for a loss (fraud, chargeback, unpaid), 0 for a good order."""
-    return {
-        "FRAUD_CONFIRMED": 1,
-        "CHARGEBACK": 1,
-        "UNPAID": 1,
-        "PAID": 0,
-        "LEGIT_CONFIRMED": 0,
-    }.get(kind)
+    """The fraud model's target: 1 for fraud (confirmed, a chargeback, a reviewer's verdict),
+    0 for a good order (paid, or confirmed legitimate). UNPAID is no fraud label: a late payer
+    is not a fraudster; it is the credit model's (`credit_label_of`)."""
+    return FRAUD_LABELS.get(kind)
+
+
+def credit_label_of(kind: str) -> int | None:
+    """The credit model's target (deferred orders): 1 unpaid, 0 paid; fraud is no credit label."""
+    return CREDIT_LABELS.get(kind)
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
@@ -249,6 +254,11 @@ class ModelState:
     # (never deciding) until `shinsa model promote` swaps the two; each promotion is recorded
     challenger: ModelState | None = None
     promotions: list[dict[str, Any]] = field(default_factory=list)
+    # the credit model (agents/credit.py): a logistic model of its own, learning repayments
+    # (credit_label_of) of deferred orders from their credit features; made on first use
+    credit: ModelState | None = None
+    # credit labels by month of order: [paid, unpaid] (kept on the credit model)
+    cohorts: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.estimator is None:
@@ -261,6 +271,8 @@ class ModelState:
         state.setdefault("payment_estimators", {})
         state.setdefault("challenger", None)
         state.setdefault("promotions", [])
+        state.setdefault("credit", None)
+        state.setdefault("cohorts", {})
         self.__dict__.update(state)
 
     def estimator_for(self, x: Mapping[str, float]) -> Any:
@@ -359,6 +371,12 @@ class ModelState:
         if self.challenger is not None:
             self.challenger.learn(x, label, prior_challenger)
 
+    def credit_model(self) -> ModelState:
+        """The credit model (logistic, made on first use; kept across promotions)."""
+        if self.credit is None:
+            self.credit = ModelState(kind="logreg", window=self.window)
+        return self.credit
+
     def add_challenger(self, kind: str) -> None:
         """Start a challenger of this kind (it learns from the next label on)."""
         self.challenger = ModelState(kind=kind, window=self.window)
@@ -371,6 +389,7 @@ class ModelState:
         old, new = self.challenger, ModelState.__new__(ModelState)
         new.__dict__.update(self.__dict__)  # the champion as it is, without the bookkeeping
         new.challenger, new.promotions, new.offsets, new.pending = None, [], {}, {}
+        new.credit = None  # the credit model is not promoted: it stays where it is
         record = {
             "at": at,
             "by": by,
@@ -380,7 +399,9 @@ class ModelState:
             "to_metrics": old.metrics(),
             "version": self.version + 1,
         }
-        keep = {k: self.__dict__[k] for k in ("version", "offsets", "pending", "promotions")}
+        keep = {
+            k: self.__dict__[k] for k in ("version", "offsets", "pending", "promotions", "credit")
+        }
         self.__dict__.update(old.__dict__)
         self.__dict__.update(keep)
         self.challenger = new
@@ -402,6 +423,7 @@ class ModelState:
             "challenger": self.challenger.challenger_summary() if self.challenger else None,
             "promotions": len(self.promotions),
             "promoted_at": self.promotions[-1]["at"] if self.promotions else None,
+            "credit": self.credit.challenger_summary() if self.credit else None,
         }
 
     def challenger_summary(self) -> dict[str, Any]:

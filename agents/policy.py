@@ -18,6 +18,8 @@ default:                         # rules for every merchant
   velocity_caps: {count_10m: 3, count_1h: 5, count_24h: 10, count_7d: 20, amount_24h: 200000}
   new_identity_max_amount: 30000 # a brand-new identity's first order above → REVIEW
   exposure_limit: 100000         # outstanding deferred balance per identity (支払い能力)
+  credit_review_score: 0.5       # deferred: credit model's unpaid probability ≥ this → REVIEW
+  credit_decline_score: 0.8      # ... ≥ this → DECLINE (CREDIT_SCORE; agents/credit.py)
 merchants:                       # per-merchant overrides, field by field over `default`
   m0001: {review_score: 0.3, allowed_methods: [CARD]}
   m0002: {payments: {review_score: 0.4}}  # its wallet payments (PAY), over `payments:`
@@ -188,16 +190,18 @@ class Rules(BaseModel):
     new_identity_max_amount: int | None = Field(None, gt=0)
     exposure_limit: int | None = Field(None, ge=0)
     credit_limit: CreditLimit | None = None  # replaces exposure_limit when set
+    credit_review_score: float | None = Field(None, ge=0, le=1)
+    credit_decline_score: float | None = Field(None, ge=0, le=1)
     payments: PaymentRules | None = None  # per merchant: its wallet payments (PAY)
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> Rules:
-        if (
-            self.review_score is not None
-            and self.decline_score is not None
-            and self.review_score > self.decline_score
+        for review, decline, prefix in (
+            (self.review_score, self.decline_score, ""),
+            (self.credit_review_score, self.credit_decline_score, "credit_"),
         ):
-            raise ValueError("review_score must not be above decline_score")
+            if review is not None and decline is not None and review > decline:
+                raise ValueError(f"{prefix}review_score must not be above {prefix}decline_score")
         return self
 
 
@@ -252,11 +256,14 @@ class PolicyDocument(BaseModel):
                     )
         for merchant, rules in self.merchants.items():
             merged = merge(Policy(), self.default, rules)
-            if merged.review_score > merged.decline_score:
-                raise ValueError(
-                    f"merchant {merchant}: review_score {merged.review_score} is above "
-                    f"decline_score {merged.decline_score} once merged with default"
-                )
+            for prefix in ("", "credit_"):
+                review = getattr(merged, f"{prefix}review_score")
+                decline = getattr(merged, f"{prefix}decline_score")
+                if review > decline:
+                    raise ValueError(
+                        f"merchant {merchant}: {prefix}review_score {review} is above "
+                        f"{prefix}decline_score {decline} once merged with default"
+                    )
         return self
 
 

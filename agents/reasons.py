@@ -22,6 +22,7 @@ ALLOW_LISTED = "ALLOW_LISTED"
 IDENTITY_HELD_UNPAID = "IDENTITY_HELD_UNPAID"
 EXPOSURE_OVER_LIMIT = "EXPOSURE_OVER_LIMIT"
 CREDIT_LIMIT = "CREDIT_LIMIT"  # ability to pay (支払い能力), apart from the fraud reasons
+CREDIT_SCORE = "CREDIT_SCORE"  # the credit model's unpaid probability (agents/credit.py)
 VELOCITY_OVER_CAP = "VELOCITY_OVER_CAP"
 NEW_IDENTITY_OVER_LIMIT = "NEW_IDENTITY_OVER_LIMIT"
 # Wallet payments (agents/wallet_rules.py).
@@ -46,8 +47,16 @@ SCORE_MODEL = "SCORE_MODEL"
 MODEL_PREFIX = "MODEL:"
 
 
+# A feature that raised the credit score: CREDIT:<feature name from agents/credit.py>.
+CREDIT_PREFIX = "CREDIT:"
+
+
 def model_reason(feature: str) -> str:
     return f"{MODEL_PREFIX}{feature}"
+
+
+def credit_reason(feature: str) -> str:
+    return f"{CREDIT_PREFIX}{feature}"
 
 
 DECISION_REASONS: dict[str, str] = {
@@ -66,6 +75,8 @@ DECISION_REASONS: dict[str, str] = {
     EXPOSURE_OVER_LIMIT: "Outstanding deferred balance plus this order exceeds the limit.",
     CREDIT_LIMIT: "Outstanding deferred balance plus this order exceeds the identity's credit "
     "limit, which grows with on-time repayments and shrinks with late or unpaid ones.",
+    CREDIT_SCORE: "Ability to pay: the credit model's probability that this deferred order "
+    "goes unpaid reaches the policy's credit_review_score (or credit_decline_score).",
     VELOCITY_OVER_CAP: "More earlier orders (or yen) in a window than the policy allows.",
     NEW_IDENTITY_OVER_LIMIT: "A brand-new identity's first order above the policy's limit.",
     ACCOUNT_FROZEN: "The paying (or receiving) wallet account is frozen or closed.",
@@ -84,6 +95,7 @@ DECISION_REASONS: dict[str, str] = {
     MODEL_COLD_START: "The model has not learned enough labels yet; policy rules decided alone.",
     SCORE_MODEL: "Score is the online model's fraud probability (or a policy limit, if higher).",
     MODEL_PREFIX: "MODEL:<feature>: this feature raised the model's score most (strongest first).",
+    CREDIT_PREFIX: "CREDIT:<feature>: this repayment feature raised the credit score most.",
 }
 
 # Dead-letter reasons beyond the codec's (streams/codec.py): domain validation (validate.py).
@@ -102,10 +114,13 @@ INVALID_LIMIT = "invalid_limit"
 
 
 MODEL_FEATURE = "MODEL_FEATURE"  # the metric label of every MODEL:<feature> reason
+CREDIT_FEATURE = "CREDIT_FEATURE"  # ... and of every CREDIT:<feature> reason
 
 
 def metric_reason(code: str) -> str:
     """A reason as a metric label: the catalogue's codes, MODEL_FEATURE, or OTHER (bounded)."""
     if code.startswith(MODEL_PREFIX):
         return MODEL_FEATURE
+    if code.startswith(CREDIT_PREFIX):
+        return CREDIT_FEATURE
     return code if code in DECISION_REASONS else "OTHER"

@@ -14,10 +14,18 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from agents.credit import credit_band, shown_cohorts, unpaid_ratio
 from agents.model import CheckpointError, ModelState, decode_checkpoint
 from streams.app import app, settings
 from streams.follow import follow_topic
 from streams.metrics import (
+    CREDIT_COHORT_LABELS,
+    CREDIT_MODEL_AVERAGE_PRECISION,
+    CREDIT_MODEL_LABELS,
+    CREDIT_MODEL_ROC_AUC,
+    CREDIT_MODEL_WARM,
+    CREDIT_OUTCOMES,
+    CREDIT_UNPAID_RATIO,
     MODEL_AVERAGE_PRECISION,
     MODEL_CHALLENGER_AVERAGE_PRECISION,
     MODEL_CHALLENGER_INFO,
@@ -50,6 +58,17 @@ class Scorer:
         return self.state.warm(settings.model_min_labels, settings.model_min_positives)
 
     @property
+    def credit_warm(self) -> bool:
+        """The credit model has learned enough repayments (and enough unpaid ones) to judge."""
+        credit = self.state.credit
+        return credit is not None and credit.warm(
+            settings.model_min_labels, settings.model_min_positives
+        )
+
+    def band(self, credit_score: float | None) -> str:
+        return credit_band(credit_score, self.credit_warm)
+
+    @property
     def warm_for_payments(self) -> bool:
         return self.state.warm_for_payments(settings.model_min_labels, settings.model_min_positives)
 
@@ -65,6 +84,7 @@ class Scorer:
             return False
         self.state, self.blob = state, blob
         publish_model_metrics(state, self.warm)
+        publish_credit_metrics(state, self.credit_warm)
         log.info("scoring with model %s (%d labels)", state.name, state.labels)
         return True
 
@@ -103,6 +123,27 @@ def publish_challenger_metrics(state: ModelState) -> None:
     ):
         value = metrics[key]
         gauge.set(float("nan") if value is None else value)
+
+
+def publish_credit_metrics(state: ModelState, warm: bool) -> None:
+    """The credit model's progressive metrics and the repayment cohorts it has counted."""
+    credit = state.credit
+    CREDIT_MODEL_WARM.set(1 if warm else 0)
+    CREDIT_MODEL_LABELS.set(credit.labels if credit else 0)
+    metrics = credit.metrics() if credit else {}
+    for gauge, key in (
+        (CREDIT_MODEL_ROC_AUC, "roc_auc"),
+        (CREDIT_MODEL_AVERAGE_PRECISION, "average_precision"),
+    ):
+        value = metrics.get(key)
+        gauge.set(float("nan") if value is None else value)
+    cohorts = credit.cohorts if credit else {}
+    CREDIT_COHORT_LABELS.clear()
+    for month, tally in shown_cohorts(cohorts).items():
+        for outcome, count in zip(CREDIT_OUTCOMES, tally, strict=True):
+            CREDIT_COHORT_LABELS.labels(month, outcome).set(count)
+    ratio = unpaid_ratio(cohorts)
+    CREDIT_UNPAID_RATIO.set(float("nan") if ratio is None else ratio)
 
 
 scorer = Scorer()

@@ -27,6 +27,14 @@ from typing import Any
 from prometheus_client import Counter
 
 from agents import reasons
+from agents.credit import (
+    COLD_BAND,
+    apply_event,
+    credit_band,
+    credit_features,
+    is_held,
+    outstanding,
+)
 from agents.decide import (
     APPROVE,
     ModelOpinion,
@@ -44,7 +52,6 @@ from agents.entities import (
     known_risk,
     order_entities,
 )
-from agents.exposure import apply_event, is_held, outstanding
 from agents.features import PastOrder, add_to_history, history_before, order_features
 from agents.identity import IdentityGraph, Lookup, resolve_overlapped
 from agents.intake import (
@@ -78,6 +85,8 @@ from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
 from streams.metrics import (
+    CREDIT_DECIDED_YEN,
+    CREDIT_DECISIONS,
     DECIDED_AMOUNT,
     DECISION_REASONS,
     DECISIONS,
@@ -100,6 +109,7 @@ class Screened:
     trace: dict[str, Any]  # the DecisionTrace datum
     shadow: Verdict | None = None  # what the shadow policy would have decided
     challenger_score: float | None = None  # the challenger model's shadow score, if any
+    credit: dict[str, Any] | None = None  # a deferred order's CreditCheck datum
 
 
 def screen_order(
@@ -119,23 +129,37 @@ def screen_order(
     shadow: PolicySet | None = None,
     device_failures: int = 0,
     entities: Sequence[tuple[str, EntityState | None]] = (),
+    credit_warm: bool = False,
 ) -> Screened:
     """One validated, identified order, its identity's earlier orders and account, and its
-    entities' activity and known risk → decision."""
+    entities' activity and known risk → decision (fraud, and credit for a deferred order)."""
     enriched = enrich_order(order, merchants, identity, attributes)
     past = history_before(history, order.order_id)
     habits = [(kind, state) for kind, state in entities if kind in ORDER_ACTIVITY]
     features = order_features(enriched, past, device_failures, habits)
     features |= known_risk(entities, to_ms(order.event_time))
     probability, contributions = model.assess(features, explain=warm)
-    opinion = ModelOpinion(probability, model.name, warm, tuple(n for n, _ in contributions))
+    # a redelivered order is already in its account: do not count it against itself
+    balance = outstanding(account) - account["open"].get(order.order_id, 0)
+    credit = (
+        credit_check_of(order, enriched, account, balance, model, credit_warm)
+        if order.payment_method == "DEFERRED"
+        else None
+    )
+    opinion = ModelOpinion(
+        probability,
+        model.name,
+        warm,
+        tuple(n for n, _ in contributions),
+        credit["score"] if credit and model.credit is not None else None,
+        credit_warm,
+        tuple(credit["contributions"]) if credit else (),
+    )
     keys = (
         order_list_keys(order, identity["identity_id"], secret)
         if policies_have_lists(policies, shadow)
         else {}
     )
-    # a redelivered order is already in its account: do not count it against itself
-    balance = outstanding(account) - account["open"].get(order.order_id, 0)
     signals = Signals(
         features, balance, is_held(account), match_lists(policies, keys), account["history"]
     )
@@ -167,6 +191,7 @@ def screen_order(
     }
     trace = trace_of(decision, enriched, policy, policies, signals, verdict, opinion, features)
     trace["contributions"] = dict(contributions)
+    trace["credit"] = credit
     if shadow_verdict is not None and shadow is not None:
         trace["shadow"] = {
             "policy_version": shadow.version,
@@ -175,7 +200,41 @@ def screen_order(
             "reasons": list(shadow_verdict.reasons),
         }
     challenger = model.shadow_score(features)
-    return Screened(decision, features, probability, trace, shadow_verdict, challenger)
+    return Screened(decision, features, probability, trace, shadow_verdict, challenger, credit)
+
+
+def credit_check_of(
+    order: Order,
+    enriched: EnrichedOrder,
+    account: Account,
+    balance: int,
+    model: ModelState,
+    warm: bool,
+) -> dict[str, Any]:
+    """The credit check of a deferred order (the trace's CreditCheck datum): its credit
+    features from the account as the order found it, and the credit model's score (0.5, no
+    opinion, before the credit model has learned anything)."""
+    identity = enriched.identity
+    now_ms = to_ms(order.event_time)
+    first_ms = identity.get("first_seen_ms") or now_ms
+    x = credit_features(
+        order.amount,
+        enriched.merchant_category,
+        account["history"],
+        balance,
+        sum(1 for o in account["open"] if o != order.order_id),
+        is_held(account),
+        (now_ms - first_ms) / 86_400_000,
+    )
+    credit = model.credit
+    score, parts = credit.assess(x, explain=warm) if credit is not None else (0.5, [])
+    return {
+        "score": score,
+        "warm": warm,
+        "band": credit_band(score, warm),
+        "contributions": dict(parts),
+        "features": x,
+    }
 
 
 def policies_have_lists(*sets: PolicySet | None) -> bool:
@@ -288,6 +347,8 @@ def snapshot_of(
         decision=decision["decision"],
         entities=[ref for _, ref in entities],
         challenger_score=screened.challenger_score,
+        credit_features=screened.credit["features"] if screened.credit else None,
+        credit_score=screened.credit["score"] if screened.credit else None,
     )
 
 
@@ -309,6 +370,11 @@ def reason_series(code: str, decision: str, subject: str) -> Any:
 @cache
 def method_series(method: str, decision: str) -> Any:
     return DECISIONS_BY_METHOD.labels(method, decision)
+
+
+@cache
+def credit_series(band: str, decision: str) -> tuple[Any, Any]:
+    return CREDIT_DECISIONS.labels(band, decision), CREDIT_DECIDED_YEN.labels(band, decision)
 
 
 def count_reasons(decision: Mapping[str, Any], subject: str) -> None:
@@ -371,6 +437,7 @@ class Rules:
     model: ModelState
     warm: bool
     secret: bytes
+    credit_warm: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -449,6 +516,7 @@ def screen_one(
         shadow=rules.shadow,
         device_failures=device_failures,
         entities=[(kind, loaded.entities.get(ref)) for kind, ref in candidate.entities],
+        credit_warm=rules.credit_warm,
     )
     snapshot = snapshot_of(order, screened, candidate.entities)
     decision = out.registry.encode("Decision", screened.decision)
@@ -474,10 +542,17 @@ def screen_one(
             loaded.accounts[identity_id] = apply_event(
                 account, "approved", order.order_id, order.amount
             )
-            changes.account_events.append((identity_id, "approved", order.order_id, order.amount))
+            band = screened.credit["band"] if screened.credit else COLD_BAND
+            changes.account_events.append(
+                (identity_id, "approved", order.order_id, order.amount, band)
+            )
     changes.snapshots.append((order.order_id, snapshot))
     changes.decided.append((order.order_id, decision, trace))
     record_decision_metrics(screened.decision, order.payment_method)
+    if screened.credit is not None:
+        count, yen = credit_series(screened.credit["band"], screened.decision["decision"])
+        count.inc()
+        yen.inc(order.amount)
     MODEL_SCORE.observe(screened.model_score)
     if screened.shadow is not None:
         SHADOW_DECISIONS.labels(screened.decision["decision"], screened.shadow.decision).inc()
@@ -621,7 +696,14 @@ SAVE_SLICE = 200  # orders per state write: small enough to overlap, large enoug
 def current_rules(now: datetime, secret: bytes) -> Rules:
     """The merchants, policies and model the control agents keep current, as of now."""
     return Rules(
-        now, merchant_by_id, policies.active, policies.shadow, scorer.state, scorer.warm, secret
+        now,
+        merchant_by_id,
+        policies.active,
+        policies.shadow,
+        scorer.state,
+        scorer.warm,
+        secret,
+        scorer.credit_warm,
     )
 
 

@@ -57,6 +57,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agents.credit import HISTORY_SUMS, REPAYMENTS, Account, empty_account
 from agents.entities import ACTIVITY_WIDTH, RISK_WIDTH, Decayed, EntityState
 from agents.features import HISTORY_MAX, HISTORY_MS, PastOrder
 from agents.wallet_features import (
@@ -298,6 +299,12 @@ class Snapshot:
     learned_version: int | None = None  # the model version that learned it
     entities: list[str] = field(default_factory=list)  # entity refs: whose risk a label feeds
     challenger_score: float | None = None  # the challenger's shadow score, if there was one
+    # deferred orders: what the credit model scored (agents/credit.py) and the repayment
+    # label it learned, apart from the fraud label above
+    credit_features: dict[str, float] | None = None
+    credit_score: float | None = None
+    credit_label: int | None = None
+    credit_learned_version: int | None = None
 
     def to_json(self) -> bytes:
         out: dict[str, Any] = {
@@ -316,6 +323,10 @@ class Snapshot:
             out["e"] = self.entities
         if self.challenger_score is not None:
             out["c"] = self.challenger_score
+        if self.credit_features is not None:
+            out["k"], out["ks"] = self.credit_features, self.credit_score
+        if self.credit_label is not None:
+            out["ky"], out["klv"] = self.credit_label, self.credit_learned_version
         return orjson.dumps(out)
 
     @classmethod
@@ -334,6 +345,10 @@ class Snapshot:
             d.get("lv"),
             list(d.get("e", ())),
             d.get("c"),
+            d.get("k"),
+            d.get("ks"),
+            d.get("ky"),
+            d.get("klv"),
         )
 
 
@@ -375,14 +390,6 @@ class SnapshotStore:
 
 # ---------------------------------------------------------------- accounts
 
-# {"open": {order_id: yen}, "unpaid": [order_id, ...], "history": {"on_time": n, ...}}
-Account = dict[str, Any]
-REPAYMENTS = ("on_time", "late", "unpaid")  # the repayment history dynamic limits read
-
-
-def empty_account() -> Account:
-    return {"open": {}, "unpaid": [], "history": dict.fromkeys(REPAYMENTS, 0)}
-
 
 def account_from_hash(fields: dict[bytes, bytes]) -> Account:
     account = empty_account()
@@ -392,7 +399,7 @@ def account_from_hash(fields: dict[bytes, bytes]) -> Account:
             account["open"][key] = int(value)
         elif kind == "u":
             account["unpaid"].append(key)
-        elif kind == "h" and key in REPAYMENTS:
+        elif kind == "h" and (key in REPAYMENTS or key in HISTORY_SUMS):
             account["history"][key] = int(value)
     return account
 
@@ -406,15 +413,16 @@ class AccountStore:
         self._events = client.register_script(EVENTS_SCRIPT)
         self._recount = client.register_script(RECOUNT_SCRIPT)
 
-    async def apply(self, events: Sequence[tuple[str, str, str, int]]) -> None:
-        """(identity, event, order id, yen) account events, in one atomic call."""
+    async def apply(self, events: Sequence[tuple[str, str, str, int, int]]) -> None:
+        """(identity, event, order id, yen, hours from order to repayment) account events, in
+        one atomic call."""
         if not events:
             return
         args: list[Any] = [self.keys.exposure()]
-        for identity_id, event, order_id, amount in events:
+        for identity_id, event, order_id, amount, hours in events:
             if event not in ACCOUNT_EVENTS:
                 raise ValueError(f"unknown account event {event!r}")
-            args += (self.keys.account(identity_id), event, order_id, amount)
+            args += (self.keys.account(identity_id), event, order_id, amount, hours)
         await retrying(lambda: self._events(args=args), "accounts")
 
     async def totals(self) -> tuple[int, int]:
@@ -424,6 +432,15 @@ class AccountStore:
         if fields[2] is None:
             return await self.recount()
         return int(fields[0] or 0), int(fields[1] or 0)
+
+    async def band_totals(self) -> dict[str, int]:
+        """Outstanding yen by the credit band its orders were approved in (agents/credit.py)."""
+        fields = await self.client.hgetall(self.keys.exposure())
+        return {
+            name.decode()[5:]: int(value)
+            for name, value in fields.items()
+            if name.startswith(b"band:")
+        }
 
     async def recount(self, step: int = 1000) -> tuple[int, int]:
         """Sum every account again (in Redis, `step` keys a call) and store the totals.
@@ -534,7 +551,7 @@ class Changes:
     """What a screened batch writes, all or nothing."""
 
     history: list[tuple[str, PastOrder]]  # (identity id, order)
-    account_events: list[tuple[str, str, str, int]]  # (identity, event, order id, yen)
+    account_events: list[tuple[str, str, str, int, str]]  # (identity, event, order, yen, band)
     snapshots: list[tuple[str, Snapshot]]  # (order id, snapshot)
     decided: list[tuple[str, bytes, bytes]]  # (order id, Decision bytes, DecisionTrace bytes)
     # entity ref → the batch's events of it (decayed sums) and the newest event's ms
@@ -666,10 +683,10 @@ class HotPathState:
         for identity_id, (at_ms, amount, order_id) in changes.history:
             args += (keys.velocity(identity_id), at_ms, history_member(amount, order_id))
         args += (keys.exposure(), len(changes.account_events))
-        for identity_id, event, order_id, amount in changes.account_events:
+        for identity_id, event, order_id, amount, band in changes.account_events:
             if event != "approved":  # the hot path only opens orders; settlements close them
                 raise ValueError(f"the hot path does not apply {event!r} account events")
-            args += (keys.account(identity_id), order_id, amount)
+            args += (keys.account(identity_id), order_id, amount, band)
         if len(changes.snapshots) != len(changes.decided):
             raise ValueError("every decided order has its snapshot")
         args.append(len(changes.decided))

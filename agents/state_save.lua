@@ -6,7 +6,7 @@
 -- ARGV: snapshot ttl s, trace ttl s, history ttl s, history window ms, history max,
 --   then n velocity entries: n, (velocity key, event ms, member) × n,
 --   then the totals key and m approved deferred orders: totals key, m,
---   (account key, order id, yen) × m,
+--   (account key, order id, yen, credit band) × m,
 --   then k decided orders: k, (snapshot key, snapshot json, decision key, Decision bytes,
 --   trace key, trace bytes) × k,
 --   then e entities' activity: e, (entity key, activity text, newest event ms) × e
@@ -33,8 +33,8 @@ for _, key in ipairs(order) do
   redis.call('EXPIRE', key, hist_ttl)
 end
 for _ = 1, tonumber(ARGV[i]) do
-  apply_event(totals, ARGV[i + 1], 'approved', ARGV[i + 2], ARGV[i + 3])
-  i = i + 3
+  apply_event(totals, ARGV[i + 1], 'approved', ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+  i = i + 4
 end
 i = i + 1
 for _ = 1, tonumber(ARGV[i]) do

@@ -711,11 +711,19 @@ def model_status(
         sys.stdout.write(orjson.dumps(status).decode() + "\n")
         return
     challenger = status.pop("challenger", None)
-    table = Table("field", "model", "challenger", title=f"model {newest['version']}")
+    credit = status.pop("credit", None) or {}
+    table = Table("field", "model", "challenger", "credit", title=f"model {newest['version']}")
     for key, value in status.items():
         other = challenger.get(key) if challenger else None
-        table.add_row(key, cell(value), cell(other) if key in (challenger or {}) else "")
+        table.add_row(
+            key,
+            cell(value),
+            cell(other) if key in (challenger or {}) else "",
+            cell(credit[key]) if key in credit else "",
+        )
     console.print(table)
+    if not credit:
+        err.print("no credit model yet: it starts with the first repayment (PAID, UNPAID) label")
     if not challenger:
         err.print("no challenger: set SHINSA_MODEL_CHALLENGER on the workers to start one")
     if not warm:

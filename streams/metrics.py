@@ -128,6 +128,59 @@ LABEL_DELAY = Histogram(
     "Time from an order's event time to its outcome's event time.",
     buckets=(3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400),
 )
+# Credit (支払い能力, agents/credit.py): the second check of deferred-payment orders.
+CREDIT_BANDS = ("A", "B", "C", "D", "E", "COLD")  # agents/credit.py credit_band
+CREDIT_OUTCOMES = ("paid", "unpaid")
+CREDIT_DECISIONS = Counter(
+    "shinsa_credit_decisions_total",
+    "Deferred-payment orders decided, by credit band (A best … E worst, from the credit "
+    "score; COLD while the credit model is not warm) and decision.",
+    ["band", "decision"],
+)
+CREDIT_DECIDED_YEN = Counter(
+    "shinsa_credit_decided_yen_total",
+    "Amount (yen) of deferred-payment orders decided, by credit band and decision.",
+    ["band", "decision"],
+)
+CREDIT_OUTSTANDING = Gauge(
+    "shinsa_credit_outstanding_yen",
+    "Outstanding deferred balance (yen) of all identities, by the credit band each order was "
+    "approved in (the same in every worker: dashboards take the max).",
+    ["band"],
+)
+CREDIT_COHORT_LABELS = Gauge(
+    "shinsa_credit_cohort_labels",
+    "Credit outcomes learned, by month of order (cohort, JST YYYY-MM; the 13 newest) and "
+    "outcome (paid, unpaid): a cohort's unpaid rate is unpaid / (paid + unpaid).",
+    ["cohort", "outcome"],
+)
+CREDIT_UNPAID_RATIO = Gauge(
+    "shinsa_credit_unpaid_rate_ratio",
+    "Unpaid rate of the two newest order-month cohorts over that of the six before them "
+    "(1: unchanged); NaN until both have enough labels (agents/credit.py).",
+)
+CREDIT_LABELS = Counter(
+    "shinsa_credit_labels_total",
+    "What became of each repayment label (PAID, UNPAID) in the credit model: learned, "
+    "corrected, duplicate, or no_credit (not a deferred order: nothing to learn).",
+    ["result"],
+)
+CREDIT_LABEL_RESULTS = ("learned", "corrected", "duplicate", "no_credit")
+CREDIT_MODEL_WARM = Gauge(
+    "shinsa_credit_model_warm",
+    "1 once the credit model has learned enough labels to decide (else limits only).",
+)
+CREDIT_MODEL_LABELS = Gauge(
+    "shinsa_credit_model_labels_learned",
+    "Repayment labels (PAID, UNPAID) the credit model learned.",
+)
+CREDIT_MODEL_ROC_AUC = Gauge(
+    "shinsa_credit_model_roc_auc",
+    "The credit model's progressive ROC AUC (scores given before each repayment was known).",
+)
+CREDIT_MODEL_AVERAGE_PRECISION = Gauge(
+    "shinsa_credit_model_average_precision", "The credit model's progressive average precision."
+)
 POLICY_INFO = Gauge(
     "shinsa_policy_info", "1 for the policy version this worker decides with.", ["version"]
 )
@@ -231,6 +284,13 @@ def zero_series(schema_dir: Path = SCHEMA_DIR) -> None:
         EVENTS_OUT.labels(topic)
     for source in ("event", "ingest"):
         LATENCY.labels(source)
+    for result in CREDIT_LABEL_RESULTS:
+        CREDIT_LABELS.labels(result)
+    for band in CREDIT_BANDS:
+        CREDIT_OUTSTANDING.labels(band)
+        for decision in verdicts:
+            CREDIT_DECISIONS.labels(band, decision)
+            CREDIT_DECIDED_YEN.labels(band, decision)
 
 
 zero_series()

@@ -167,6 +167,15 @@ class ShadowDecision:
 
 
 @dataclass(slots=True, frozen=True)
+class CreditCheck:
+    score: float
+    warm: bool
+    band: str
+    contributions: dict[str, float]
+    features: dict[str, float]
+
+
+@dataclass(slots=True, frozen=True)
 class DecisionTrace:
     order_id: str
     decided_at: datetime
@@ -188,6 +197,7 @@ class DecisionTrace:
     shadow: ShadowDecision | None = None
     subject: str = "ORDER"
     payment_kind: str | None = None
+    credit: CreditCheck | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -21,8 +21,16 @@ With `campaign`, traffic is also shaped for the campaign: one member in five nev
 (never eligible), and one in eleven is a heavy card user whose shopping days have four card
 purchases (one over the daily cap of 3). Without it, a seed's events are what they were.
 
-Outcomes (paid, unpaid, chargeback, fraud confirmed) arrive days later in event time; only
-those already known at the end of the timeline are emitted. With `invalid_rate` some events are
+Repayment is a matter of persona, independent of fraud (a late payer is not a fraudster):
+a person is reliable (75 %), a late payer (17 %) or a defaulter (8 %), fixed by their id.
+A deferred order is repaid (a PAID outcome and a REPAYMENT payment) within 12 days by the
+reliable, 12–28 days by late payers; or reported UNPAID 30–40 days after the order (1 %,
+25 %, 70 % of their orders), and then repaid late, 35–70 days after, by most but defaulters.
+Defaulters and late payers also stretch to bigger baskets (×1.7, ×1.2). Fraud is confirmed
+(FRAUD_CONFIRMED, or a card's CHARGEBACK) 3–30 days later, never reported as unpaid.
+
+Outcomes arrive days later in event time; only those already known at the end of the timeline
+are emitted. With `invalid_rate` some events are
 deliberately broken (bad bytes, negative amounts, unknown symbols, missing fields) to show the
 dead-letter path. The same seed always yields the same events.
 """
@@ -58,6 +66,27 @@ CATEGORIES = [
     "TICKETS",
     "OTHER",
 ]
+# Repayment personas (share of people in %): (chance an order goes unpaid, days to repay it
+# when paid, amount scale). Drawn from the person's id, not from the event stream's RNG.
+PERSONAS = {
+    "reliable": (75, 0.01, (0.5, 12.0), 1.0),
+    "late_payer": (17, 0.25, (12.0, 28.0), 1.2),
+    "defaulter": (8, 0.70, (3.0, 25.0), 1.7),
+}
+UNPAID_AFTER_DAYS = (30.0, 40.0)  # collections report a deferred order unpaid this late
+REPAID_LATE_DAYS = (35.0, 70.0)  # ... and most (not defaulters) repay it after all
+
+
+def persona_of(person_id: str) -> str:
+    """A person's repayment persona, fixed by their id (salted: not the campaign's draw)."""
+    draw = zlib.crc32(f"credit:{person_id}".encode()) % 100
+    for persona, (share, *_rest) in PERSONAS.items():
+        if draw < share:
+            return persona
+        draw -= share
+    return "reliable"
+
+
 # How risky a category is for fraudsters (resellable goods first).
 FRAUD_CATEGORIES = ["ELECTRONICS", "DIGITAL_GOODS", "TICKETS", "COSMETICS"]
 TIERS = ["ENTERPRISE", "STANDARD", "SMALL", "HIGH_RISK"]
@@ -264,6 +293,8 @@ class Simulator:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
+        # repayments draw from their own RNG: the rest of a seed's stream stays as it was
+        self.repay_rng = random.Random(f"repay:{cfg.seed}")
         self.fake = Faker("ja_JP")
         self.fake.seed_instance(cfg.seed)
         self.start = cfg.end - timedelta(days=cfg.days)
@@ -535,15 +566,47 @@ class Simulator:
     ) -> list[SimEvent]:
         rng = self.rng
         if fraud:
-            kind = "CHARGEBACK" if method == "CARD" else rng.choice(["UNPAID", "FRAUD_CONFIRMED"])
-            source = "ISSUER" if kind == "CHARGEBACK" else "COLLECTIONS"
+            kind = "CHARGEBACK" if method == "CARD" else "FRAUD_CONFIRMED"
+            source = "ISSUER" if method == "CARD" else rng.choice(["COLLECTIONS", "MERCHANT"])
             delay = timedelta(days=rng.uniform(3, 30))
         else:
-            unpaid = method == "DEFERRED" and rng.random() < 0.02
-            kind = "UNPAID" if unpaid else "PAID"
-            source = "COLLECTIONS"
+            if method == "DEFERRED":
+                rng.random()  # drawn as before, so the rest of a seed's stream is unchanged
+            kind, source = "PAID", "COLLECTIONS"
             delay = timedelta(days=rng.uniform(0.5, 14))
-        at = when + delay
+            if method == "DEFERRED":
+                return self._repayment(order_id, amount, when, account)
+        return self._settled(order_id, amount, method, when + delay, kind, source, account)
+
+    def _repayment(
+        self, order_id: str, amount: int, when: datetime, account: str
+    ) -> list[SimEvent]:
+        """A deferred order's repayment, by its buyer's persona (see the module docstring)."""
+        rng = self.repay_rng
+        _share, unpaid_p, paid_days, _scale = PERSONAS[persona_of(account)]
+
+        def settled(days: tuple[float, float], kind: str) -> list[SimEvent]:
+            at = when + timedelta(days=rng.uniform(*days))
+            return self._settled(order_id, amount, "DEFERRED", at, kind, "COLLECTIONS", account)
+
+        if rng.random() >= unpaid_p:
+            return settled(paid_days, "PAID")
+        events = settled(UNPAID_AFTER_DAYS, "UNPAID")
+        if persona_of(account) != "defaulter" and rng.random() < 0.7:
+            events += settled(REPAID_LATE_DAYS, "PAID")
+        return events
+
+    def _settled(
+        self,
+        order_id: str,
+        amount: int,
+        method: str,
+        at: datetime,
+        kind: str,
+        source: str,
+        account: str,
+    ) -> list[SimEvent]:
+        """The outcome (and a paid deferred or konbini order's repayment) at `at`, if known."""
         if at > self.cfg.end:
             return []  # not known yet
         stamp = at.astimezone(JST).isoformat(timespec="milliseconds")
@@ -613,7 +676,8 @@ class Simulator:
         method = rng.choices(METHODS, weights=METHOD_WEIGHTS)[0]
         gift = self.people[rng.randrange(len(self.people))] if rng.random() < 0.05 else None
         events = [self._login(p, when - timedelta(minutes=rng.uniform(1, 30)))]
-        events += self._order(p, when, self._amount(), merchant, method, ship_to=gift)
+        scale = PERSONAS[persona_of(p.person_id)][3]
+        events += self._order(p, when, self._amount(scale), merchant, method, ship_to=gift)
         if self.cfg.campaign:
             events = self._campaign_member(p, when, events)
         return events

@@ -156,8 +156,9 @@ def test_every_rule_is_described_in_the_reason_catalogue():
         reasons.MODEL_COLD_START,
         reasons.SCORE_MODEL,
         reasons.MODEL_PREFIX,
+        reasons.CREDIT_PREFIX,
     }
-    rules = set(RULE_SCORES) | set(PAYMENT_RULE_SCORES)
+    rules = set(RULE_SCORES) | set(PAYMENT_RULE_SCORES) | {reasons.CREDIT_SCORE}
     assert rules | how_scored | {reasons.ALLOW_LISTED} == set(reasons.DECISION_REASONS)
 
 

@@ -48,6 +48,9 @@ ALLOWED_LABELS = frozenset(
         "store",  # the Redis stores of agents/state.py (STORES)
         "stage",  # a hot-path batch's stages, named in code (Stopwatch laps)
         "method",  # an order's payment method (the Order schema's enum)
+        "band",  # credit bands A-E and COLD (agents/credit.py)
+        "cohort",  # month of order, YYYY-MM: the 13 newest only (agents/credit.py)
+        "outcome",  # paid, unpaid
         "subject",  # ORDER or PAYMENT
     }
 )

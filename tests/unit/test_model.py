@@ -16,6 +16,7 @@ from agents.model import (
     CheckpointError,
     ModelState,
     average_precision,
+    credit_label_of,
     decode_checkpoint,
     encode_checkpoint,
     label_of,
@@ -62,10 +63,13 @@ def test_auc_is_the_share_of_correctly_ordered_pairs(pairs):
     assert roc_auc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)))
 
 
-def test_outcomes_become_loss_labels():
-    assert [label_of(k) for k in ("FRAUD_CONFIRMED", "CHARGEBACK", "UNPAID")] == [1, 1, 1]
+def test_fraud_and_repayment_outcomes_label_different_models():
+    assert [label_of(k) for k in ("FRAUD_CONFIRMED", "CHARGEBACK")] == [1, 1]
     assert [label_of(k) for k in ("PAID", "LEGIT_CONFIRMED")] == [0, 0]
+    assert label_of("UNPAID") is None  # a late payer is not a fraudster
     assert label_of("SOMETHING_ELSE") is None
+    assert [credit_label_of(k) for k in ("UNPAID", "PAID")] == [1, 0]
+    assert [credit_label_of(k) for k in ("FRAUD_CONFIRMED", "CHARGEBACK")] == [None, None]
 
 
 def test_the_model_learns_and_names_the_feature_behind_a_high_score():

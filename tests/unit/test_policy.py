@@ -170,10 +170,9 @@ def test_policy_apply_refuses_an_invalid_file_without_a_traceback(tmp_path):
 
 
 def test_a_redelivered_order_is_not_counted_against_its_own_exposure():
-    from agents.exposure import apply_event
+    from agents.credit import apply_event, empty_account
     from agents.model import ModelState
     from agents.screen import screen_order
-    from agents.state import empty_account
 
     o = order(amount=60_000)
     m = Merchant("m0001", "店", "FOOD", "STANDARD", datetime(2026, 1, 1, tzinfo=UTC), "ACTIVE")
@@ -227,19 +226,33 @@ def test_a_credit_limit_grows_with_on_time_repayments_and_shrinks_with_late_and_
 
 
 def test_the_repayment_history_follows_the_account_events():
-    from agents.exposure import apply_event
-    from agents.state import empty_account
+    from agents.credit import apply_event, empty_account
 
     account = apply_event(empty_account(), "approved", "o1", 10_000)
-    account = apply_event(account, "repaid", "o1", 10_000)
-    assert account["history"] == {"on_time": 1, "late": 0, "unpaid": 0}
-    account = apply_event(account, "approved", "o2", 10_000)
-    account = apply_event(account, "unpaid", "o2", 10_000)
-    account = apply_event(account, "unpaid", "o2", 10_000)  # reported twice: counted once
-    account = apply_event(account, "repaid", "o2", 10_000)
-    assert account["history"] == {"on_time": 1, "late": 1, "unpaid": 1}
-    account = apply_event(account, "repaid", "o9", 10_000)  # an order it never had
-    assert account["history"] == {"on_time": 1, "late": 1, "unpaid": 1}
+    account = apply_event(account, "repaid", "o1", 10_000, hours=72)
+    assert account["history"] == {
+        "on_time": 1,
+        "late": 0,
+        "unpaid": 0,
+        "pay_hours": 72,
+        "repaid_yen": 10_000,
+    }
+    account = apply_event(account, "approved", "o2", 5_000)
+    account = apply_event(account, "unpaid", "o2", 5_000)
+    account = apply_event(account, "unpaid", "o2", 5_000)  # reported twice: counted once
+    account = apply_event(account, "repaid", "o2", 5_000, hours=900)
+    assert account["history"] == {
+        "on_time": 1,
+        "late": 1,
+        "unpaid": 1,
+        "pay_hours": 972,
+        "repaid_yen": 15_000,
+    }
+    account = apply_event(account, "repaid", "o2", 5_000, hours=5)  # again: no longer open
+    assert account["history"]["pay_hours"] == 972
+    before = dict(account["history"])
+    account = apply_event(account, "repaid", "o9", 10_000, hours=3)  # an order it never had
+    assert account["history"] == before
 
 
 def test_credit_limit_in_a_policy_replaces_the_exposure_limit_and_a_merchant_can_change_it():
