@@ -7,8 +7,9 @@ The JSON is committed so Grafana can provision it without Python; a unit test fa
 differs from what this file generates, and tests/integration/test_monitoring.py evaluates every
 query below against a real Prometheus scraping a real worker. Edit here, never the JSON.
 
-Three dashboards: Business KPIs (for managers and risk operations), Pipeline health (for
-whoever is on call) and Model (for the data scientists). Every panel has a description that
+Five dashboards: Business KPIs (for managers and risk operations), Pipeline health (for
+whoever is on call), Model (for the data scientists), the お月玉 campaign, and Credit (the
+credit check of deferred orders, for the credit and risk team). Every panel has a description that
 says what it shows and what a normal value looks like; every dashboard marks the moments the
 model or the policy version changed.
 """
@@ -983,6 +984,280 @@ def model() -> Any:
     return board
 
 
+# ---------------------------------------------------------------- Credit
+
+
+BAND_COLOURS = {
+    "A": "dark-green",
+    "B": "green",
+    "C": "yellow",
+    "D": "orange",
+    "E": "red",
+    "COLD": "text",
+}
+UNPAID_RATIO_ALERT = 1.5  # ShinsaCreditUnpaidRising (rules/alerts.yml)
+CREDIT_AUC_STEPS = ((None, "red"), (0.65, "yellow"), (0.72, "green"))  # ShinsaCreditModelAucFalling
+
+
+def colour_by_band(panel: Panel) -> Panel:
+    """Credit bands from A (best, dark green) to E (worst, red); COLD in the text colour."""
+    for band, colour in BAND_COLOURS.items():
+        panel = panel.override_by_name(
+            band,
+            [DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour})],
+        )
+    return panel
+
+
+def credit_approval(window: str, over: str = "rate") -> str:
+    """Share of each credit band's deferred orders approved (bands without orders left out;
+    every band × decision series exists from a worker's start, at 0)."""
+    return (
+        f'sum by (band) ({over}(shinsa_credit_decisions_total{{decision="APPROVE"}}[{window}]))'
+        f" / (sum by (band) ({over}(shinsa_credit_decisions_total[{window}])) > 0)"
+    )
+
+
+# unpaid / (paid + unpaid) of each order month, per worker, then the max across workers (the
+# same as shinsa:credit_unpaid_rate_by_cohort:ratio)
+COHORT_UNPAID_RATE = (
+    'max by (cohort) (sum without (outcome) (shinsa_credit_cohort_labels{outcome="unpaid"}) '
+    "/ (sum without (outcome) (shinsa_credit_cohort_labels) > 0))"
+)
+
+
+def credit() -> Any:
+    board = new_dashboard(
+        "Shinsa — Credit",
+        "shinsa-credit",
+        "The credit check (支払い能力) of deferred-payment orders: approvals and yen by credit "
+        "band, the balance outstanding, how each month's orders were repaid, and the credit "
+        "model. Aggregates only: no buyer appears.",
+    )
+    board = board.with_row(dashboard.Row("Right now"))
+    for panel in (
+        number(
+            "Credit model state",
+            "Cold: the credit model has not learned enough repayments (and unpaid ones) yet, "
+            "every deferred order is in band COLD and only the credit limits decide. Warm: its "
+            "score sorts orders into bands A (best) to E (worst) and can review or decline.",
+            "none",
+            "min(shinsa_credit_model_warm)",
+            mappings=text_map(**{"0": ("cold start", "orange"), "1": ("warm", "green")}),
+        ),
+        number(
+            "Repayment labels learned",
+            "Repayments (PAID) and defaults (UNPAID) of deferred orders the credit model in use "
+            "has learned; it decides once it has learned SHINSA_MODEL_MIN_LABELS of them.",
+            "short",
+            "max(shinsa_credit_model_labels_learned)",
+        ),
+        number(
+            "Credit ROC AUC",
+            "How well the credit model ranks orders that went unpaid above repaid ones, each "
+            "judged before its repayment was known (1 = perfect, 0.5 = coin toss). Below 0.65 "
+            "after 500 labels raises ShinsaCreditModelAucFalling.",
+            "none",
+            "max(shinsa_credit_model_roc_auc >= 0)",
+            thresholds=steps(*CREDIT_AUC_STEPS),
+            decimals=3,
+        ),
+        number(
+            "Credit average precision",
+            "How clean the top of the credit model's ranking is: the share of unpaid orders "
+            "among those it scores riskiest. Compare with the unpaid rate (a coin toss scores "
+            "that).",
+            "none",
+            "max(shinsa_credit_model_average_precision >= 0)",
+            decimals=3,
+        ),
+        number(
+            "Unpaid rate: recent months ÷ the six before",
+            "Unpaid rate of the two newest order months over that of the six months before "
+            "(1 = unchanged). Above 1.5 for 2 hours raises ShinsaCreditUnpaidRising. Empty "
+            "until each side has 50 repayment labels.",
+            "none",
+            "max(shinsa_credit_unpaid_rate_ratio)",
+            thresholds=steps((None, "green"), (1.2, "yellow"), (UNPAID_RATIO_ALERT, "red")),
+            mappings=[
+                SpecialValueMap(
+                    options=dashboard_special(SpecialValueMatch.NA_N, "too few labels yet", 0)
+                )
+            ],
+            decimals=2,
+        ),
+        number(
+            "Outstanding deferred balance",
+            "Yen approved on deferred payment (後払い) and not yet repaid, all bands (every "
+            "worker reports the same total; the max is taken).",
+            "currencyJPY",
+            "sum(max by (band) (shinsa_credit_outstanding_yen))",
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Approvals by credit band"))
+    for panel in (
+        colour_by_band(
+            bars(
+                "Approval rate by credit band",
+                "Share of each band's deferred orders approved in the selected period. It "
+                "should fall from A to E; COLD orders were decided by the credit limits alone.",
+                "percentunit",
+                credit_approval(RANGE, "increase"),
+                "{{band}}",
+                max_value=1,
+                thresholds=steps((None, "red"), (0.8, "yellow"), (0.9, "green")),
+            )
+        ),
+        colour_by_band(
+            graph(
+                "Approval rate by credit band over time",
+                "Share of each band's deferred orders approved. A band whose rate moves at a "
+                "policy marker: the credit thresholds (credit_review_score, credit_limit) "
+                "changed.",
+                "percentunit",
+                [(credit_approval(RATE), "{{band}}")],
+                max_value=1,
+            )
+        ),
+        colour_by_band(
+            graph(
+                "Deferred orders per minute by credit band",
+                "Deferred-payment orders decided per minute, stacked by band. More orders in D "
+                "and E than before: riskier buyers, or a changed credit model.",
+                "short",
+                [
+                    (
+                        f"60 * sum by (band) (rate(shinsa_credit_decisions_total[{RATE}]))",
+                        "{{band}}",
+                    )
+                ],
+                stacked=True,
+                axis="orders / min",
+            )
+        ),
+        colour_by_band(
+            graph(
+                "Deferred yen approved per minute by credit band",
+                "Yen of deferred orders approved per minute, stacked by band: the credit "
+                "extended, and how risky it is.",
+                "currencyJPY",
+                [
+                    (
+                        "60 * sum by (band) (rate(shinsa_credit_decided_yen_total"
+                        f'{{decision="APPROVE"}}[{RATE}]))',
+                        "{{band}}",
+                    )
+                ],
+                stacked=True,
+            )
+        ),
+        bars(
+            "Deferred yen decided by credit band and decision",
+            "Yen of deferred orders decided in the selected period, by band and decision "
+            "(only those with any): what each band approved, sent to review and declined.",
+            "currencyJPY",
+            f"sum by (band, decision) (increase(shinsa_credit_decided_yen_total[{RANGE}])) > 0",
+            "{{band}} {{decision}}",
+            span=24,
+        ),
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Exposure"))
+    board = board.with_panel(
+        colour_by_band(
+            graph(
+                "Outstanding deferred balance by credit band",
+                "Yen approved and not yet repaid, by the band each order was approved in "
+                "(every worker reports the same totals; the max is taken). Growth in D and E "
+                "is the risk the unpaid rates below will show weeks later.",
+                "currencyJPY",
+                [("max by (band) (shinsa_credit_outstanding_yen)", "{{band}}")],
+                span=24,
+                stacked=True,
+            )
+        )
+    )
+    board = board.with_row(dashboard.Row("Repayment by order month (cohorts, JST)"))
+    ratio = (
+        graph(
+            "Unpaid rate of recent months against the six before",
+            "Unpaid rate of the two newest order months over that of the six before them, "
+            "over time; the dashed line is the alert's 1.5. A young month reports its unpaid "
+            "orders after 30 days, its repayments within 14: it looks good at first.",
+            "none",
+            [("max(shinsa_credit_unpaid_rate_ratio)", "recent ÷ before")],
+            span=8,
+        )
+        .thresholds(steps((None, "green"), (UNPAID_RATIO_ALERT, "red")))
+        .thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(
+                common.GraphThresholdsStyleMode.DASHED
+            )
+        )
+    )
+    for panel in (
+        bars(
+            "Unpaid rate by order month",
+            "Share of each month's deferred orders with a known repayment that went unpaid "
+            "(unpaid / (paid + unpaid), the credit model's labels; the 13 newest months). "
+            "Recent months are incomplete: see their label counts beside.",
+            "percentunit",
+            COHORT_UNPAID_RATE,
+            "{{cohort}}",
+            span=8,
+            thresholds=steps((None, "green"), (0.02, "yellow"), (0.05, "red")),
+        ),
+        bars(
+            "Repayment labels by order month",
+            "Repayments and defaults learned for each month's orders (paid + unpaid): how much "
+            "the unpaid rate beside rests on.",
+            "short",
+            "sum by (cohort) (max by (cohort, outcome) (shinsa_credit_cohort_labels))",
+            "{{cohort}}",
+            span=8,
+        ),
+        ratio,
+    ):
+        board = board.with_panel(panel)
+    board = board.with_row(dashboard.Row("Credit model"))
+    for panel in (
+        graph(
+            "Credit model ranking quality",
+            "The credit model's progressive ROC AUC and average precision, each score judged "
+            "before its repayment was known. Falling after a version marker: roll the model "
+            "back (the credit model is part of the checkpoint).",
+            "none",
+            [
+                ("max(shinsa_credit_model_roc_auc >= 0)", "ROC AUC"),
+                ("max(shinsa_credit_model_average_precision >= 0)", "average precision"),
+            ],
+            span=8,
+            max_value=1,
+        ),
+        graph(
+            "Repayment labels per minute by result",
+            "What became of each PAID or UNPAID outcome in the credit model: learned, "
+            "corrected (the label changed), duplicate, or no_credit (not a deferred order).",
+            "short",
+            [(f"60 * sum by (result) (rate(shinsa_credit_labels_total[{RATE}]))", "{{result}}")],
+            span=8,
+            stacked=True,
+            axis="per min",
+        ),
+        graph(
+            "Repayment labels learned over time",
+            "Repayment labels the credit model in use has learned. Flat while deferred orders "
+            "are repaid: the learner is stuck (Learner on the Model dashboard).",
+            "short",
+            [("max(shinsa_credit_model_labels_learned)", "labels")],
+            span=8,
+        ),
+    ):
+        board = board.with_panel(panel)
+    return board
+
+
 # ---------------------------------------------------------------- output
 
 # ---------------------------------------------------------------- the お月玉 campaign
@@ -1094,6 +1369,7 @@ DASHBOARDS: dict[str, Callable[[], Any]] = {
     "pipeline-health.json": pipeline,
     "model.json": model,
     "campaign.json": campaign,
+    "credit.json": credit,
 }
 
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.errors import UserError
+from streams.metrics import CREDIT_BANDS
 from streams.settings import Settings
 
 DECISIONS = ("APPROVE", "REVIEW", "DECLINE")
@@ -51,6 +52,11 @@ class Snapshot:
     payments: dict[str, dict[str, float]] = field(default_factory=dict)  # kind → decision → n
     refused_reasons: dict[str, float] = field(default_factory=dict)  # reviews and declines
     cash_out_stopped: float = 0.0  # yen of transfers and withdrawals declined or reviewed
+    # the credit check of deferred orders (streams/metrics.py CREDIT_*)
+    credit: dict[str, dict[str, float]] = field(default_factory=dict)  # band → decision → n
+    credit_outstanding: dict[str, float] = field(default_factory=dict)  # band → yen
+    cohorts: dict[str, dict[str, float]] = field(default_factory=dict)  # month → outcome → n
+    unpaid_ratio: float | None = None  # unpaid rate of the 2 newest months ÷ the 6 before
 
 
 # ---------------------------------------------------------------- fetching
@@ -165,6 +171,14 @@ def add_worker_sample(
         add(snap.payments.setdefault(labels["kind"], {}), labels["decision"], value)
     elif name == "shinsa_cash_out_stopped_yen_total":
         snap.cash_out_stopped += value
+    elif name == "shinsa_credit_decisions_total":
+        add(snap.credit.setdefault(labels["band"], {}), labels["decision"], value)
+    elif name == "shinsa_credit_outstanding_yen":
+        snap.credit_outstanding[labels["band"]] = value
+    elif name == "shinsa_credit_cohort_labels":
+        snap.cohorts.setdefault(labels["cohort"], {})[labels["outcome"]] = value
+    elif name == "shinsa_credit_unpaid_rate_ratio" and math.isfinite(value):
+        snap.unpaid_ratio = value
 
 
 def add(table: dict[str, float], key: str, value: float) -> None:
@@ -241,6 +255,16 @@ def from_prometheus(base_url: str, window: str) -> Snapshot:
         "reason",
     )
     snap.cash_out_stopped = p.one(f"sum(increase(shinsa_cash_out_stopped_yen_total[{w}]))") or 0.0
+    for labels, value in p.query(
+        f"sum by (band, decision) (increase(shinsa_credit_decisions_total[{w}]))"
+    ):
+        snap.credit.setdefault(labels["band"], {})[labels["decision"]] = value
+    # gauges the same in every worker (balances in Redis; the credit model's cohort counts,
+    # the newest checkpoint's being the highest): the max, not the sum
+    snap.credit_outstanding = p.by("max by (band) (shinsa_credit_outstanding_yen)", "band")
+    for labels, value in p.query("max by (cohort, outcome) (shinsa_credit_cohort_labels)"):
+        snap.cohorts.setdefault(labels["cohort"], {})[labels["outcome"]] = value
+    snap.unpaid_ratio = p.one("max(shinsa_credit_unpaid_rate_ratio)")
     return snap
 
 
@@ -284,6 +308,7 @@ def table(snap: Snapshot) -> Table:
         total = sum(counts.values())
         t.add_row(f"  {category}", f"{total:,.0f}, {share(counts.get('APPROVE', 0.0), total)}")
     add_payment_rows(t, snap)
+    add_credit_rows(t, snap)
     add_reason_rows(t, snap)
     add_risk_rows(t, snap)
     add_pipeline_rows(t, snap)
@@ -314,6 +339,38 @@ def add_payment_rows(t: Table, snap: Snapshot) -> None:
             declined, review = counts.get("DECLINE", 0.0), counts.get("REVIEW", 0.0)
             t.add_row(f"  {kind.lower()}", f"{n:,.0f}; {share(declined, n)}, {share(review, n)}")
     t.add_row("  cash-out kept from leaving", f"¥{snap.cash_out_stopped:,.0f}")
+
+
+def add_credit_rows(t: Table, snap: Snapshot) -> None:
+    """The credit check of deferred orders: decisions and the share approved by credit band
+    (A best … E worst, COLD while the credit model is cold), the balance outstanding by band,
+    and each order month's unpaid rate among its repayments known so far."""
+    bands = [b for b in CREDIT_BANDS if b in snap.credit or b in snap.credit_outstanding]
+    bands += sorted((set(snap.credit) | set(snap.credit_outstanding)) - set(bands))
+    orders = sum(sum(d.values()) for d in snap.credit.values())
+    if orders:
+        t.add_row("[bold]Deferred orders by credit band", f"{orders:,.0f}; approved")
+        for band in bands:
+            counts = snap.credit.get(band, {})
+            n = sum(counts.values())
+            if n:
+                t.add_row(f"  {band}", f"{n:,.0f}; {share(counts.get('APPROVE', 0.0), n)}")
+    outstanding = sum(snap.credit_outstanding.values())
+    if outstanding:
+        t.add_row("[bold]Outstanding by credit band", f"¥{outstanding:,.0f}")
+        for band in bands:
+            yen = snap.credit_outstanding.get(band, 0.0)
+            if yen:
+                t.add_row(f"  {band}", f"¥{yen:,.0f} ({share(yen, outstanding)})")
+    if snap.cohorts:
+        ratio = (
+            f"; recent ÷ before {snap.unpaid_ratio:.2f}" if snap.unpaid_ratio is not None else ""
+        )
+        t.add_row("[bold]Unpaid rate by order month", f"unpaid of repayments known{ratio}")
+        for month, counts in sorted(snap.cohorts.items()):
+            unpaid = counts.get("unpaid", 0.0)
+            known = unpaid + counts.get("paid", 0.0)
+            t.add_row(f"  {month}", f"{share(unpaid, known)} of {known:,.0f}")
 
 
 def add_risk_rows(t: Table, snap: Snapshot) -> None:

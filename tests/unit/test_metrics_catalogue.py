@@ -158,6 +158,73 @@ def test_the_readme_documents_no_metric_that_does_not_exist(catalogue):
     assert sorted(set(readme_metrics()) - set(catalogue)) == []
 
 
+# ---------------------------------------------------------------- what the monitoring reads
+
+MONITORING = README.parent / "monitoring"
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def monitoring_queries() -> dict[str, str]:
+    """Where → PromQL of every dashboard panel and annotation, recording and alert rule."""
+    import json
+
+    import yaml
+
+    found = {}
+    for path in sorted((MONITORING / "grafana" / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text("utf-8"))
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                found[f"{path.name} / {panel['title']} / {target['refId']}"] = target["expr"]
+        for annotation in board["annotations"]["list"]:
+            if "expr" in annotation:
+                found[f"{path.name} / annotation {annotation['name']}"] = annotation["expr"]
+    for path in sorted((MONITORING / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                found[f"{path.name} / {rule.get('record') or rule['alert']}"] = rule["expr"]
+    return found
+
+
+def unknown_metrics(expr: str, catalogue: dict[str, tuple[str, tuple[str, ...]]]) -> set[str]:
+    """shinsa_* names in `expr` the catalogue does not have (a histogram's _bucket, _sum and
+    _count series count as its own)."""
+    unknown = set()
+    for name in re.findall(r"\bshinsa_[a-z0-9_]+", expr):
+        base = next((name.removesuffix(s) for s in HISTOGRAM_SUFFIXES if name.endswith(s)), None)
+        if name in catalogue or (base in catalogue and catalogue[base][0] == "histogram"):
+            continue
+        unknown.add(name)
+    return unknown
+
+
+def test_the_monitoring_queries_only_metrics_of_the_catalogue(catalogue):
+    queries = monitoring_queries()
+    assert len(queries) > 100  # dashboards and rules were found
+    unknown = {
+        where: names
+        for where, expr in queries.items()
+        if (names := unknown_metrics(expr, catalogue))
+    }
+    assert unknown == {}, f"queried but never exported: {unknown}"
+    queried = {
+        name for expr in queries.values() for name in re.findall(r"\bshinsa_[a-z0-9_]+", expr)
+    }
+    credit = {name for name in catalogue if name.startswith("shinsa_credit_")}
+    assert credit and credit <= queried, f"credit metrics nobody watches: {credit - queried}"
+
+
+def test_a_misspelt_metric_in_a_query_is_noticed(catalogue):
+    # the test above can fail: a name that is not exported, or a histogram suffix on a counter
+    assert unknown_metrics("sum(rate(shinsa_credit_decision_total[5m]))", catalogue) == {
+        "shinsa_credit_decision_total"
+    }
+    assert unknown_metrics("shinsa_decisions_total_bucket", catalogue) == {
+        "shinsa_decisions_total_bucket"
+    }
+    assert unknown_metrics("shinsa_decision_latency_seconds_bucket", catalogue) == set()
+
+
 # ---------------------------------------------------------------- logical topics
 
 
@@ -323,3 +390,114 @@ def test_top_reasons_of_reviews_and_declines_in_the_kpi_table():
     shown = console.export_text()
     assert shown.index("COUNTERPARTY_FAN_IN") < shown.index("AMOUNT_OVER_REVIEW_LIMIT")
     assert "SCORE_MODEL" not in shown  # approvals are not reasons to look at
+
+
+CREDIT_PAGE = "\n".join(
+    [
+        "# TYPE shinsa_credit_decisions_total counter",
+        'shinsa_credit_decisions_total{band="A",decision="APPROVE"} 90',
+        'shinsa_credit_decisions_total{band="A",decision="DECLINE"} 10',
+        'shinsa_credit_decisions_total{band="E",decision="APPROVE"} 1',
+        'shinsa_credit_decisions_total{band="E",decision="REVIEW"} 3',
+        'shinsa_credit_decisions_total{band="COLD",decision="APPROVE"} 0',
+        "# TYPE shinsa_credit_outstanding_yen gauge",
+        'shinsa_credit_outstanding_yen{band="A"} 120000',
+        'shinsa_credit_outstanding_yen{band="E"} 30000',
+        'shinsa_credit_outstanding_yen{band="COLD"} 0',
+        "# TYPE shinsa_credit_cohort_labels gauge",
+        'shinsa_credit_cohort_labels{cohort="2026-02",outcome="paid"} 40',
+        'shinsa_credit_cohort_labels{cohort="2026-02",outcome="unpaid"} 0',
+        'shinsa_credit_cohort_labels{cohort="2026-01",outcome="paid"} 90',
+        'shinsa_credit_cohort_labels{cohort="2026-01",outcome="unpaid"} 10',
+        "# TYPE shinsa_credit_unpaid_rate_ratio gauge",
+        "shinsa_credit_unpaid_rate_ratio NaN",
+        "",
+    ]
+)
+
+
+def shown(snap) -> str:
+    from rich.console import Console
+
+    from streams.kpi import table
+
+    console = Console(width=120, record=True)
+    console.print(table(snap))
+    return console.export_text()
+
+
+def test_the_credit_check_appears_in_the_kpi_table_by_band_and_order_month():
+    from streams.kpi import from_worker
+
+    snap = from_worker(CREDIT_PAGE, "http://w/metrics")
+    assert snap.credit == {
+        "A": {"APPROVE": 90, "DECLINE": 10},
+        "E": {"APPROVE": 1, "REVIEW": 3},
+        "COLD": {"APPROVE": 0},
+    }
+    assert snap.credit_outstanding == {"A": 120000, "E": 30000, "COLD": 0}
+    assert snap.cohorts["2026-01"] == {"paid": 90, "unpaid": 10}
+    assert snap.unpaid_ratio is None  # NaN: too few labels yet
+    text = shown(snap)
+    rows = [" ".join(line.replace("│", " ").split()) for line in text.splitlines()]
+    assert "Deferred orders by credit band 104; approved" in rows
+    assert rows.index("A 100; 90.0%") < rows.index("E 4; 25.0%")  # best band first
+    assert not [row for row in rows if row.startswith("COLD")]  # no orders, nothing owed
+    assert "Outstanding by credit band ¥150,000" in rows
+    assert "A ¥120,000 (80.0%)" in rows
+    assert "Unpaid rate by order month unpaid of repayments known" in rows
+    assert rows.index("2026-01 10.0% of 100") < rows.index("2026-02 0.0% of 40")
+
+
+def test_the_unpaid_ratio_is_shown_once_known_and_no_credit_section_without_credit():
+    from streams.kpi import from_worker
+
+    page = CREDIT_PAGE.replace(
+        "shinsa_credit_unpaid_rate_ratio NaN", "shinsa_credit_unpaid_rate_ratio 1.83"
+    )
+    assert "recent ÷ before 1.83" in shown(from_worker(page, "http://w/metrics"))
+    quiet = from_worker(
+        "# TYPE shinsa_decisions_total counter\n"
+        'shinsa_decisions_total{decision="APPROVE",merchant_category="FOOD"} 5\n',
+        "http://w/metrics",
+    )
+    assert "credit band" not in shown(quiet) and "order month" not in shown(quiet)
+
+
+def test_prometheus_credit_kpis_take_the_max_of_gauges_every_worker_reports(monkeypatch):
+    import json
+
+    from streams import kpi
+
+    answers = {
+        'up{job="shinsa-worker"}': [({"instance": "w1"}, 1)],
+        "sum by (band, decision) (increase(shinsa_credit_decisions_total[1h]))": [
+            ({"band": "B", "decision": "APPROVE"}, 30),
+            ({"band": "B", "decision": "DECLINE"}, 10),
+        ],
+        "max by (band) (shinsa_credit_outstanding_yen)": [({"band": "B"}, 50000)],
+        "max by (cohort, outcome) (shinsa_credit_cohort_labels)": [
+            ({"cohort": "2026-03", "outcome": "paid"}, 19),
+            ({"cohort": "2026-03", "outcome": "unpaid"}, 1),
+        ],
+        "max(shinsa_credit_unpaid_rate_ratio)": [({}, "NaN")],
+    }
+    asked = []
+
+    def fake_fetch(url: str, what: str, timeout: float = 5.0) -> bytes:
+        from urllib.parse import parse_qs, urlparse
+
+        expr = parse_qs(urlparse(url).query)["query"][0]
+        asked.append(expr)
+        result = [{"metric": m, "value": [0, str(v)]} for m, v in answers.get(expr, [])]
+        return json.dumps({"status": "success", "data": {"result": result}}).encode()
+
+    monkeypatch.setattr(kpi, "fetch", fake_fetch)
+    snap = kpi.from_prometheus("http://prom", "1h")
+    assert not [e for e in asked if "credit" in e and e not in answers]  # the queries above
+    assert snap.credit == {"B": {"APPROVE": 30, "DECLINE": 10}}
+    assert snap.credit_outstanding == {"B": 50000}
+    assert snap.cohorts == {"2026-03": {"paid": 19, "unpaid": 1}}
+    assert snap.unpaid_ratio is None
+    text = shown(snap)
+    assert "75.0%" in text and "¥50,000" in text and "5.0% of 20" in text

@@ -115,6 +115,8 @@ def test_every_alert_has_a_severity_and_a_runbook():
         "ShinsaDecisionLatencyHigh",
         "ShinsaModelAucFalling",
         "ShinsaNoDecisions",
+        "ShinsaCreditUnpaidRising",
+        "ShinsaCreditModelAucFalling",
     } <= names
     for alert in alerts:
         assert alert["labels"]["severity"] in {"page", "ticket"}, alert["alert"]
@@ -123,6 +125,20 @@ def test_every_alert_has_a_severity_and_a_runbook():
         assert len(notes["runbook"].split()) >= 30, f"{alert['alert']}: runbook too thin"
     approval = next(a for a in alerts if a["alert"] == "ShinsaApprovalRateDrop")
     assert "offset 1d" in approval["expr"]
+
+
+def test_credit_alerts_watch_the_credit_metrics_and_open_tickets():
+    alerts = {a["alert"]: a for a in alert_rules()}
+    unpaid = alerts["ShinsaCreditUnpaidRising"]
+    # max: a worker without enough labels exports NaN, and max skips it (a sum would be NaN)
+    assert " ".join(unpaid["expr"].split()) == "max(shinsa_credit_unpaid_rate_ratio) > 1.5"
+    auc = alerts["ShinsaCreditModelAucFalling"]
+    assert "shinsa_credit_model_roc_auc" in auc["expr"] and "offset 6h" in auc["expr"]
+    assert "shinsa_credit_model_labels_learned > 500" in auc["expr"]
+    for alert in (unpaid, auc):
+        # credit losses build up over weeks: working hours, the tickets receiver
+        assert alert["labels"] == {"severity": "ticket"}
+        assert 'Grafana "Credit"' in " ".join(alert["annotations"]["runbook"].split())
 
 
 # ---------------------------------------------------------------- Alertmanager
@@ -238,6 +254,97 @@ def test_money_shares_and_durations_have_their_units():
     assert units["GMV per minute"] == "currencyJPY"
     assert units["Approved"] == units["Declined"] == "percentunit"
     assert units["Decision latency"] == units["Label delay"] == "s"
+    assert (
+        units["Approval rate by credit band"]
+        == units["Unpaid rate by order month"]
+        == ("percentunit")
+    )
+    assert units["Outstanding deferred balance by credit band"] == "currencyJPY"
+    assert units["Deferred yen approved per minute by credit band"] == "currencyJPY"
+
+
+def panel_exprs(board: dict) -> dict[str, list[str]]:
+    return {p["title"]: [t["expr"] for t in p["targets"]] for p in all_panels(board)}
+
+
+def test_the_credit_dashboard_shows_bands_exposure_cohorts_and_the_credit_model():
+    board = json.loads((dashboards.OUT / "credit.json").read_text("utf-8"))
+    exprs = panel_exprs(board)
+    approvals = exprs["Approval rate by credit band"][0]
+    assert 'shinsa_credit_decisions_total{decision="APPROVE"}' in approvals
+    assert "sum by (band)" in approvals and "> 0" in approvals  # bands without orders: none
+    assert (
+        "shinsa_credit_decided_yen_total"
+        in exprs["Deferred yen decided by credit band and decision"][0]
+    )
+    # the same total in every worker: the max, never the sum of workers
+    assert exprs["Outstanding deferred balance by credit band"] == [
+        "max by (band) (shinsa_credit_outstanding_yen)"
+    ]
+    cohorts = exprs["Unpaid rate by order month"][0]
+    assert cohorts.startswith("max by (cohort) (") and 'outcome="unpaid"' in cohorts
+    assert exprs["Unpaid rate of recent months against the six before"] == [
+        "max(shinsa_credit_unpaid_rate_ratio)"
+    ]
+    for metric in (
+        "shinsa_credit_model_roc_auc",
+        "shinsa_credit_model_average_precision",
+        "shinsa_credit_model_labels_learned",
+        "shinsa_credit_model_warm",
+    ):
+        assert any(metric in e for es in exprs.values() for e in es), metric
+    legends = {p["title"]: {t.get("legendFormat") for t in p["targets"]} for p in all_panels(board)}
+    assert legends["Unpaid rate by order month"] == {"{{cohort}}"}
+    assert legends["Approval rate by credit band"] == {"{{band}}"}
+
+
+def test_the_unpaid_ratio_panel_draws_the_alert_s_threshold():
+    board = json.loads((dashboards.OUT / "credit.json").read_text("utf-8"))
+    panel = next(
+        p
+        for p in all_panels(board)
+        if p["title"] == "Unpaid rate of recent months against the six before"
+    )
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed"
+    alert = next(a for a in alert_rules() if a["alert"] == "ShinsaCreditUnpaidRising")
+    threshold = float(alert["expr"].rsplit(">", 1)[1])
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, threshold]
+
+
+RECORDING_TESTS = MONITORING / "prometheus" / "tests" / "recording_test.yml"
+
+
+def recording_rules() -> dict[str, str]:
+    return {
+        rule["record"]: rule["expr"]
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+@promtool
+def test_the_credit_recording_rules_compute_what_they_say():
+    """promtool test rules on recording_test.yml: approval rate by band (a band without orders
+    has none), yen per minute, outstanding as the max of workers, each cohort's unpaid rate."""
+    result = run("promtool", "test", "rules", str(RECORDING_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = {
+        check["expr"]
+        for case in yaml.safe_load(RECORDING_TESTS.read_text())["tests"]
+        for check in case["promql_expr_test"]
+    }
+    credit = {name for name in recording_rules() if name.startswith("shinsa:credit_")}
+    assert len(credit) == 5 and credit <= tested
+
+
+def test_rules_refer_only_to_recorded_series_that_exist():
+    recorded = set(recording_rules())
+    exprs = [r["expr"] for r in alert_rules()] + list(recording_rules().values())
+    referred = {name for expr in exprs for name in re.findall(r"\bshinsa:[a-z0-9_:]+", expr)}
+    assert referred and referred <= recorded, referred - recorded
 
 
 def test_the_provisioned_datasource_is_the_one_the_dashboards_use():
@@ -317,4 +424,6 @@ def test_alerts_fire_on_the_traffic_they_are_for(tmp_path):
         "ShinsaFraudLossSpike",
         "ShinsaDeclineRateSpikeByCategory",
         "ShinsaPaymentDeclineRateSpike",
+        "ShinsaCreditUnpaidRising",
+        "ShinsaCreditModelAucFalling",
     } <= tested
