@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
+
+from agents.normalize import normalize_birth_date
 
 JST = timezone(timedelta(hours=9), "JST")
 DUE_DAYS = 14  # a repayment later than this (on average) marks a slow payer
@@ -37,10 +40,13 @@ def credit_features(
     open_orders: int,
     held: bool,
     identity_age_days: float,
+    buyer: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """The credit model's features of one deferred order, from its identity's account as the
     order found it: repayment counts (on time, late, unpaid), days to pay, the open balance,
-    the amount against what the identity has repaid before, its age and the category."""
+    the amount against what the identity has repaid before, the identity's age and the
+    category; and what a first order can tell of its buyer (`buyer_traits`): age band, phone
+    kind, email class — numbers and classes only, never the values."""
     on_time, late, unpaid = (history.get(k, 0) for k in ("on_time", "late", "unpaid"))
     repaid = on_time + late
     settled = repaid + unpaid
@@ -62,7 +68,32 @@ def credit_features(
         "credit_held": 1.0 if held else 0.0,
         "credit_identity_age_log": math.log1p(max(identity_age_days, 0.0)),
         f"category={category}": 1.0,
+        **{f"credit_{name}={value}": 1.0 for name, value in (buyer or {}).items()},
     }
+
+
+def buyer_traits(birth_date: str | None, on: date, attributes: Mapping[str, Any]) -> dict[str, str]:
+    """The buyer's age band on the order's day, phone kind and email domain class (from
+    agents/attributes.py): bounded classes, no PII."""
+    born = _birth(birth_date) if birth_date else None
+    band = "unknown"
+    if born is not None:
+        age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+        band = next((b for b, top in AGE_BANDS if 0 <= age < top), "unknown")
+    return {
+        "age": band,
+        "phone": str(attributes.get("phone_kind", "missing")),
+        "email": str(attributes.get("email_domain_class", "missing")),
+    }
+
+
+AGE_BANDS = (("under25", 25), ("25-34", 35), ("35-49", 50), ("50-64", 65), ("65+", 1_000))
+
+
+@lru_cache(maxsize=65_536)
+def _birth(text: str) -> date | None:
+    iso = normalize_birth_date(text)
+    return date.fromisoformat(iso) if iso else None
 
 
 # ---------------------------------------------------------------- accounts (pure)

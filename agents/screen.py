@@ -30,6 +30,7 @@ from agents import reasons
 from agents.credit import (
     COLD_BAND,
     apply_event,
+    buyer_traits,
     credit_band,
     credit_features,
     is_held,
@@ -217,6 +218,7 @@ def credit_check_of(
     identity = enriched.identity
     now_ms = to_ms(order.event_time)
     first_ms = identity.get("first_seen_ms") or now_ms
+    traits = buyer_traits(order.buyer.birth_date, jst_date(now_ms), enriched.attributes)
     x = credit_features(
         order.amount,
         enriched.merchant_category,
@@ -225,6 +227,7 @@ def credit_check_of(
         sum(1 for o in account["open"] if o != order.order_id),
         is_held(account),
         (now_ms - first_ms) / 86_400_000,
+        traits,
     )
     credit = model.credit
     score, parts = credit.assess(x, explain=warm) if credit is not None else (0.5, [])

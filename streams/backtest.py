@@ -42,6 +42,16 @@ from typing import Any
 import orjson
 
 from agents.attributes import order_attributes
+from agents.credit import (
+    OUTCOME_EVENTS,
+    Account,
+    apply_event,
+    buyer_traits,
+    credit_features,
+    empty_account,
+    is_held,
+    outstanding,
+)
 from agents.enrich import EnrichedOrder, enrich_order
 from agents.entities import (
     ORDER_ACTIVITY,
@@ -63,11 +73,13 @@ from agents.model import (
     ESTIMATORS,
     ModelState,
     average_precision,
+    credit_label_of,
     label_of,
     log_loss,
     recall_at_review_rate,
     roc_auc,
 )
+from agents.segments import jst_date
 from agents.validate import Rejection, check_order, decode_event
 from streams.backtest_wallet import pattern_recall
 from streams.errors import UserError
@@ -78,6 +90,7 @@ OUTCOME = "outcome"  # --delay outcome: a label is known when the simulator's ou
 DELAY_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 DELAY_PATTERN = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 RESOLVE_BATCH = 1000  # orders per identity script call (the worker's default batch)
+TARGETS = ("fraud", "credit")  # what is judged: fraud, or the repayment of deferred orders
 # Replay phases at one instant: a label that became known by then is learned before the
 # transactions of that instant are scored; a no-delay label right after its own score.
 LEARN, SCORE, LEARN_AFTER_SCORE = 0, 1, 2
@@ -428,6 +441,9 @@ class Simulated:
     # device id → event ms of its failed card authorisations, sorted (agents/devices.py)
     failed_auths: dict[str, list[int]] = field(default_factory=dict)
     patterns: dict[str, str] = field(default_factory=dict)  # fraud order id → its pattern
+    # what settles deferred orders, in time order: (event ms, order id, account event)
+    settlements: list[tuple[int, str, str]] = field(default_factory=list)
+    credit_labels: dict[str, tuple[int, int]] = field(default_factory=dict)  # repayments
 
 
 def read_simulated(path: Path, registry: Any) -> Simulated:
@@ -444,6 +460,7 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
     seen: set[str] = set()
     failed_auths: dict[str, list[int]] = {}
     patterns: dict[str, str] = {}
+    settlements: list[tuple[int, str, str]] = []
     names = {
         "merchants": "Merchant",
         "orders": "Order",
@@ -470,6 +487,7 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
             if name == "Payment":
                 if not isinstance(record, Rejection):
                     record_failed_auth(record, failed_auths)
+                    record_repayment(record, settlements)
                 continue
             if isinstance(record, Order):
                 record = check_order(record, record.event_time) or record
@@ -491,7 +509,15 @@ def read_simulated(path: Path, registry: Any) -> Simulated:
     for times in failed_auths.values():
         times.sort()
     labels = labels_of(orders, outcomes, skipped)
-    return Simulated(merchants, orders, labels, skipped, failed_auths, patterns)
+    credit = labels_of(orders, outcomes, Counter(), credit_label_of)
+    for outcome in outcomes:
+        event = OUTCOME_EVENTS.get(outcome.kind)
+        if event is not None and outcome.subject == "ORDER":
+            settlements.append((to_ms(outcome.event_time), outcome.order_id, event))
+    settlements.sort()
+    return Simulated(
+        merchants, orders, labels, skipped, failed_auths, patterns, settlements, credit
+    )
 
 
 def record_failed_auth(payment: Any, failed_auths: dict[str, list[int]]) -> None:
@@ -500,13 +526,23 @@ def record_failed_auth(payment: Any, failed_auths: dict[str, list[int]]) -> None
         failed_auths.setdefault(payment.device_id, []).append(to_ms(payment.event_time))
 
 
+def record_repayment(payment: Any, settlements: list[tuple[int, str, str]]) -> None:
+    """A deferred order's repayment settles it, as agents/exposure.py reads it."""
+    if payment.kind == "REPAYMENT" and payment.status == "SUCCEEDED" and payment.order_id:
+        settlements.append((to_ms(payment.event_time), payment.order_id, "repaid"))
+
+
 def labels_of(
-    orders: Sequence[Order], outcomes: Sequence[Outcome], skipped: Counter[str]
+    orders: Sequence[Order],
+    outcomes: Sequence[Outcome],
+    skipped: Counter[str],
+    label_fn: Callable[[str], int | None] = label_of,
 ) -> dict[str, tuple[int, int]]:
+    """Each order's label (fraud by default; `credit_label_of` for repayments)."""
     known = {o.order_id for o in orders}
     labels: dict[str, tuple[int, int]] = {}
     for outcome in sorted(outcomes, key=lambda o: o.event_time):
-        label = label_of(outcome.kind)
+        label = label_fn(outcome.kind)
         if outcome.order_id not in known or label is None:
             skipped["outcomes of unknown orders" if label is not None else "unused outcomes"] += 1
             continue
@@ -618,6 +654,77 @@ def simulated_history(
             if n % 1000 == 0:
                 tick(1000)
     return History(txns, "simulator", patterns=patterns if any(patterns) else [])
+
+
+class Accounts:
+    """Deferred-payment accounts replayed in event time, as agents/exposure.py keeps them:
+    every deferred order is opened when it is placed (the backtest cannot know what a policy
+    would have declined), settlements apply at their time."""
+
+    def __init__(self, settlements: Sequence[tuple[int, str, str]]) -> None:
+        self.settlements, self.next = settlements, 0
+        self.accounts: dict[str, Account] = {}
+        self.orders: dict[str, tuple[str, int]] = {}  # order id → (identity, event ms)
+
+    def at(self, identity_id: str, now_ms: int) -> Account:
+        """The identity's account with every settlement up to `now_ms` applied."""
+        while self.next < len(self.settlements) and self.settlements[self.next][0] <= now_ms:
+            at_ms, order_id, event = self.settlements[self.next]
+            self.next += 1
+            owner = self.orders.get(order_id)
+            if owner is None or event == "approved":
+                continue  # not a deferred order of this history
+            account = self.accounts[owner[0]]
+            amount = account["open"].get(order_id, 0)
+            hours = (at_ms - owner[1]) // 3_600_000
+            self.accounts[owner[0]] = apply_event(account, event, order_id, amount, hours)
+        return self.accounts.get(identity_id) or empty_account()
+
+    def open(self, identity_id: str, account: Account, order: Order, at_ms: int) -> None:
+        self.accounts[identity_id] = apply_event(account, "approved", order.order_id, order.amount)
+        self.orders[order.order_id] = (identity_id, at_ms)
+
+
+def credit_history(
+    path: Path, settings: Settings, *, progress: Any = None, say: Callable[[str], None] = quiet
+) -> History:
+    """The deferred orders of a simulator file with their credit features (agents/credit.py)
+    from the accounts as each order found them, labelled by their repayments (`--target
+    credit`)."""
+    from streams.codec import SchemaRegistry
+
+    sim = read_simulated(path, SchemaRegistry(settings.schema_dir))
+    deferred = [o for o in sim.orders if o.payment_method == "DEFERRED"]
+    if not deferred:
+        raise UserError(f"{path}: no valid deferred-payment orders to judge credit on")
+    if sim.skipped:
+        say("skipped: " + ", ".join(f"{n} {what}" for what, n in sim.skipped.most_common()))
+    with step(progress, "resolving identities", len(sim.orders)) as tick:
+        identities = resolve_identities(sim.orders, settings, tick)
+    accounts = Accounts(sim.settlements)
+    txns = []
+    for order, identity in zip(sim.orders, identities, strict=True):
+        if order.payment_method != "DEFERRED":
+            continue
+        at_ms = to_ms(order.event_time)
+        identity_id = identity["identity_id"]
+        account = accounts.at(identity_id, at_ms)
+        merchant = sim.merchants.get(order.merchant_id)
+        traits = buyer_traits(order.buyer.birth_date, jst_date(at_ms), order_attributes(order))
+        x = credit_features(
+            order.amount,
+            merchant.category if merchant is not None else "UNKNOWN",
+            account["history"],
+            outstanding(account),
+            len(account["open"]),
+            is_held(account),
+            (at_ms - (identity.get("first_seen_ms") or at_ms)) / 86_400_000,
+            traits,
+        )
+        label, known_ms = sim.credit_labels.get(order.order_id, (None, None))
+        txns.append(Txn(at_ms, label, known_ms, x))
+        accounts.open(identity_id, account, order, at_ms)
+    return History(txns, "simulator")
 
 
 def wallet_history(
@@ -877,6 +984,7 @@ class EvalOptions:
     review_rate: float = 0.01
     columns: Columns = field(default_factory=lambda: Columns(None, None))
     payments: bool = False  # a simulator file's wallet payments instead of its orders
+    target: str = "fraud"  # or "credit": deferred orders' repayments (agents/credit.py)
 
 
 def step(progress: Any, what: str, total: int) -> Any:
@@ -940,7 +1048,11 @@ def load_history(
             raise UserError("--payments reads a simulator file (`shinsa simulate --wallet N`)")
         return table_history(path, options.columns, progress=progress, say=say)
     if options.payments:
+        if options.target == "credit":
+            raise UserError("--target credit judges deferred orders, not wallet payments")
         return wallet_history(path, settings, say=say)
+    if options.target == "credit":
+        return credit_history(path, settings, progress=progress, say=say)
     cols = options.columns
     if any((cols.label, cols.time, cols.amount, cols.entities, cols.ignore)):
         say("a simulator file: --label, --time, --amount, --entity and --ignore are not used")
@@ -958,6 +1070,8 @@ def run_eval(
     """The whole backtest: load, replay with the delay and without, batch baselines."""
     if options.estimator not in ESTIMATORS:
         raise UserError(f"--estimator {options.estimator!r}: one of {', '.join(ESTIMATORS)}")
+    if options.target not in TARGETS:
+        raise UserError(f"--target {options.target!r}: one of {', '.join(TARGETS)}")
     if not 0 < options.review_rate < 1:
         raise UserError(f"--review-rate {options.review_rate}: a share between 0 and 1")
     started = time.perf_counter()
@@ -990,6 +1104,7 @@ def run_eval(
         "positives": sum(txns[i].label or 0 for i in split.labelled),
         "split_time": datetime.fromtimestamp(split.at_ms / 1000, UTC).isoformat(),
         "subject": "payments" if options.payments else "orders",
+        "target": options.target,
         "delayed": streaming_metrics(txns, delayed, split, rate),
         "no_delay": streaming_metrics(txns, no_delay, split, rate),
         **batch,
@@ -1045,6 +1160,10 @@ def noun(report: Mapping[str, Any]) -> str:
     return "orders" if report.get("input") == "simulator" else "transactions"
 
 
+def positive_noun(report: Mapping[str, Any]) -> str:
+    return "unpaid (credit)" if report.get("target") == "credit" else "fraud"
+
+
 def report_table(report: Mapping[str, Any]) -> Any:
     """The comparison as a rich table (fits 80 columns): streaming rows, then batch rows."""
     from rich import box
@@ -1056,7 +1175,7 @@ def report_table(report: Mapping[str, Any]) -> Any:
         Column("labels", no_wrap=True),
         Column("scored", no_wrap=True),
         "labelled",
-        "fraud",
+        "unpaid" if report.get("target") == "credit" else "fraud",
         "ROC AUC",
         "AP",
         f"R@{report['review_rate'] * 100:g}%",
@@ -1065,7 +1184,8 @@ def report_table(report: Mapping[str, Any]) -> Any:
         pad_edge=False,
         title=f"{report['orders']} {report.get('subject', 'orders')}, "
         f"{report['labelled']} labelled, "
-        f"{report['positives']} fraud; 2nd half from {report['split_time'][:16]}",
+        f"{report['positives']} {positive_noun(report)}; "
+        f"2nd half from {report['split_time'][:16]}",
         caption=caption(report),
     )
     kind = f"stream {report['estimator']}"

@@ -975,6 +975,13 @@ def eval_history(
     payments: Annotated[
         bool, typer.Option(help="Simulator file: its wallet payments instead of its orders.")
     ] = False,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="fraud, or credit: a simulator file's deferred orders judged on their "
+            "repayments by the credit model (an export: --label is the default column)."
+        ),
+    ] = "fraud",
 ) -> None:
     """Backtest: replay a labelled history through the model with delayed labels.
 
@@ -985,7 +992,7 @@ def eval_history(
     from streams.backtest import Columns, EvalOptions, report_table, run_eval
 
     columns = Columns(label, time_column, amount, tuple(entity or ()), tuple(ignore or ()), pattern)
-    options = EvalOptions(delay, estimator, review_rate, columns, payments)
+    options = EvalOptions(delay, estimator, review_rate, columns, payments, target)
     with progress() as bar:
         report = run_eval(
             file, options, settings(), progress=bar, say=lambda note: err.print(escape(note))

@@ -22,7 +22,9 @@ With `campaign`, traffic is also shaped for the campaign: one member in five nev
 purchases (one over the daily cap of 3). Without it, a seed's events are what they were.
 
 Repayment is a matter of persona, independent of fraud (a late payer is not a fraudster):
-a person is reliable (75 %), a late payer (17 %) or a defaulter (8 %), fixed by their id.
+a person is reliable (~80 %), a late payer (~13 %) or a defaulter (~7 %), fixed by their id
+and more likely the younger they are, with a free mail address, or a mobile phone only (what
+credit bureaus publish of BNPL arrears; the credit features see age band, phone and email).
 A deferred order is repaid (a PAID outcome and a REPAYMENT payment) within 12 days by the
 reliable, 12–28 days by late payers; or reported UNPAID 30–40 days after the order (1 %,
 25 %, 70 % of their orders), and then repaid late, 35–70 days after, by most but defaulters.
@@ -66,25 +68,18 @@ CATEGORIES = [
     "TICKETS",
     "OTHER",
 ]
-# Repayment personas (share of people in %): (chance an order goes unpaid, days to repay it
-# when paid, amount scale). Drawn from the person's id, not from the event stream's RNG.
+# Repayment personas: (chance an order goes unpaid, days to repay it when paid, amount
+# scale). Drawn from the person (`persona_of`), not from the event stream's RNG.
 PERSONAS = {
-    "reliable": (75, 0.01, (0.5, 12.0), 1.0),
-    "late_payer": (17, 0.25, (12.0, 28.0), 1.2),
-    "defaulter": (8, 0.70, (3.0, 25.0), 1.7),
+    "reliable": (0.01, (0.5, 12.0), 1.0),
+    "late_payer": (0.25, (12.0, 28.0), 1.2),
+    "defaulter": (0.70, (3.0, 25.0), 1.7),
 }
+DEFAULTER_BASE, LATE_PAYER_BASE = 0.05, 0.10  # chances of an average person
 UNPAID_AFTER_DAYS = (30.0, 40.0)  # collections report a deferred order unpaid this late
 REPAID_LATE_DAYS = (35.0, 70.0)  # ... and most (not defaulters) repay it after all
-
-
-def persona_of(person_id: str) -> str:
-    """A person's repayment persona, fixed by their id (salted: not the campaign's draw)."""
-    draw = zlib.crc32(f"credit:{person_id}".encode()) % 100
-    for persona, (share, *_rest) in PERSONAS.items():
-        if draw < share:
-            return persona
-        draw -= share
-    return "reliable"
+FREE_MAIL = {"gmail.com", "yahoo.co.jp", "icloud.com", "outlook.jp"}
+CARRIER_MAIL = {"docomo.ne.jp", "ezweb.ne.jp", "softbank.ne.jp"}
 
 
 # How risky a category is for fraudsters (resellable goods first).
@@ -184,6 +179,24 @@ class PostalTown:
     city: str
     town: str
     chome: bool
+
+
+def persona_of(p: Person) -> str:
+    """A person's repayment persona: a draw fixed by their id (salted, not the campaign's),
+    against chances that grow for the young, free mail and mobile-only buyers."""
+    born = datetime.fromisoformat(p.birth_date)
+    age = 2026 - born.year
+    risk = 2.5 if age < 25 else 1.4 if age < 35 else 0.6 if age >= 50 else 1.0
+    domain = p.email_domain
+    risk *= 1.6 if domain in FREE_MAIL else 0.9 if domain in CARRIER_MAIL else 0.6
+    risk *= 1.0 if p.phone.startswith(("070", "080", "090")) else 0.4
+    draw = zlib.crc32(f"credit:{p.person_id}".encode()) / 2**32
+    defaulter = min(0.5, DEFAULTER_BASE * risk)
+    if draw < defaulter:
+        return "defaulter"
+    if draw < defaulter + min(0.4, LATE_PAYER_BASE * risk):
+        return "late_payer"
+    return "reliable"
 
 
 @cache
@@ -304,6 +317,7 @@ class Simulator:
         ] or self.merchants
         pool = max(20, cfg.orders // 3)
         self.people = [self._person(i) for i in range(pool)]
+        self.personas = {p.person_id: persona_of(p) for p in self.people}
         self._seq = 0
         self._wallets: set[str] = set()  # people whose wallet account was opened
 
@@ -583,7 +597,8 @@ class Simulator:
     ) -> list[SimEvent]:
         """A deferred order's repayment, by its buyer's persona (see the module docstring)."""
         rng = self.repay_rng
-        _share, unpaid_p, paid_days, _scale = PERSONAS[persona_of(account)]
+        persona = self.personas.get(account, "reliable")
+        unpaid_p, paid_days, _scale = PERSONAS[persona]
 
         def settled(days: tuple[float, float], kind: str) -> list[SimEvent]:
             at = when + timedelta(days=rng.uniform(*days))
@@ -592,7 +607,7 @@ class Simulator:
         if rng.random() >= unpaid_p:
             return settled(paid_days, "PAID")
         events = settled(UNPAID_AFTER_DAYS, "UNPAID")
-        if persona_of(account) != "defaulter" and rng.random() < 0.7:
+        if persona != "defaulter" and rng.random() < 0.7:
             events += settled(REPAID_LATE_DAYS, "PAID")
         return events
 
@@ -676,7 +691,7 @@ class Simulator:
         method = rng.choices(METHODS, weights=METHOD_WEIGHTS)[0]
         gift = self.people[rng.randrange(len(self.people))] if rng.random() < 0.05 else None
         events = [self._login(p, when - timedelta(minutes=rng.uniform(1, 30)))]
-        scale = PERSONAS[persona_of(p.person_id)][3]
+        scale = PERSONAS[self.personas[p.person_id]][2]
         events += self._order(p, when, self._amount(scale), merchant, method, ship_to=gift)
         if self.cfg.campaign:
             events = self._campaign_member(p, when, events)
