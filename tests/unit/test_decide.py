@@ -208,3 +208,28 @@ def test_the_warm_model_replaces_the_fraud_heuristics():
     assert warm.decision == "APPROVE"
     assert "IDENTITY_MANY_CONTACTS" not in warm.reasons
     assert "IDENTITY_MANY_CONTACTS" in warm.fired, "the trace still shows it fired"
+
+
+def credit_verdict(method: str, credit: float, warm: bool = True, policy: Policy = DEFAULT):
+    order = Order(
+        order_id="o-2",
+        merchant_id="m0001",
+        event_time=datetime(2026, 10, 31, tzinfo=UTC),
+        amount=3_000,
+        payment_method=method,
+        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
+    )
+    opinion = ModelOpinion(0.05, "logreg-v1", True, (), credit, warm, ("credit_late",))
+    return decide_order(enrich_order(order, {"m0001": merchant()}), policy, opinion)
+
+
+def test_a_deferred_order_is_approved_only_when_the_credit_check_passes_too():
+    assert credit_verdict("DEFERRED", 0.1).decision == "APPROVE"
+    review = credit_verdict("DEFERRED", 0.6)
+    assert review.decision == "REVIEW"
+    assert review.reasons[:2] == ("CREDIT_SCORE", "CREDIT:credit_late")
+    assert credit_verdict("DEFERRED", 0.85).decision == "DECLINE"
+    assert credit_verdict("DEFERRED", 0.85, warm=False).decision == "APPROVE"  # limits decide
+    assert credit_verdict("CARD", 0.95).decision == "APPROVE"  # no credit check for cards
+    lenient = Policy(credit_review_score=0.7, credit_decline_score=0.95)
+    assert credit_verdict("DEFERRED", 0.85, policy=lenient).decision == "REVIEW"
