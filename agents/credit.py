@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any
 
-from agents.normalize import normalize_birth_date
+from agents.normalize import birth_date_of
 
 JST = timezone(timedelta(hours=9), "JST")
 DUE_DAYS = 14  # a repayment later than this (on average) marks a slow payer
@@ -75,7 +74,7 @@ def credit_features(
 def buyer_traits(birth_date: str | None, on: date, attributes: Mapping[str, Any]) -> dict[str, str]:
     """The buyer's age band on the order's day, phone kind and email domain class (from
     agents/attributes.py): bounded classes, no PII."""
-    born = _birth(birth_date) if birth_date else None
+    born = birth_date_of(birth_date) if birth_date else None
     band = "unknown"
     if born is not None:
         age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
@@ -88,12 +87,6 @@ def buyer_traits(birth_date: str | None, on: date, attributes: Mapping[str, Any]
 
 
 AGE_BANDS = (("under25", 25), ("25-34", 35), ("35-49", 50), ("50-64", 65), ("65+", 1_000))
-
-
-@lru_cache(maxsize=65_536)
-def _birth(text: str) -> date | None:
-    iso = normalize_birth_date(text)
-    return date.fromisoformat(iso) if iso else None
 
 
 # ---------------------------------------------------------------- accounts (pure)

@@ -813,3 +813,11 @@ def clear_caches() -> None:
         normalize_email,
     ):
         cached.cache_clear()
+
+
+@lru_cache(maxsize=65_536)
+def birth_date_of(text: str) -> date | None:
+    """A birth date as people type it, as a date (None if it is none): age bands are counted
+    from it for merchants' audiences (agents/segments.py) and the credit check (credit.py)."""
+    iso = normalize_birth_date(text)
+    return date.fromisoformat(iso) if iso else None

@@ -35,13 +35,12 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from redis import asyncio as aioredis
 
-from agents.normalize import PREFECTURES, normalize_birth_date
+from agents.normalize import PREFECTURES, birth_date_of
 from agents.state import Keys, lua, redis_client, retrying
 from streams.metrics import SEGMENT_ANSWERS, SEGMENT_REFUSALS, SEGMENT_SECONDS
 from streams.settings import Settings
@@ -97,7 +96,7 @@ FILTERS = (
 # ---------------------------------------------------------------- attributes (pure)
 def age_band(birth_date: str | None, on: date) -> int:
     """The index in AGE_BANDS of someone born on `birth_date` (any form people type), on `on`."""
-    born = _birth(birth_date) if birth_date else None
+    born = birth_date_of(birth_date) if birth_date else None
     if born is None:
         return 0
     age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
@@ -108,12 +107,6 @@ def age_band(birth_date: str | None, on: date) -> int:
     if age >= 50:
         return len(AGE_BANDS) - 1
     return 2 + (age - 15) // 5
-
-
-@lru_cache(maxsize=65_536)
-def _birth(text: str) -> date | None:
-    iso = normalize_birth_date(text)
-    return date.fromisoformat(iso) if iso else None
 
 
 def gender_code(gender: str | None) -> int:
