@@ -920,6 +920,52 @@ def amount_features(amount: float) -> dict[str, float]:
     return {"amount_log": math.log1p(amount), f"amount_bin={amount_bin(amount)}": 1.0}
 
 
+CODE_VALUES = 16  # a column with at most this many integer values is a code (a status, a step)
+WIDE_ABOVE = 1_000.0  # a column reaching beyond ± this is an amount: the model sees its signed log
+
+
+@dataclass(frozen=True)
+class ColumnKinds:
+    """How each numeric column reaches the linear model. A code's steps get one weight each
+    (`PAY_0=2` is not twice `PAY_0=1`); a wide amount is seen as its signed log, so a few huge
+    values do not flatten the rest. Read from the column's values, as its type is, never from
+    the labels."""
+
+    codes: frozenset[str]
+    wide: frozenset[str]
+
+
+def column_kinds(numbers: Mapping[str, Sequence[Any]]) -> ColumnKinds:
+    codes, wide = set(), set()
+    for name, values in numbers.items():
+        seen: set[float] = set()
+        reach = 0.0
+        for value in values:
+            v = finite(value)
+            if v is None:
+                continue
+            reach = max(reach, abs(v))
+            if len(seen) <= CODE_VALUES:
+                seen.add(v)
+        if len(seen) <= CODE_VALUES and all(v.is_integer() for v in seen):
+            codes.add(name)
+        elif reach > WIDE_ABOVE:
+            wide.add(name)
+    return ColumnKinds(frozenset(codes), frozenset(wide))
+
+
+def signed_log(value: float) -> float:
+    return math.copysign(math.log1p(abs(value)), value)
+
+
+def column_features(name: str, value: float, kinds: ColumnKinds) -> dict[str, float]:
+    if name in kinds.codes:
+        return {name: value, f"{name}={int(value)}": 1.0}
+    if name in kinds.wide:
+        return {name: signed_log(value)}
+    return {name: value}
+
+
 def table_history(
     path: Path, cols: Columns, *, progress: Any = None, say: Callable[[str], None] = quiet
 ) -> History:
@@ -940,6 +986,13 @@ def table_history(
     times = parse_times(table.column(cols.time).to_pylist(), cols.time)
     numbers = {c: table.column(c).to_pylist() for c in used}
     amounts = numbers[cols.amount] if cols.amount else None
+    kinds = column_kinds({c: v for c, v in numbers.items() if c != cols.amount})
+    if kinds.codes or kinds.wide:
+        notes.append(
+            f"codes, one weight per value: {', '.join(sorted(kinds.codes)) or '-'}; "
+            f"amounts, as signed logs: {', '.join(sorted(kinds.wide)) or '-'}"
+        )
+        say(notes[-1])
     entities = {c: table.column(c).to_pylist() for c in cols.entities}
     patterns = (
         [None if v in (None, "") else str(v) for v in table.column(cols.pattern).to_pylist()]
@@ -953,7 +1006,10 @@ def table_history(
     with step(progress, "features", len(order)) as tick:
         for n, r in enumerate(order, 1):
             at_ms = times[r]
-            x = {c: v for c in used if (v := finite(numbers[c][r])) is not None}
+            x: dict[str, float] = {}
+            for c in used:
+                if (v := finite(numbers[c][r])) is not None:
+                    x |= column_features(c, v, kinds)
             amount = max(0.0, finite(amounts[r]) or 0.0) if amounts else 0.0  # refunds: 0
             if amounts:
                 x |= amount_features(amount)
@@ -1105,6 +1161,7 @@ def run_eval(
         "split_time": datetime.fromtimestamp(split.at_ms / 1000, UTC).isoformat(),
         "subject": "payments" if options.payments else "orders",
         "target": options.target,
+        "label": options.columns.label if kind == "table" else None,
         "delayed": streaming_metrics(txns, delayed, split, rate),
         "no_delay": streaming_metrics(txns, no_delay, split, rate),
         **batch,
@@ -1136,7 +1193,8 @@ def caption(report: Mapping[str, Any]) -> str:
     ]
     if all(c is not None and c < 1 for c in ceilings):
         lines.append(
-            f"more frauds than reviews: R@{report['review_rate'] * 100:g}% is at most "
+            f"more {positive_noun(report)} than reviews: "
+            f"R@{report['review_rate'] * 100:g}% is at most "
             f"{ceilings[0]:.3f} (all), {ceilings[1]:.3f} (2nd half)"
         )
     seconds = [f"prepare {report['seconds']['prepare']:.0f}"]
@@ -1161,7 +1219,10 @@ def noun(report: Mapping[str, Any]) -> str:
 
 
 def positive_noun(report: Mapping[str, Any]) -> str:
-    return "unpaid (credit)" if report.get("target") == "credit" else "fraud"
+    """What a positive is: unpaid (credit), fraud (simulator), or the export's label column."""
+    if report.get("target") == "credit":
+        return "unpaid"
+    return report.get("label") or "fraud"
 
 
 def report_table(report: Mapping[str, Any]) -> Any:
@@ -1175,14 +1236,14 @@ def report_table(report: Mapping[str, Any]) -> Any:
         Column("labels", no_wrap=True),
         Column("scored", no_wrap=True),
         "labelled",
-        "unpaid" if report.get("target") == "credit" else "fraud",
+        "ones" if report.get("label") else positive_noun(report),  # an export: label = 1
         "ROC AUC",
         "AP",
         f"R@{report['review_rate'] * 100:g}%",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
-        title=f"{report['orders']} {report.get('subject', 'orders')}, "
+        title=f"{report['orders']} {noun(report)}, "
         f"{report['labelled']} labelled, "
         f"{report['positives']} {positive_noun(report)}; "
         f"2nd half from {report['split_time'][:16]}",

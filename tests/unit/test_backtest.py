@@ -26,6 +26,8 @@ from streams.backtest import (
     EntityRisk,
     EvalOptions,
     Txn,
+    column_features,
+    column_kinds,
     label_times,
     labels_of,
     parse_delay,
@@ -303,7 +305,8 @@ def test_a_pattern_column_is_reported_per_pattern_and_never_learned(tmp_path: Pa
     assert report["notes"] == ["not numeric, not used as features: tx"]
     console = Console(width=80, record=True)
     console.print(report_table(report))
-    assert "of legitimate transactions catches big" in console.export_text()
+    shown = " ".join(console.export_text().split())  # however rich wraps the caption
+    assert "of legitimate transactions catches big" in shown
     with pytest.raises(UserError, match="--pattern 'nope': no such column"):
         table_history(path, dataclasses.replace(COLUMNS, pattern="nope"))
 
@@ -532,3 +535,39 @@ def test_eval_payments_reports_each_pattern_at_the_review_rate(tmp_path: Path) -
             EvalOptions(columns=COLUMNS, payments=True),
             load_settings(),
         )
+
+
+def test_codes_get_a_weight_per_value_and_wide_amounts_a_signed_log() -> None:
+    """A status column (a few integers) is one-hot as well as raw, so a linear model can weigh
+    `PAY_0=2` apart from `PAY_0=1`; an amount column reaching past ±1,000 is seen as its signed
+    log; anything else, and a column with a fractional or 17th value, stays as it is."""
+    numbers = {
+        "status": [-2, -1, 0, 1, 2, None, 8] * 3,
+        "bill": [-5_000.0, 0.0, 250_000.0, *(120.5 * k for k in range(20))],
+        "rate": [0.5, 1.5, 2.0],
+        "many": list(range(17)),
+        "step": [0.0, 0.5, 1.0],
+    }
+    kinds = column_kinds(numbers)
+    assert kinds.codes == {"status"}
+    assert kinds.wide == {"bill"}
+    assert column_features("status", 2.0, kinds) == {"status": 2.0, "status=2": 1.0}
+    assert column_features("status", -1.0, kinds) == {"status": -1.0, "status=-1": 1.0}
+    assert column_features("bill", -5_000.0, kinds) == {"bill": -math.log1p(5_000.0)}
+    assert column_features("bill", 0.0, kinds) == {"bill": 0.0}
+    assert column_features("many", 16.0, kinds) == {"many": 16.0}
+    assert column_features("step", 0.5, kinds) == {"step": 0.5}
+
+
+def test_an_export_is_reported_in_its_own_words(tmp_path: Path) -> None:
+    """An export's rows are transactions and its positives are named by its label column,
+    never "orders" and "fraud"."""
+    rows = entity_fraud(200)
+    path = tmp_path / "credit.csv"
+    write_csv(path, [{**r, "defaulted": r.pop("fraud")} for r in rows])
+    report = run(path, dataclasses.replace(COLUMNS, label="defaulted"), delay="1h")
+    console = Console(width=100, record=True)
+    console.print(report_table(report))
+    title = console.export_text().splitlines()[0]
+    assert "transactions" in title and "defaulted" in title
+    assert "orders" not in title and "fraud" not in title
