@@ -74,6 +74,7 @@ from agents.model import (
     ModelState,
     average_precision,
     credit_label_of,
+    credit_state,
     label_of,
     log_loss,
     recall_at_review_rate,
@@ -257,15 +258,16 @@ def replay(
     collect: bool = False,
     on_event: EventHook | None = None,
     tick: Tick | None = None,
+    credit: bool = False,
 ) -> Replay:
     """Score every transaction and learn every label at its time, with the production model.
 
     `on_event(what, index, at_ms, features)` sees each "score" and "learn" as it happens (the
     tests use it to prove no label is used early); `collect` keeps the scored features of the
-    labelled transactions for the batch baselines.
+    labelled transactions for the batch baselines; `credit`: the credit model's (logistic).
     """
     started = time.perf_counter()
-    model = ModelState(kind=kind)
+    model = credit_state() if credit and kind == "logreg" else ModelState(kind=kind)
     risk = EntityRisk()
     rows = FeatureRows() if collect else None
     scores = [math.nan] * len(txns)
@@ -1140,10 +1142,11 @@ def run_eval(
     if not split.labelled:
         raise UserError(f"{path}: no labelled transactions (no outcomes or labels in the file)")
     known_at = label_times(txns, delay_ms)
+    credit = options.target == "credit"
     with step(progress, f"replay, delay {delay_text(delay_ms)}", len(txns) * 2) as tick:
-        delayed = replay(txns, known_at, options.estimator, collect=True, tick=tick)
+        delayed = replay(txns, known_at, options.estimator, collect=True, tick=tick, credit=credit)
     with step(progress, "replay, no delay", len(txns) * 2) as tick:
-        no_delay = replay(txns, label_times(txns, 0), options.estimator, tick=tick)
+        no_delay = replay(txns, label_times(txns, 0), options.estimator, tick=tick, credit=credit)
     rate = options.review_rate
     started_batch = time.perf_counter()
     assert delayed.rows is not None

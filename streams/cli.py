@@ -276,6 +276,14 @@ def simulate(
             "users who hit the daily cap, and the ticket_farming pattern."
         ),
     ] = False,
+    people: Annotated[
+        int,
+        typer.Option(
+            help="Buyers (0: one per three orders). Fewer buyers order more often each: "
+            "longer repayment histories for the credit model.",
+            min=0,
+        ),
+    ] = 0,
 ) -> None:
     """Generate realistic Japanese traffic with named fraud patterns and publish it."""
     from datetime import UTC, datetime
@@ -303,6 +311,7 @@ def simulate(
         wallet_payments=wallet,
         wallet_fraud_rate=wallet_fraud_rate,
         campaign=campaign,
+        people=people,
     )
     events = list(Simulator(cfg).events())
     if output is not None:

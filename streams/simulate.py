@@ -298,6 +298,7 @@ class SimConfig:
     wallet_payments: int = 0  # wallet traffic beside the orders (streams/simulate_wallet.py)
     wallet_fraud_rate: float = 0.03  # share of wallet activities that are fraud cases
     campaign: bool = False  # shape traffic for the お月玉 campaign (see the module docstring)
+    people: int = 0  # buyers; 0: one per three orders. Fewer buyers, longer histories each
 
 
 class Simulator:
@@ -315,7 +316,7 @@ class Simulator:
         self.active_merchants = [
             m for m in self.merchants if m["status"] == "ACTIVE"
         ] or self.merchants
-        pool = max(20, cfg.orders // 3)
+        pool = cfg.people or max(20, cfg.orders // 3)
         self.people = [self._person(i) for i in range(pool)]
         self.personas = {p.person_id: persona_of(p) for p in self.people}
         self._seq = 0

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.model import (
+    CREDIT_LEARNING_RATE,
     MAGIC,
     CheckpointError,
     ModelState,
@@ -248,3 +249,22 @@ def test_a_checkpoint_from_before_the_challenger_loads_without_one():
     before.__setstate__(old)
     assert before.challenger is None and before.promotions == []
     assert before.summary()["challenger"] is None
+
+
+def test_the_credit_model_learns_at_its_own_slow_rate_across_checkpoints() -> None:
+    """The credit model's steps are CREDIT_LEARNING_RATE (few, late labels: a slow constant),
+    the fraud model's keep their schedule, and a reloaded checkpoint keeps both."""
+    state = trained()
+    credit = state.credit_model()
+    for n in range(50):
+        credit.learn({"credit_late": float(n % 3)}, int(n % 3 == 2), None)
+    loaded = decode_checkpoint(encode_checkpoint(state, KEY), KEY)
+
+    def rate(model: ModelState) -> float:
+        optimizer = model.estimator[-1].optimizer
+        return optimizer.learning_rate  # the scheduler's rate at the optimizer's current step
+
+    assert loaded.credit is not None
+    assert rate(loaded.credit) == CREDIT_LEARNING_RATE
+    assert rate(loaded) > 5 * CREDIT_LEARNING_RATE  # 0.05 / (600 + 1) ** 0.25 ≈ 0.01
+    assert loaded.credit.score({"credit_late": 2.0}) > loaded.credit.score({"credit_late": 0.0})
