@@ -58,6 +58,10 @@ LEARNING_RATE = optim.schedulers.InverseScaling(0.05, power=0.25)
 # "Credit check") against 0.0002 … 0.1 and these schedules: 0.001 best (mean 2nd-half ROC AUC
 # 0.853, against 0.831 at the fraud model's rate)
 CREDIT_LEARNING_RATE = 0.001
+# ... and it starts from a prior unpaid share, not from 0.5: at its slow rate the intercept
+# would take a thousand labels to come down, and a warm model would review every deferred
+# order meanwhile. Same ROC AUC on those files, log loss over all orders 0.24 → 0.22.
+CREDIT_PRIOR_UNPAID = 0.05
 
 
 class FillOneHot(base.Transformer):
@@ -142,13 +146,19 @@ def sigmoid(logit: float) -> float:
 _FOLDED: weakref.WeakKeyDictionary[Any, tuple[int, Folded]] = weakref.WeakKeyDictionary()
 
 
-def build_estimator(kind: str = "logreg", learning_rate: Any = LEARNING_RATE) -> Any:
-    """A fresh, untrained River pipeline of the given kind."""
+def build_estimator(
+    kind: str = "logreg", learning_rate: Any = LEARNING_RATE, prior: float | None = None
+) -> Any:
+    """A fresh, untrained River pipeline of the given kind; `prior`: the share of positives
+    a logistic model starts from (else 0.5)."""
     if kind == "logreg":
+        start = math.log(prior / (1 - prior)) if prior is not None else 0.0
         return (
             FillOneHot()
             | preprocessing.StandardScaler()
-            | linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=1e-4)
+            | linear_model.LogisticRegression(
+                optimizer=optim.SGD(learning_rate), l2=1e-4, intercept_init=start
+            )
         )
     if kind == "tree":
         return tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=1)
@@ -159,7 +169,8 @@ def build_estimator(kind: str = "logreg", learning_rate: Any = LEARNING_RATE) ->
 
 def credit_state(window: int = 10_000) -> ModelState:
     """A fresh credit model: logistic, at the credit learning rate."""
-    return ModelState("logreg", build_estimator("logreg", CREDIT_LEARNING_RATE), window=window)
+    estimator = build_estimator("logreg", CREDIT_LEARNING_RATE, CREDIT_PRIOR_UNPAID)
+    return ModelState("logreg", estimator, window=window)
 
 
 FRAUD_LABELS = {"FRAUD_CONFIRMED": 1, "CHARGEBACK": 1, "PAID": 0, "LEGIT_CONFIRMED": 0}

@@ -14,7 +14,9 @@ import orjson
 import pytest
 import redis
 
-from agents.model import label_of, verify_checkpoint
+from agents.model import credit_label_of, label_of, verify_checkpoint
+from agents.policy import load_policy_yaml
+from streams import policy_admin
 from streams.clients import prepare, read_topic
 from streams.settings import Settings, load_settings
 from tests.integration.conftest import Worker, collect, produce, simulated
@@ -66,10 +68,10 @@ def wait_for_metric(worker: Worker, name: str, at_least: float, timeout: float =
     return value
 
 
-def split_history(registry, orders: int, seed: int, late: int):
+def split_history(registry, orders: int, seed: int, late: int, **kw: Any):
     """A simulated history cut in two: merchants and early orders with their outcomes, then
     `late` orders placed after every early outcome is known."""
-    events = simulated(orders, seed=seed)
+    events = simulated(orders, seed=seed, **kw)
     order_events = [e for e in events if e.topic == "orders"]
     early_ids = {e.value["order_id"] for e in order_events[:-late]}
     late_ids = {e.value["order_id"] for e in order_events[-late:]}
@@ -318,6 +320,85 @@ def test_a_challenger_learns_in_shadow_and_promote_lets_it_decide(env, registry,
         late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
         assert {decided[o]["model_version"] for o in late_ids} == {after["version"]}
         assert after["version"].startswith("tree-v")
+        assert worker.errors() == []
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.stop()
+
+
+# A credit model that learned ~500 repayments at its slow rate from a 5 % prior scores this
+# small world's deferred orders between 0.056 and 0.071: the threshold sits inside.
+CREDIT_POLICY = """
+name: credit-check
+default:
+  credit_review_score: 0.063
+  credit_decline_score: 0.95
+"""
+
+
+def test_repayments_train_the_credit_model_and_its_score_reviews_deferred_orders(
+    model_env, registry, tmp_path
+):
+    """PAID / UNPAID outcomes of deferred orders train the credit model (not the fraud model's
+    UNPAID); once warm, every later deferred order carries its credit check in the trace, and
+    exactly those at or above the policy's credit_review_score get CREDIT_SCORE."""
+    merchants, early, outcomes, outcome_msgs, late, orders = split_history(
+        registry, 1500, 23, 300, days=120, people=300
+    )
+    policy_admin.publish(model_env, "active", load_policy_yaml(CREDIT_POLICY))
+    deferred = {o.value["order_id"] for o in orders if o.value["payment_method"] == "DEFERRED"}
+    repaid: dict[str, int] = {}  # the credit label of each early deferred order
+    for o in outcomes:
+        label = credit_label_of(o.value["kind"])
+        if label is not None and o.value["order_id"] in deferred:
+            repaid[o.value["order_id"]] = max(label, repaid.get(o.value["order_id"], 0))
+    assert sum(repaid.values()) >= TRAINED["model_min_positives"], "too few unpaid to warm up"
+    worker = Worker(model_env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_for("deciding with policy credit-check-")
+        produce(model_env, merchants + early)
+        decisions_of(registry, model_env, len(early), worker)
+        produce(model_env, outcome_msgs)
+        deadline = time.monotonic() + 90
+        while (model := newest_model(model_env)) is None or (
+            (model.get("credit") or {}).get("labels", 0) < len(repaid)
+        ):
+            assert time.monotonic() < deadline, f"credit model never learned: {model}"
+            time.sleep(0.5)
+        assert model["credit"]["labels"] == len(repaid), "each order's repayment learned once"
+        assert model["credit"]["positives"] == sum(repaid.values())
+        wait_for_metric(worker, "shinsa_credit_model_warm", 1)
+
+        produce(model_env, late)
+        late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
+        decided = decisions_of(registry, model_env, len(early) + len(late), worker)
+        traces = {
+            t["order_id"]: t
+            for t in (
+                registry.decode("DecisionTrace", m.value())
+                for m in collect(model_env, "traces", len(early) + len(late), worker=worker)
+            )
+        }
+        checked = [oid for oid in late_ids & deferred]
+        assert checked, "late deferred orders"
+        fired = explained = 0
+        for oid in checked:
+            check = traces[oid]["credit"]
+            assert check is not None and check["warm"] and check["band"] != "COLD"
+            raised = "CREDIT_SCORE" in decided[oid]["reasons"]
+            assert raised == (check["score"] >= 0.063), (oid, check["score"], decided[oid])
+            fired += raised
+            named = {r for r in decided[oid]["reasons"] if r.startswith("CREDIT:")}
+            if raised:  # the repayment features that raised it, as in the trace
+                assert decided[oid]["decision"] != "APPROVE"
+                assert named == {f"CREDIT:{name}" for name in check["contributions"]}
+                explained += bool(named)
+            else:
+                assert not named
+        scores = sorted(round(traces[o]["credit"]["score"], 3) for o in checked)
+        assert 0 < fired < len(checked), f"{fired} of {len(checked)} credit reviews: {scores}"
+        assert explained, "some credit reviews name the features that raised them"
+        assert all(traces[oid]["credit"] is None for oid in late_ids - deferred)
         assert worker.errors() == []
     finally:
         if worker.proc and worker.proc.poll() is None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agents.model import (
     CREDIT_LEARNING_RATE,
+    CREDIT_PRIOR_UNPAID,
     MAGIC,
     CheckpointError,
     ModelState,
@@ -253,7 +254,8 @@ def test_a_checkpoint_from_before_the_challenger_loads_without_one():
 
 def test_the_credit_model_learns_at_its_own_slow_rate_across_checkpoints() -> None:
     """The credit model's steps are CREDIT_LEARNING_RATE (few, late labels: a slow constant),
-    the fraud model's keep their schedule, and a reloaded checkpoint keeps both."""
+    from a prior unpaid share, not 0.5; the fraud model's keep their schedule, and a reloaded
+    checkpoint keeps both."""
     state = trained()
     credit = state.credit_model()
     for n in range(50):
@@ -266,5 +268,6 @@ def test_the_credit_model_learns_at_its_own_slow_rate_across_checkpoints() -> No
 
     assert loaded.credit is not None
     assert rate(loaded.credit) == CREDIT_LEARNING_RATE
+    assert ModelState().credit_model().score({}) == pytest.approx(CREDIT_PRIOR_UNPAID)
     assert rate(loaded) > 5 * CREDIT_LEARNING_RATE  # 0.05 / (600 + 1) ** 0.25 ≈ 0.01
     assert loaded.credit.score({"credit_late": 2.0}) > loaded.credit.score({"credit_late": 0.0})
