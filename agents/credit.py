@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from agents.normalize import birth_date_of
+from agents.normalize import age_on
 
 JST = timezone(timedelta(hours=9), "JST")
 DUE_DAYS = 14  # a repayment later than this (on average) marks a slow payer
@@ -74,10 +74,9 @@ def credit_features(
 def buyer_traits(birth_date: str | None, on: date, attributes: Mapping[str, Any]) -> dict[str, str]:
     """The buyer's age band on the order's day, phone kind and email domain class (from
     agents/attributes.py): bounded classes, no PII."""
-    born = birth_date_of(birth_date) if birth_date else None
+    age = age_on(birth_date, on)
     band = "unknown"
-    if born is not None:
-        age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    if age is not None:
         band = next((b for b, top in AGE_BANDS if 0 <= age < top), "unknown")
     return {
         "age": band,

@@ -821,3 +821,12 @@ def birth_date_of(text: str) -> date | None:
     from it for merchants' audiences (agents/segments.py) and the credit check (credit.py)."""
     iso = normalize_birth_date(text)
     return date.fromisoformat(iso) if iso else None
+
+
+def age_on(birth_date: str | None, on: date) -> int | None:
+    """Full years on `on` of someone born on `birth_date` (any form people type); None if
+    there is no date."""
+    born = birth_date_of(birth_date) if birth_date else None
+    if born is None:
+        return None
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from redis import asyncio as aioredis
 
-from agents.normalize import PREFECTURES, birth_date_of
+from agents.normalize import PREFECTURES, age_on
 from agents.state import Keys, lua, redis_client, retrying
 from streams.metrics import SEGMENT_ANSWERS, SEGMENT_REFUSALS, SEGMENT_SECONDS
 from streams.settings import Settings
@@ -96,11 +96,8 @@ FILTERS = (
 # ---------------------------------------------------------------- attributes (pure)
 def age_band(birth_date: str | None, on: date) -> int:
     """The index in AGE_BANDS of someone born on `birth_date` (any form people type), on `on`."""
-    born = birth_date_of(birth_date) if birth_date else None
-    if born is None:
-        return 0
-    age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-    if age < 0:
+    age = age_on(birth_date, on)
+    if age is None or age < 0:
         return 0
     if age <= 14:
         return 1
