@@ -45,7 +45,8 @@ model's fraud probability and the policy limits above; the two fraud heuristics
 (IDENTITY_MANY_CONTACTS, FIRST_ORDER_SHIPS_ELSEWHERE) and the amount floor give way to the
 model, which learns those signals and their weight from outcomes. The reasons then name the
 features that raised the score most (`MODEL:<feature>`) and end with SCORE_MODEL. Until then
-(cold start) the rules above decide alone and the reasons end with MODEL_COLD_START.
+(cold start) the rules above decide alone and the reasons end with MODEL_COLD_START; while the
+kill switch is on (`shinsa model off`), the same, ending with MODEL_SWITCHED_OFF.
 
 Deferred orders get a second check, ability to pay (agents/credit.py): the credit model's
 probability that the order goes unpaid. Once that model is warm, a credit score at or above
@@ -145,6 +146,7 @@ class ModelOpinion:
     credit: float | None = None
     credit_warm: bool = False
     credit_contributions: tuple[str, ...] = ()
+    switched_off: bool = False  # the kill switch keeps it out of the decision, warm or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +308,7 @@ def decide_order(
     else:
         score = max(rule_score(enriched.order.amount, fired, policy), credit)
         ordered = sorted(fired, key=lambda code: -scores.get(code, 0.0))
-        tail = reasons.SCORE_RULES_ONLY if model is None else reasons.MODEL_COLD_START
+        tail = reasons.rules_tail(model is not None, model is not None and model.switched_off)
     if credit and model is not None:  # which repayment features made it (after the code)
         at = ordered.index(reasons.CREDIT_SCORE) + 1
         named = [reasons.credit_reason(name) for name in model.credit_contributions]

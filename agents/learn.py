@@ -30,20 +30,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
 from aiokafka import TopicPartition
 
 from agents.credit import count_cohort
 from agents.entities import RISK_WIDTH, Decayed, risk_values
 from agents.model import (
+    MODEL_KEY,
     CheckpointError,
     ModelState,
+    archive_key,
     credit_label_of,
     decode_checkpoint,
     encode_checkpoint,
     label_of,
 )
-from agents.scorer import MODEL_KEY, models_loaded
+from agents.scorer import models_loaded
 from agents.state import Lease, LeaseLost, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
@@ -221,7 +222,7 @@ class Learner:
                 labels = self.read(batches)
                 await self.join(labels)
                 await self.retry_pending()
-                await self.maybe_promote()
+                await self.maybe_change()
                 await self.maybe_checkpoint()
         finally:
             await consumer.stop()
@@ -304,20 +305,47 @@ class Learner:
         for start in range(0, len(waiting), 1000):
             await self.join(waiting[start : start + 1000], retry=True)
 
-    async def maybe_promote(self) -> None:
-        """Apply a `shinsa model promote` request: swap champion and challenger, record it,
-        and publish the checkpoint at once so every scorer switches."""
+    async def maybe_change(self) -> None:
+        """Apply an operator's request (`shinsa model promote` or `rollback`), and publish the
+        checkpoint at once so every scorer switches."""
         if time.monotonic() - self.last_promote_check < PROMOTE_CHECK_SECONDS:
             return
         self.last_promote_check = time.monotonic()
-        raw = await self.store.take_promotion()
-        if raw is None:
+        await self.maybe_roll_back()
+        await self.maybe_promote()
+
+    async def maybe_roll_back(self) -> None:
+        request = await self.store.take_request(self.store.keys.rollback())
+        if not request:
+            return
+        by = request.get(b"by", b"?").decode()
+        secret = settings.hash_key.get_secret_value().encode()
+        try:
+            old = decode_checkpoint(request.get(b"checkpoint"), secret)
+        except CheckpointError as exc:
+            log.error("rollback requested by %s refused: %s", by, exc)
+            return
+        record = self.state.roll_back(old, time.time(), by, request.get(b"credit") == b"1")
+        log.warning(
+            "rolled back from checkpoint %d to %d (%d → %d labels, credit model too: %s; "
+            "requested by %s)",
+            record["from"],
+            record["to"],
+            record["from_labels"],
+            record["to_labels"],
+            record["credit"],
+            by,
+        )
+        await self.checkpoint()
+
+    async def maybe_promote(self) -> None:
+        request = await self.store.take_request(self.store.keys.promote())
+        if not request:
             return
         if self.state.challenger is None:
             log.warning("promotion requested, but %s has no challenger", self.state.name)
             return
-        request = orjson.loads(raw)
-        record = self.state.promote(time.time(), str(request.get("by", "?")))
+        record = self.state.promote(time.time(), request.get(b"by", b"?").decode())
         log.warning(
             "promoted the %s challenger over %s (requested by %s)",
             record["to"],
@@ -338,9 +366,14 @@ class Learner:
         await self.lease.renew()  # never publish after losing the lease to another learner
         self.state.version += 1
         blob = encode_checkpoint(self.state, settings.hash_key.get_secret_value().encode())
+        topic = models_topic.get_topic_name()
+        await app.producer.send_and_wait(topic, MODEL_KEY, blob, None, None, None)
+        # the archive: this checkpoint under its own key, and the one that falls out deleted
         await app.producer.send_and_wait(
-            models_topic.get_topic_name(), MODEL_KEY, blob, None, None, None
+            topic, archive_key(self.state.version), blob, None, None, None
         )
+        if (dropped := self.state.version - settings.model_history) > 0:
+            await app.producer.send_and_wait(topic, archive_key(dropped), None, None, None, None)
         log.info(
             "published model %s: %d labels, %d bytes", self.state.name, self.state.labels, len(blob)
         )

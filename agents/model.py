@@ -280,6 +280,8 @@ class ModelState:
     credit: ModelState | None = None
     # credit labels by month of order: [paid, unpaid] (kept on the credit model)
     cohorts: dict[str, list[int]] = field(default_factory=dict)
+    # `shinsa model rollback`: each return to an archived checkpoint, recorded like promotions
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.estimator is None:
@@ -294,6 +296,7 @@ class ModelState:
         state.setdefault("promotions", [])
         state.setdefault("credit", None)
         state.setdefault("cohorts", {})
+        state.setdefault("rollbacks", [])
         self.__dict__.update(state)
 
     def estimator_for(self, x: Mapping[str, float]) -> Any:
@@ -429,6 +432,33 @@ class ModelState:
         self.promotions = [*keep["promotions"], record]
         return record
 
+    def roll_back(
+        self, old: ModelState, at: float, by: str, credit: bool = False
+    ) -> dict[str, Any]:
+        """Decide and learn on with an archived checkpoint's fraud models (champion and
+        challenger as they were), and its credit model too if `credit`; returns the record
+        kept in `rollbacks`.
+
+        The learner's place in the outcomes (offsets, waiting labels) and the record of changes
+        stay as they are: the labels learned since that checkpoint are not learned again (they
+        may be what went wrong), the next ones are."""
+        record = {
+            "at": at,
+            "by": by,
+            "from": self.version,
+            "to": old.version,
+            "from_labels": self.labels,
+            "to_labels": old.labels,
+            "version": self.version + 1,
+            "credit": credit,
+        }
+        kept = ("version", "offsets", "pending", "promotions", "rollbacks")
+        keep = {k: self.__dict__[k] for k in (*kept, *(() if credit else ("credit", "cohorts")))}
+        self.__dict__.update(old.__dict__)
+        self.__dict__.update(keep)
+        self.rollbacks = [*keep["rollbacks"], record]
+        return record
+
     def summary(self) -> dict[str, Any]:
         """What `shinsa model status` and the metrics show (no model internals, no PII)."""
         return {
@@ -444,6 +474,9 @@ class ModelState:
             "challenger": self.challenger.challenger_summary() if self.challenger else None,
             "promotions": len(self.promotions),
             "promoted_at": self.promotions[-1]["at"] if self.promotions else None,
+            "rollbacks": len(self.rollbacks),
+            "rolled_back_to": self.rollbacks[-1]["to"] if self.rollbacks else None,
+            "rolled_back_at": self.rollbacks[-1]["at"] if self.rollbacks else None,
             "credit": self.credit.challenger_summary() if self.credit else None,
         }
 
@@ -493,4 +526,46 @@ def decode_checkpoint(blob: bytes | None, secret: bytes) -> ModelState:
         raise CheckpointError(f"model cannot be unpickled: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, ModelState):
         raise CheckpointError(f"checkpoint holds a {type(state).__name__}, not a ModelState")
+    return state
+
+
+# The compacted `models` topic holds, by key: the checkpoint every worker scores with
+# (MODEL_KEY), the newest SHINSA_MODEL_HISTORY checkpoints under keys of their own (what
+# `shinsa model history` lists and `shinsa model rollback` returns to; older ones are deleted
+# with tombstones) and the kill switch (SWITCH_KEY), which needs no learner to take effect.
+MODEL_KEY = b"model"
+SWITCH_KEY = b"switch"
+ARCHIVE_PREFIX = b"model@"
+SWITCH_MAGIC = b"SHS1"
+
+
+def archive_key(checkpoint: int) -> bytes:
+    return ARCHIVE_PREFIX + str(checkpoint).encode()
+
+
+def archived_checkpoint(key: bytes | None) -> int | None:
+    """The checkpoint number of an archive key; None for any other key."""
+    if not key or not key.startswith(ARCHIVE_PREFIX):
+        return None
+    number = key[len(ARCHIVE_PREFIX) :]
+    return int(number) if number.isdigit() else None
+
+
+def encode_switch(rules_only: bool, by: str, at: float, reason: str, secret: bytes) -> bytes:
+    """The kill switch's message, signed like checkpoints: only a holder of SHINSA_HASH_KEY can
+    take the model out of (or put it back into) the decisions."""
+    body = orjson.dumps({"rules_only": rules_only, "by": by, "at": at, "reason": reason})
+    return SWITCH_MAGIC + hmac.new(secret, body, hashlib.sha256).digest() + body
+
+
+def decode_switch(blob: bytes | None, secret: bytes) -> dict[str, Any]:
+    """The kill switch's state, or CheckpointError saying why the message is refused."""
+    if not blob or not blob.startswith(SWITCH_MAGIC) or len(blob) < len(SWITCH_MAGIC) + 33:
+        raise CheckpointError("not a Shinsa model switch (bad magic or truncated)")
+    tag, body = blob[len(SWITCH_MAGIC) : len(SWITCH_MAGIC) + 32], blob[len(SWITCH_MAGIC) + 32 :]
+    if not hmac.compare_digest(tag, hmac.new(secret, body, hashlib.sha256).digest()):
+        raise CheckpointError("switch signature does not match: another SHINSA_HASH_KEY?")
+    state = orjson.loads(body)
+    if not isinstance(state, dict) or not isinstance(state.get("rules_only"), bool):
+        raise CheckpointError("switch message holds no rules_only flag")
     return state

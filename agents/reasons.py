@@ -42,6 +42,7 @@ MERCHANT_UNKNOWN = "MERCHANT_UNKNOWN"
 # How the score was made.
 SCORE_RULES_ONLY = "SCORE_RULES_ONLY"
 MODEL_COLD_START = "MODEL_COLD_START"
+MODEL_SWITCHED_OFF = "MODEL_SWITCHED_OFF"
 SCORE_MODEL = "SCORE_MODEL"
 # A feature that raised the model's score: MODEL:<feature name from agents/features.py>.
 MODEL_PREFIX = "MODEL:"
@@ -49,6 +50,13 @@ MODEL_PREFIX = "MODEL:"
 
 # A feature that raised the credit score: CREDIT:<feature name from agents/credit.py>.
 CREDIT_PREFIX = "CREDIT:"
+
+
+def rules_tail(consulted: bool, switched_off: bool) -> str:
+    """The last reason of a decision the rules made alone: why no model decided."""
+    if not consulted:
+        return SCORE_RULES_ONLY
+    return MODEL_SWITCHED_OFF if switched_off else MODEL_COLD_START
 
 
 def model_reason(feature: str) -> str:
@@ -93,6 +101,7 @@ DECISION_REASONS: dict[str, str] = {
     MERCHANT_UNKNOWN: "No attributes for the merchant yet; screened with cautious defaults.",
     SCORE_RULES_ONLY: "Score comes from policy rules only (no model consulted).",
     MODEL_COLD_START: "The model has not learned enough labels yet; policy rules decided alone.",
+    MODEL_SWITCHED_OFF: "The kill switch is on (`shinsa model off`); policy rules decided alone.",
     SCORE_MODEL: "Score is the online model's fraud probability (or a policy limit, if higher).",
     MODEL_PREFIX: "MODEL:<feature>: this feature raised the model's score most (strongest first).",
     CREDIT_PREFIX: "CREDIT:<feature>: this repayment feature raised the credit score most.",

@@ -15,7 +15,14 @@ import logging
 from dataclasses import dataclass, field
 
 from agents.credit import credit_band, shown_cohorts, unpaid_ratio
-from agents.model import CheckpointError, ModelState, decode_checkpoint
+from agents.model import (
+    MODEL_KEY,
+    SWITCH_KEY,
+    CheckpointError,
+    ModelState,
+    decode_checkpoint,
+    decode_switch,
+)
 from streams.app import app, settings
 from streams.follow import follow_topic
 from streams.metrics import (
@@ -37,13 +44,13 @@ from streams.metrics import (
     MODEL_LOG_LOSS,
     MODEL_PROMOTED_AT,
     MODEL_ROC_AUC,
+    MODEL_ROLLED_BACK_AT,
+    MODEL_RULES_ONLY,
     MODEL_WARM,
 )
 from streams.topics import models_topic
 
 log = logging.getLogger(__name__)
-
-MODEL_KEY = b"model"
 
 
 @dataclass
@@ -52,17 +59,23 @@ class Scorer:
 
     state: ModelState = field(default_factory=lambda: ModelState(kind=settings.model_estimator))
     blob: bytes | None = None
+    # the kill switch (`shinsa model off`): while on, no model decides, however warm
+    switched_off: bool = False
 
     @property
     def warm(self) -> bool:
-        return self.state.warm(settings.model_min_labels, settings.model_min_positives)
+        return not self.switched_off and self.state.warm(
+            settings.model_min_labels, settings.model_min_positives
+        )
 
     @property
     def credit_warm(self) -> bool:
         """The credit model has learned enough repayments (and enough unpaid ones) to judge."""
         credit = self.state.credit
-        return credit is not None and credit.warm(
-            settings.model_min_labels, settings.model_min_positives
+        return (
+            not self.switched_off
+            and credit is not None
+            and credit.warm(settings.model_min_labels, settings.model_min_positives)
         )
 
     def band(self, credit_score: float | None) -> str:
@@ -70,7 +83,26 @@ class Scorer:
 
     @property
     def warm_for_payments(self) -> bool:
-        return self.state.warm_for_payments(settings.model_min_labels, settings.model_min_positives)
+        return not self.switched_off and self.state.warm_for_payments(
+            settings.model_min_labels, settings.model_min_positives
+        )
+
+    def switch(self, blob: bytes | None, secret: bytes) -> None:
+        """Apply the kill switch's newest message (a refused one changes nothing)."""
+        try:
+            state = decode_switch(blob, secret)
+        except CheckpointError as exc:
+            MODEL_LOAD_FAILURES.inc()
+            log.error("model switch refused: %s", exc)
+            return
+        self.switched_off = state["rules_only"]
+        MODEL_RULES_ONLY.set(1 if self.switched_off else 0)
+        publish_model_metrics(self.state, self.warm)
+        publish_credit_metrics(self.state, self.credit_warm)
+        if self.switched_off:
+            log.warning("model switched off by %s: the policy rules decide alone", state["by"])
+        else:
+            log.warning("model switched back on by %s", state["by"])
 
     def apply(self, blob: bytes | None, secret: bytes) -> bool:
         """Swap in a newer checkpoint; False (and the old model kept) if it is refused."""
@@ -108,6 +140,7 @@ def publish_model_metrics(state: ModelState, warm: bool) -> None:
 def publish_challenger_metrics(state: ModelState) -> None:
     MODEL_CHALLENGER_INFO.clear()
     MODEL_PROMOTED_AT.set(state.promotions[-1]["at"] if state.promotions else 0)
+    MODEL_ROLLED_BACK_AT.set(state.rollbacks[-1]["at"] if state.rollbacks else 0)
     challenger = state.challenger
     if challenger is None:
         for gauge in (MODEL_CHALLENGER_ROC_AUC, MODEL_CHALLENGER_AVERAGE_PRECISION):
@@ -156,6 +189,8 @@ def apply_messages(messages: list) -> None:
     for msg in messages:
         if msg.key == MODEL_KEY and msg.value is not None:
             scorer.apply(msg.value, secret)
+        elif msg.key == SWITCH_KEY:
+            scorer.switch(msg.value, secret)
 
 
 @app.task

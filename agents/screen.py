@@ -131,6 +131,7 @@ def screen_order(
     device_failures: int = 0,
     entities: Sequence[tuple[str, EntityState | None]] = (),
     credit_warm: bool = False,
+    switched_off: bool = False,
 ) -> Screened:
     """One validated, identified order, its identity's earlier orders and account, and its
     entities' activity and known risk → decision (fraud, and credit for a deferred order)."""
@@ -155,6 +156,7 @@ def screen_order(
         credit["score"] if credit and model.credit is not None else None,
         credit_warm,
         tuple(credit["contributions"]) if credit else (),
+        switched_off,
     )
     keys = (
         order_list_keys(order, identity["identity_id"], secret)
@@ -441,6 +443,7 @@ class Rules:
     warm: bool
     secret: bytes
     credit_warm: bool = False
+    switched_off: bool = False  # the kill switch (`shinsa model off`)
 
 
 @dataclass(slots=True, frozen=True)
@@ -520,6 +523,7 @@ def screen_one(
         device_failures=device_failures,
         entities=[(kind, loaded.entities.get(ref)) for kind, ref in candidate.entities],
         credit_warm=rules.credit_warm,
+        switched_off=rules.switched_off,
     )
     snapshot = snapshot_of(order, screened, candidate.entities)
     decision = out.registry.encode("Decision", screened.decision)
@@ -707,6 +711,7 @@ def current_rules(now: datetime, secret: bytes) -> Rules:
         scorer.warm,
         secret,
         scorer.credit_warm,
+        scorer.switched_off,
     )
 
 

@@ -224,8 +224,14 @@ class Keys:
         return f"{self.namespace}:learner"
 
     def promote(self) -> str:
-        """A pending `shinsa model promote` request, for the learner (expires unanswered)."""
+        """A pending `shinsa model promote` request: a hash of by and at (expires
+        unanswered)."""
         return f"{self.namespace}:model:promote"
+
+    def rollback(self) -> str:
+        """A pending `shinsa model rollback` request: a hash of by, at and the signed
+        checkpoint to return to (expires unanswered)."""
+        return f"{self.namespace}:model:rollback"
 
     def exposure(self) -> str:
         return f"{self.namespace}:exposure"
@@ -365,10 +371,16 @@ class SnapshotStore:
         raw = await retrying(lambda: self.client.mget(keys), "snapshots")
         return [Snapshot.from_json(r) if r is not None else None for r in raw]
 
-    async def take_promotion(self) -> bytes | None:
-        """A pending `shinsa model promote` request, taken (it is answered once)."""
-        key = self.keys.promote()
-        return await retrying(lambda: self.client.getdel(key), "lease")
+    async def take_request(self, key: str) -> dict[bytes, bytes]:
+        """An operator's pending request to the learner (`Keys.promote`, `Keys.rollback`: a
+        hash), taken so that it is answered once; {} if there is none."""
+
+        async def take() -> dict[bytes, bytes]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                found, _ = await pipe.hgetall(key).delete(key).execute()
+            return found
+
+        return await retrying(take, "lease")
 
     async def mark_learned(
         self,

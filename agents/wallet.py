@@ -120,6 +120,7 @@ class PaymentRules:
     policies: PolicySet
     model: Any  # agents/model.py ModelState
     warm: bool
+    switched_off: bool = False  # the kill switch (`shinsa model off`)
 
 
 def accept_payment(
@@ -148,7 +149,11 @@ def screen_payment(
     features |= known_risk(entities, at_ms)  # not activity: the account's history is in ctx
     probability, contributions = rules.model.assess(features, explain=rules.warm)
     opinion = ModelOpinion(
-        probability, rules.model.name, rules.warm, tuple(n for n, _ in contributions)
+        probability,
+        rules.model.name,
+        rules.warm,
+        tuple(n for n, _ in contributions),
+        switched_off=rules.switched_off,
     )
     out_today = money_out_today(before(ctx.payer_history, at_ms, payment.payment_id), at_ms)
     signals = PaymentSignals(
@@ -476,7 +481,9 @@ async def current_identities(graph: IdentityGraph, contexts: Sequence[WalletCont
 
 
 def current_payment_rules(now: datetime) -> PaymentRules:
-    return PaymentRules(now, policies.active, scorer.state, scorer.warm_for_payments)
+    return PaymentRules(
+        now, policies.active, scorer.state, scorer.warm_for_payments, scorer.switched_off
+    )
 
 
 def payments_loop(settings: Settings, reg: SchemaRegistry) -> TransactionalLoop:

@@ -180,7 +180,7 @@ def decide_payment(
     else:
         score = max((PAYMENT_RULE_SCORES[code] for code in fired), default=0.0)
         ordered = sorted(fired, key=lambda code: -PAYMENT_RULE_SCORES[code])
-        tail = reasons.SCORE_RULES_ONLY if model is None else reasons.MODEL_COLD_START
+        tail = reasons.rules_tail(model is not None, model is not None and model.switched_off)
     if score >= decline:
         decision = DECLINE
     elif score >= review:

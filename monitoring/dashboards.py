@@ -247,11 +247,31 @@ def first_appearance(info_metric: str) -> str:
 
 
 PROMOTED = "shinsa_model_promoted_timestamp_seconds"
-# (name, colour, query, title): versions taking over, and challengers promoted
+ROLLED_BACK = "shinsa_model_rolled_back_timestamp_seconds"
+RULES_ONLY = "shinsa_model_rules_only"
+# (name, colour, query, title): versions taking over, and each operator's model change
 ANNOTATIONS = (
     ("Model version", "purple", first_appearance("shinsa_model_info"), "model {{version}}"),
     ("Policy version", "orange", first_appearance("shinsa_policy_info"), "policy {{version}}"),
     ("Model promoted", "red", f"max({PROMOTED}) > max({PROMOTED} offset 1m)", "model promoted"),
+    (
+        "Model rolled back",
+        "red",
+        f"max({ROLLED_BACK}) > max({ROLLED_BACK} offset 1m)",
+        "model rolled back",
+    ),
+    (
+        "Model switched off",
+        "red",
+        f"max({RULES_ONLY}) > max({RULES_ONLY} offset 1m)",
+        "kill switch on: rules only",
+    ),
+    (
+        "Model switched on",
+        "green",
+        f"max({RULES_ONLY}) < max({RULES_ONLY} offset 1m)",
+        "kill switch off: models decide",
+    ),
 )
 
 
@@ -882,7 +902,8 @@ def model() -> Any:
             "Ranking quality",
             "Progressive ROC AUC (fraud ranked above good orders) and average precision "
             "(how clean the top of the ranking is), each score judged before its label was "
-            "known. Falling after a version marker: roll the model back. The challenger's "
+            "known. Falling after a version marker: roll the model back (`shinsa model "
+            "history`, `shinsa model rollback`). The challenger's "
             "(scored in shadow) beside them: above for long, `shinsa model promote` it.",
             "none",
             [

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from streams.campaign_cli import campaign_app
 from streams.errors import UserError
+from streams.model_cli import model_app
 from streams.progress import LineProgress, progress_for
 from streams.segment_cli import segment_app
 from streams.settings import Settings, settings_for_cli
@@ -36,7 +37,6 @@ stack_app = typer.Typer(help="The local Kafka + Redis stack.", no_args_is_help=T
 app.add_typer(stack_app, name="stack")
 identity_app = typer.Typer(help="Identity resolution (名寄せ).", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
-model_app = typer.Typer(help="The online fraud model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 policy_app = typer.Typer(help="Screening policies: default and per-merchant rules, lists.")
 app.add_typer(policy_app, name="policy")
@@ -658,144 +658,6 @@ def policy_hash(
     if hashed is None:
         raise UserError(f"not a usable {kind}: it does not normalize (check the value)")
     console.print(f"- {{kind: {kind}, hash: {hashed}}}", markup=False)
-
-
-def newest_model_header(s: Settings) -> tuple[dict[str, Any] | None, int, int]:
-    """The summary of the newest verified checkpoint on the models topic (None: none yet),
-    the checkpoints read and those rejected (bad signature)."""
-    from agents.model import CheckpointError, verify_checkpoint
-    from agents.scorer import MODEL_KEY
-    from streams.clients import read_topic
-
-    secret = s.hash_key.get_secret_value().encode()
-    newest: dict[str, Any] | None = None
-    checkpoints = rejected = 0
-    for msg in read_topic(s, s.topic("models")):
-        if msg.key() != MODEL_KEY or msg.value() is None:
-            continue
-        checkpoints += 1
-        try:
-            header, _ = verify_checkpoint(msg.value(), secret)
-        except CheckpointError:
-            rejected += 1
-            continue
-        if newest is None or header["checkpoint"] > newest["checkpoint"]:
-            newest = header
-    return newest, checkpoints, rejected
-
-
-def no_model_yet(s: Settings, rejected: int) -> UserError:
-    return UserError(
-        f"no model checkpoint on {s.topic('models')} yet ({rejected} rejected): the learner "
-        "publishes one once outcomes arrive (`shinsa worker`, then outcomes on "
-        f"{s.topic('outcomes')})"
-    )
-
-
-def iso_time(epoch_seconds: float | None) -> str | None:
-    from datetime import UTC, datetime
-
-    if not epoch_seconds:
-        return None
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
-
-
-@model_app.command("status")
-def model_status(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
-) -> None:
-    """The newest model checkpoint: version, labels learned, progressive metrics, features,
-    and the challenger learning beside it, if any."""
-    import orjson
-
-    s = settings()
-    newest, checkpoints, rejected = newest_model_header(s)
-    if newest is None:
-        raise no_model_yet(s, rejected)
-    warm = newest["labels"] >= s.model_min_labels and newest["positives"] >= s.model_min_positives
-    status = {**newest, "warm": warm, "checkpoints_on_topic": checkpoints, "rejected": rejected}
-    status["updated_at"] = iso_time(newest["updated_at"])
-    status["promoted_at"] = iso_time(newest.get("promoted_at"))
-    if as_json:
-        sys.stdout.write(orjson.dumps(status).decode() + "\n")
-        return
-    challenger = status.pop("challenger", None)
-    credit = status.pop("credit", None) or {}
-    table = Table("field", "model", "challenger", "credit", title=f"model {newest['version']}")
-    for key, value in status.items():
-        other = challenger.get(key) if challenger else None
-        table.add_row(
-            key,
-            cell(value),
-            cell(other) if key in (challenger or {}) else "",
-            cell(credit[key]) if key in credit else "",
-        )
-    console.print(table)
-    if not credit:
-        err.print("no credit model yet: it starts with the first repayment (PAID, UNPAID) label")
-    if not challenger:
-        err.print("no challenger: set SHINSA_MODEL_CHALLENGER on the workers to start one")
-    if not warm:
-        err.print(
-            f"cold start: decisions use the policy rules until {s.model_min_labels} labels "
-            f"({s.model_min_positives} frauds) are learned"
-        )
-
-
-def cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "—" if value is None else str(value)
-
-
-@model_app.command("promote")
-def model_promote(
-    wait: Annotated[
-        float, typer.Option(help="Seconds to wait for the learner to switch the models.")
-    ] = 30.0,
-) -> None:
-    """Let the challenger decide: the learner swaps it with the model (which stays on as the
-    challenger, so promoting again undoes it), records the promotion and publishes it."""
-    import getpass
-    import socket
-
-    import orjson
-    import redis
-
-    from agents.state import Keys
-
-    s = settings()
-    before, _, rejected = newest_model_header(s)
-    if before is None:
-        raise no_model_yet(s, rejected)
-    if not before.get("challenger"):
-        raise UserError(
-            f"model {before['version']} has no challenger to promote: set "
-            "SHINSA_MODEL_CHALLENGER (logreg, tree or forest) on the workers and let it learn"
-        )
-    client = redis.Redis.from_url(s.redis_url)
-    key = Keys(s.identity_namespace).promote()
-    by = f"{getpass.getuser()}@{socket.gethostname()}"
-    request = orjson.dumps({"by": by, "at": time.time(), "checkpoint": before["checkpoint"]})
-    try:
-        client.set(key, request, ex=max(1, round(wait)))
-    except redis.RedisError as exc:
-        raise UserError(f"cannot reach Redis at {s.redis_url}: {exc}") from None
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        after, _, _ = newest_model_header(s)
-        if after and after.get("promotions", 0) > before.get("promotions", 0):
-            console.print(
-                f"promoted: {after['kind']} decides from {after['version']} on "
-                f"({before['kind']} is the challenger now; `shinsa model promote` undoes it)"
-            )
-            return
-    client.delete(key)
-    raise UserError(
-        f"no learner answered in {wait:g} s, nothing changed: is a worker running "
-        "(`shinsa worker`)? Try again with a longer --wait if the learner is busy"
-    )
 
 
 @identity_app.command("show")

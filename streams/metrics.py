@@ -108,6 +108,16 @@ MODEL_PROMOTED_AT = Gauge(
     "shinsa_model_promoted_timestamp_seconds",
     "When the challenger was last promoted to decide (`shinsa model promote`); 0: never.",
 )
+MODEL_ROLLED_BACK_AT = Gauge(
+    "shinsa_model_rolled_back_timestamp_seconds",
+    "When the model was last rolled back to an archived checkpoint (`shinsa model "
+    "rollback`); 0: never.",
+)
+MODEL_RULES_ONLY = Gauge(
+    "shinsa_model_rules_only",
+    "1 while the kill switch keeps the models out of decisions (`shinsa model off`): the "
+    "policy rules decide alone.",
+)
 MODEL_LOAD_FAILURES = Counter(
     "shinsa_model_load_failures_total",
     "Model checkpoints rejected (bad signature, unreadable); the previous model is kept.",

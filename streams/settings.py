@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     model_checkpoint_seconds: float = Field(
         30.0, gt=0, description="… or this many seconds after the last, if it learned anything."
     )
+    model_history: int = Field(
+        100,
+        ge=1,
+        description="Checkpoints kept on the models topic for `shinsa model history` and "
+        "`rollback` (older ones are deleted).",
+    )
     snapshot_ttl_days: float = Field(
         60.0, gt=0, description="How long an order's feature snapshot waits for its outcome."
     )

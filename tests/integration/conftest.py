@@ -7,9 +7,11 @@ seeing each other's events. A missing service is a failure, never a skip.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -256,3 +258,14 @@ def running_alertmanager(config_text: str, tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`shinsa ARGS…` as a user runs it, against the test's topics and Redis namespace."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env={**os.environ, **env_vars(settings)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )

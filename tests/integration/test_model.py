@@ -14,12 +14,12 @@ import orjson
 import pytest
 import redis
 
-from agents.model import credit_label_of, label_of, verify_checkpoint
+from agents.model import MODEL_KEY, credit_label_of, label_of, verify_checkpoint
 from agents.policy import load_policy_yaml
 from streams import policy_admin
 from streams.clients import prepare, read_topic
 from streams.settings import Settings, load_settings
-from tests.integration.conftest import Worker, collect, produce, simulated
+from tests.integration.conftest import Worker, collect, produce, run_cli, simulated
 from tests.integration.conftest import env_vars as conftest_env
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,7 @@ def newest_model(settings: Settings) -> dict[str, Any] | None:
     headers = [
         verify_checkpoint(m.value(), secret)[0]
         for m in read_topic(settings, settings.topic("models"))
+        if m.key() == MODEL_KEY
     ]
     return max(headers, key=lambda h: h["checkpoint"], default=None)
 
@@ -320,6 +321,92 @@ def test_a_challenger_learns_in_shadow_and_promote_lets_it_decide(env, registry,
         late_ids = {registry.decode("Order", v)["order_id"] for _, _, v in late}
         assert {decided[o]["model_version"] for o in late_ids} == {after["version"]}
         assert after["version"].startswith("tree-v")
+        assert worker.errors() == []
+    finally:
+        if worker.proc and worker.proc.poll() is None:
+            worker.stop()
+
+
+def test_history_rollback_and_the_kill_switch(model_env, registry, tmp_path):
+    """`shinsa model history` lists the archived checkpoints; `rollback` returns to one and the
+    learner learns on from the next label (not the ones since); `off` makes every decision the
+    rules' alone, with MODEL_SWITCHED_OFF, and `on` gives it back to the model."""
+    merchants, early, outcomes, _, late, _ = split_history(registry, 1200, 24, 160)
+    labelled = [o for o in outcomes if label_of(o.value["kind"]) is not None]
+    frauds = [i for i, o in enumerate(outcomes) if label_of(o.value["kind"]) == 1]
+    first = max(frauds[7] + 1, len(outcomes) // 3)  # warm: enough frauds among its labels
+    second = (first + len(outcomes)) // 2
+    parts = [outcomes[:first], outcomes[first:second], outcomes[second:]]
+    counts = [sum(label_of(o.value["kind"]) is not None for o in part) for part in parts]
+    assert sum(counts) == len(labelled) and min(counts) > 100
+
+    def send(part):
+        produce(
+            model_env,
+            [
+                (p.topic, p.key, p.value)
+                for p in (prepare(registry, "outcomes", o.value) for o in part)
+            ],
+        )
+
+    worker = Worker(model_env, tmp_path / "worker.log").start()
+    try:
+        produce(model_env, merchants + early)
+        decisions_of(registry, model_env, len(early), worker)
+        send(parts[0])
+        target = wait_for_model(model_env, counts[0])
+        assert target["labels"] == counts[0] and target["positives"] >= 5  # warm
+        send(parts[1])
+        bad = wait_for_model(model_env, counts[0] + counts[1])
+
+        shown = run_cli(model_env, "model", "history", "--json")
+        assert shown.returncode == 0, shown.stderr
+        rows = [orjson.loads(line) for line in shown.stdout.splitlines()]
+        assert [r["checkpoint"] for r in rows] == sorted(r["checkpoint"] for r in rows)
+        assert rows[-1]["checkpoint"] == bad["checkpoint"] and rows[-1]["in_use"]
+        assert target["checkpoint"] in {r["checkpoint"] for r in rows}
+        assert run_cli(model_env, "model", "history").returncode == 0
+
+        missing = run_cli(model_env, "model", "rollback", "999999", "--wait", "2")
+        assert missing.returncode == 1 and "not in the archive" in missing.stderr
+        rolled = run_cli(model_env, "model", "rollback", target["version"], "--wait", "60")
+        assert rolled.returncode == 0, rolled.stderr
+        after = newest_model(model_env)
+        assert after["checkpoint"] > bad["checkpoint"] and after["rollbacks"] == 1
+        assert after["rolled_back_to"] == target["checkpoint"]
+        assert after["labels"] == target["labels"] and after["roc_auc"] == target["roc_auc"]
+        wait_for_metric(worker, "shinsa_model_rolled_back_timestamp_seconds", 1)
+        history = [
+            orjson.loads(x)
+            for x in run_cli(model_env, "model", "history", "--json").stdout.splitlines()
+        ]
+        assert history[-1]["change"] == f"rolled back to {target['checkpoint']}"
+
+        # the learner learns on from the next label: the rolled-back ones are not relearned
+        send(parts[2])
+        learned = wait_for_model(model_env, target["labels"] + counts[2])
+        time.sleep(3)  # longer than a checkpoint interval: nothing more comes
+        assert newest_model(model_env)["labels"] == learned["labels"] == counts[0] + counts[2]
+
+        # the kill switch: the rules decide alone until it is turned off again
+        off = run_cli(model_env, "model", "off", "--reason", "a test")
+        assert off.returncode == 0, off.stderr
+        wait_for_metric(worker, "shinsa_model_rules_only", 1)
+        status = orjson.loads(run_cli(model_env, "model", "status", "--json").stdout)
+        assert status["rules_only"] is True
+        produce(model_env, late[:80])
+        decided = decisions_of(registry, model_env, len(early) + 80, worker)
+        switched = [registry.decode("Order", v)["order_id"] for _, _, v in late[:80]]
+        assert {decided[o]["reasons"][-1] for o in switched} == {"MODEL_SWITCHED_OFF"}
+        assert run_cli(model_env, "model", "on").returncode == 0
+        deadline = time.monotonic() + 30
+        while worker.metrics()["shinsa_model_rules_only"] != 0:
+            assert time.monotonic() < deadline, "the switch never turned off"
+            time.sleep(0.3)
+        produce(model_env, late[80:])
+        decided = decisions_of(registry, model_env, len(early) + len(late), worker)
+        back = [registry.decode("Order", v)["order_id"] for _, _, v in late[80:]]
+        assert {decided[o]["reasons"][-1] for o in back} == {"SCORE_MODEL"}
         assert worker.errors() == []
     finally:
         if worker.proc and worker.proc.poll() is None:

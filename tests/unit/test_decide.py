@@ -154,6 +154,7 @@ def test_every_rule_is_described_in_the_reason_catalogue():
     how_scored = {
         reasons.SCORE_RULES_ONLY,
         reasons.MODEL_COLD_START,
+        reasons.MODEL_SWITCHED_OFF,
         reasons.SCORE_MODEL,
         reasons.MODEL_PREFIX,
         reasons.CREDIT_PREFIX,
@@ -183,6 +184,13 @@ def test_a_cold_model_leaves_the_rules_to_decide_and_says_so():
     cold = decide_with(3_000, opinion(0.99, warm=False))
     assert cold.decision == "APPROVE"
     assert cold.reasons == ("MODEL_COLD_START",)
+
+
+def test_the_kill_switch_leaves_the_rules_to_decide_and_says_so():
+    off = ModelOpinion(score=0.99, version="logreg-v3", warm=False, switched_off=True)
+    assert decide_with(3_000, off).reasons == ("MODEL_SWITCHED_OFF",)
+    big = decide_with(300_000, off)
+    assert big.reasons[-1] == "MODEL_SWITCHED_OFF" and big.decision != "APPROVE"
 
 
 def test_a_warm_model_decides_with_its_probability_and_names_its_reasons():

@@ -17,10 +17,14 @@ from agents.model import (
     MAGIC,
     CheckpointError,
     ModelState,
+    archive_key,
+    archived_checkpoint,
     average_precision,
     credit_label_of,
     decode_checkpoint,
+    decode_switch,
     encode_checkpoint,
+    encode_switch,
     label_of,
     log_loss,
     recall_at_review_rate,
@@ -240,6 +244,61 @@ def test_promotion_swaps_the_models_keeps_the_learner_books_and_is_undone_by_ano
     assert len(state.promotions) == 2 and state.challenger.challenger is None
     with pytest.raises(ValueError, match="no challenger"):
         ModelState().promote(0.0, "ops")
+
+
+def test_a_rollback_returns_to_the_archived_models_and_keeps_the_learner_books():
+    archived = trained(300, seed=4)
+    archived.version = 5
+    blob = encode_checkpoint(archived, KEY)
+    state = decode_checkpoint(blob, KEY)
+    x = {"velocity_count_1h": 3.0, "noise": 0.1}
+    then = state.score(x)
+    rng = random.Random(9)
+    for _ in range(400):  # it learns on, from labels that say the opposite
+        z = {"velocity_count_1h": rng.gauss(3, 1), "noise": rng.random()}
+        state.learn(z, 0, state.score(z))
+    state.credit_model().learn({"held": 1.0}, 1, 0.05)
+    state.version, state.offsets, state.pending = 11, {0: 900}, {"o7": {"y": 1}}
+    assert state.score(x) < then
+    record = state.roll_back(decode_checkpoint(blob, KEY), 1_800_000_000.0, "ops@host")
+    assert state.score(x) == then and state.labels == 300
+    assert (state.version, state.offsets, state.pending) == (11, {0: 900}, {"o7": {"y": 1}})
+    assert state.credit is not None and state.credit.labels == 1  # the credit model stays
+    assert record == {
+        "at": 1_800_000_000.0,
+        "by": "ops@host",
+        "from": 11,
+        "to": 5,
+        "from_labels": 700,
+        "to_labels": 300,
+        "version": 12,
+        "credit": False,
+    }
+    summary = decode_checkpoint(encode_checkpoint(state, KEY), KEY).summary()
+    assert (summary["rollbacks"], summary["rolled_back_to"]) == (1, 5)
+    assert summary["rolled_back_at"] == 1_800_000_000.0
+    state.roll_back(decode_checkpoint(blob, KEY), 1_800_000_100.0, "ops@host", credit=True)
+    assert state.credit is None and len(state.rollbacks) == 2  # the archived one had none
+
+
+def test_archive_keys_name_their_checkpoint_and_nothing_else():
+    assert archived_checkpoint(archive_key(42)) == 42
+    for other in (b"model", b"switch", b"model@", b"model@x1", None):
+        assert archived_checkpoint(other) is None
+
+
+def test_the_kill_switch_message_is_signed():
+    blob = encode_switch(True, "ops@host", 1_800_000_000.0, "AUC fell", KEY)
+    assert decode_switch(blob, KEY) == {
+        "rules_only": True,
+        "by": "ops@host",
+        "at": 1_800_000_000.0,
+        "reason": "AUC fell",
+    }
+    with pytest.raises(CheckpointError, match="another SHINSA_HASH_KEY"):
+        decode_switch(blob, b"other-key")
+    with pytest.raises(CheckpointError, match="bad magic"):
+        decode_switch(b'{"rules_only": true}', KEY)
 
 
 def test_a_checkpoint_from_before_the_challenger_loads_without_one():

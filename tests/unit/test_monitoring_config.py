@@ -237,12 +237,19 @@ def test_every_panel_is_described_has_a_unit_and_queries_our_prometheus(name):
         "Model version",
         "Policy version",
         "Model promoted",
+        "Model rolled back",
+        "Model switched off",
+        "Model switched on",
     }
     if name == "campaign.json":  # a new campaign definition is annotated where it is watched
         assert "shinsa_campaign_info" in annotations["Campaign changed"]["expr"]
     assert "shinsa_model_info" in annotations["Model version"]["expr"]
     assert "shinsa_model_promoted_timestamp_seconds" in annotations["Model promoted"]["expr"]
     assert "shinsa_policy_info" in annotations["Policy version"]["expr"]
+    rolled_back = "shinsa_model_rolled_back_timestamp_seconds"
+    assert rolled_back in annotations["Model rolled back"]["expr"]
+    for change in ("Model switched off", "Model switched on"):
+        assert "shinsa_model_rules_only" in annotations[change]["expr"]
 
 
 def test_money_shares_and_durations_have_their_units():
