@@ -29,6 +29,6 @@
 Stage functions are pure (no I/O) and tested alone; the handlers of screen.py and wallet.py
 and the agents and tasks of learn.py, scorer.py, policies.py, exposure.py, devices.py, lag.py,
 ingest.py, merchants.py and wallet.py do the Kafka and Redis I/O, all Redis through state.py.
-The worker (streams/worker.py) registers the two hot paths (orders, payments) and imports the
+The worker (streams/tools/worker.py) registers the two hot paths (orders, payments) and imports the
 agents. Reason codes come from one catalogue, reasons.py.
 """

@@ -724,7 +724,7 @@ async def screening_ready() -> None:
 
 
 def screening_loop(settings: Settings, registry: SchemaRegistry) -> TransactionalLoop:
-    """The hot path as a service of the worker (registered by streams/worker.py)."""
+    """The hot path as a service of the worker (registered by streams/tools/worker.py)."""
     client = redis_client(settings)
     secret = settings.hash_key.get_secret_value().encode()
     graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)

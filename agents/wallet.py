@@ -487,7 +487,8 @@ def current_payment_rules(now: datetime) -> PaymentRules:
 
 
 def payments_loop(settings: Settings, reg: SchemaRegistry) -> TransactionalLoop:
-    """Wallet payment screening as a service of the worker (registered by streams/worker.py)."""
+    """Wallet payment screening as a service of the worker (registered by
+    streams/tools/worker.py)."""
     client = redis_client(settings)
     secret = settings.hash_key.get_secret_value().encode()
     state = HotPathState(

@@ -21,11 +21,11 @@ import orjson
 from rich.table import Table
 
 from agents.campaign import jst_month, to_ms
-from streams import stack
 from streams.clients import DeliveryTracker, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
-from streams.demo import percentile, start_worker, stop_worker, worker_env
 from streams.settings import load_settings
+from streams.tools import stack
+from streams.tools.demo import percentile, start_worker, stop_worker, worker_env
 from tests.bench.bench_pipeline import (
     CommittedCount,
     backlog_seconds,

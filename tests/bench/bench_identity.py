@@ -230,7 +230,7 @@ class Bench:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """On uvloop, like the worker (streams/worker.py)."""
+    """On uvloop, like the worker (streams/tools/worker.py)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of the worker

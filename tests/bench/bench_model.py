@@ -44,12 +44,12 @@ from agents.entities import (
 )
 from agents.features import order_features
 from agents.model import ESTIMATORS, ModelState
-from streams.backtest import enriched_orders, read_simulated, resolve_identities
-from streams.cli import write_events
 from streams.codec import SchemaRegistry
-from streams.demo import percentile
 from streams.settings import load_settings
-from streams.simulate import SimConfig, Simulator
+from streams.tools.backtest import enriched_orders, read_simulated, resolve_identities
+from streams.tools.demo import percentile
+from streams.tools.publish import write_events
+from streams.tools.simulate import SimConfig, Simulator
 
 TARGET_US = 200.0  # median features + score per order
 END = datetime(2026, 11, 1, tzinfo=UTC)

@@ -50,8 +50,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
-from streams import stack
-from streams.cli import progress
 from streams.clients import (
     Prepared,
     end_offsets,
@@ -61,10 +59,12 @@ from streams.clients import (
     read_topic,
 )
 from streams.codec import SchemaRegistry
-from streams.demo import percentile, start_worker, stop_worker, worker_env
 from streams.records import WALLET_KINDS
 from streams.settings import Settings, load_settings
-from streams.simulate import SimConfig, Simulator
+from streams.tools import stack
+from streams.tools.cli.common import progress
+from streams.tools.demo import percentile, start_worker, stop_worker, worker_env
+from streams.tools.simulate import SimConfig, Simulator
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 1  # paced phases use other seeds: fresh order ids (o-2-…) on the same merchant ids

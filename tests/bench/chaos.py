@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.bench.chaos [--orders 50000 --rate 1000 --kills 5 --seed N]
 
 Needs the local stack started by `shinsa stack up` (Redis and Kafka are restarted through
-streams/stack.py, so they must be the ones it started; the stack is left up at the end). Every
+streams/tools/stack.py, so they must be the ones it started; the stack is left up at the end). Every
 run uses a fresh topic prefix and app id (`chaos-<unix time>.`, Redis namespace
 `shinsa:chaos-<unix time>-shinsa`). The simulated merchants are produced first, then a worker
 starts and the orders are produced at `--rate` per second from a background thread, while at
@@ -58,13 +58,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
-from streams import stack
-from streams.cli import progress
 from streams.clients import Prepared, produce_one, producer_config
 from streams.codec import SchemaRegistry
-from streams.demo import start_worker, stop_worker, worker_env
 from streams.dlq import REASON
 from streams.settings import Settings, load_settings
+from streams.tools import stack
+from streams.tools.cli.common import progress
+from streams.tools.demo import start_worker, stop_worker, worker_env
 from tests.bench.bench_pipeline import delete_run, drop_redis_namespace, generate, positive
 
 # a log or pipe gets 110 columns instead of rich's 80, which would wrap the table
@@ -473,7 +473,7 @@ def other_users(own: Collection[int] = ()) -> list[str]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue
-        if "streams.cli worker" in cmd or "pytest" in cmd or "tests.bench" in cmd:
+        if "streams.tools.cli worker" in cmd or "pytest" in cmd or "tests.bench" in cmd:
             found.append(f"{entry.name}: {cmd.strip()[:100]}")
     return found
 

@@ -57,7 +57,7 @@ from agents.normalize import (
 )
 from streams.records import Address, Buyer
 from streams.settings import Settings, load_settings
-from streams.simulate import Person, SimConfig, Simulator, landline_number, mobile_number
+from streams.tools.simulate import Person, SimConfig, Simulator, landline_number, mobile_number
 
 GOAL_PRECISION = 0.995
 GOAL_RECALL = 0.97

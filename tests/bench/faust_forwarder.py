@@ -1,7 +1,7 @@
 """The Faust reference of the benchmark: orders → the same key and bytes → an output topic.
 
 It runs the product's own Faust app (streams/app.py, from the same SHINSA_* environment as a
-worker) on uvloop with `-l info`, as streams/worker.py does, and its agent has the shape of
+worker) on uvloop with `-l info`, as streams/tools/worker.py does, and its agent has the shape of
 agents/screen.py (`take_events` batches, `app.producer.send`, every send of a batch awaited in
 the loop body) minus the screening. So the pipeline's cost over it is the cost of screening.
 
@@ -32,7 +32,7 @@ def register_forwarder(app: Any, source: str, target: str, batch: int, timeout: 
 
 
 def run() -> None:
-    # uvloop before the app touches an event loop, as streams/worker.py does
+    # uvloop before the app touches an event loop, as streams/tools/worker.py does
     import uvloop
 
     uvloop.install()

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 import redis
 
-from streams import stack
 from streams.clients import DeliveryTracker, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
-from streams.demo import start_worker, stop_worker, worker_env
 from streams.metrics import free_port
 from streams.settings import Settings, load_settings
-from streams.simulate import SimConfig, Simulator
+from streams.tools import stack
+from streams.tools.demo import start_worker, stop_worker, worker_env
+from streams.tools.simulate import SimConfig, Simulator
 
 pytestmark = pytest.mark.integration
 
@@ -263,7 +263,7 @@ def running_alertmanager(config_text: str, tmp_path: Path) -> Iterator[str]:
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """`shinsa ARGS…` as a user runs it, against the test's topics and Redis namespace."""
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streams.tools.cli", *args],
         env={**os.environ, **env_vars(settings)},
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams import stack
+from streams.tools import stack
 from tests.integration.conftest import running_alertmanager
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from agents.draw import DrawError, commit_month, draw, draw_month, reduce_ledger, verify_month
 from agents.draw import tickets_by_person as live_tickets
-from streams.cli import app
+from streams.tools.cli import app
 from tests.integration.conftest import Worker, collect, produce
 from tests.integration.test_wallet import Wallet, wait_for_keys
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from streams import stack
 from streams.clients import Prepared
+from streams.tools import stack
 from tests.bench.chaos import (
     PacedProducer,
     Results,

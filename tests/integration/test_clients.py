@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams import stack
 from streams.clients import end_offsets, prepare, read_topic
+from streams.tools import stack
 from tests.integration.conftest import env_vars, produce, simulated
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_stack_up_twice_is_harmless(local_stack):
 
 def shinsa(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streams.tools.cli", *args],
         env={**os.environ, **env_vars(settings)},
         input=stdin,
         capture_output=True,

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from agents.model import label_of
-from streams.cli import write_events
 from streams.settings import Settings
+from streams.tools.publish import write_events
 from tests.integration.conftest import simulated
 
 pytestmark = pytest.mark.integration

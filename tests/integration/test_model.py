@@ -16,9 +16,9 @@ import redis
 
 from agents.model import MODEL_KEY, credit_label_of, label_of, verify_checkpoint
 from agents.policy import load_policy_yaml
-from streams import policy_admin
 from streams.clients import prepare, read_topic
 from streams.settings import Settings, load_settings
+from streams.tools import policy_admin
 from tests.integration.conftest import Worker, collect, produce, run_cli, simulated
 from tests.integration.conftest import env_vars as conftest_env
 
@@ -114,7 +114,7 @@ def test_delayed_labels_train_the_model_and_a_restart_keeps_it(model_env, regist
         learned = worker.metrics()['shinsa_labels_total{result="learned"}']
         assert learned == len(labelled)
         refused = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "model", "promote", "--wait", "2"],
+            [sys.executable, "-m", "streams.tools.cli", "model", "promote", "--wait", "2"],
             env={**os.environ, **conftest_env(model_env)},
             capture_output=True,
             text=True,
@@ -275,7 +275,7 @@ def test_a_challenger_learns_in_shadow_and_promote_lets_it_decide(env, registry,
     merchants, early, outcomes, outcome_msgs, late, _ = split_history(registry, 800, 23, 100)
     worker = Worker(settings, tmp_path / "worker.log").start()
     try:
-        cli = [sys.executable, "-m", "streams.cli"]
+        cli = [sys.executable, "-m", "streams.tools.cli"]
         env_vars_ = {**os.environ, **conftest_env(settings)}
         produce(settings, merchants + early)
         decisions_of(registry, settings, len(early), worker)

@@ -29,12 +29,12 @@ import orjson
 import pytest
 import yaml
 
-from streams import stack
-from streams.cli import encode_events
-from streams.demo import metrics_url
 from streams.metrics import free_port
 from streams.records import WALLET_KINDS
 from streams.settings import ROOT, Settings
+from streams.tools import stack
+from streams.tools.demo import metrics_url
+from streams.tools.publish import encode_events
 from tests.integration.conftest import (
     Worker,
     collect,
@@ -341,7 +341,7 @@ def check_kpi(prom: Prometheus, worker_port: int, decisions: int) -> None:
         ["--prometheus", prom.url],
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "kpi", *source, "--window", "10m"],
+            [sys.executable, "-m", "streams.tools.cli", "kpi", *source, "--window", "10m"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -393,7 +393,14 @@ def check_queries(prom: Prometheus) -> None:
 def test_kpi_reads_a_worker_and_prometheus_and_says_when_nothing_answers():
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "kpi", "--url", f"http://127.0.0.1:{port}/metrics"],
+        [
+            sys.executable,
+            "-m",
+            "streams.tools.cli",
+            "kpi",
+            "--url",
+            f"http://127.0.0.1:{port}/metrics",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -142,7 +142,7 @@ def test_decisions_cli_prints_json_lines(env, worker, registry):
     produce(env, sendable)
     collect(env, "decisions", len(ids), worker=worker)
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "decisions", "--json"],
+        [sys.executable, "-m", "streams.tools.cli", "decisions", "--json"],
         env={**os.environ, **env_vars(env)},
         capture_output=True,
         text=True,

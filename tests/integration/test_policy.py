@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from agents.policy import DEFAULT_POLICY_SET, load_policy_yaml
-from streams import policy_admin
 from streams.clients import prepare
+from streams.tools import policy_admin
 from tests.integration.conftest import Worker, collect, produce, simulated
 
 pytestmark = pytest.mark.integration

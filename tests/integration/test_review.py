@@ -25,7 +25,7 @@ HIGH_AMOUNT = 150_000  # above the review limit (100,000 yen), below the decline
 
 def shinsa(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "streams.tools.cli", *args],
         env={**os.environ, **env_vars(settings), "COLUMNS": "250"},
         capture_output=True,
         text=True,

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from agents.segments import AGE_BANDS, SegmentStore, parse_rows
 from agents.state import redis_client
-from streams.cli import app
 from streams.clients import prepare
+from streams.tools.cli import app
 from tests.integration.conftest import collect, produce, simulated
 
 pytestmark = pytest.mark.integration

@@ -196,7 +196,7 @@ def test_wallet_payments_are_decided_exactly_once_through_sigkills(env, worker, 
     finds its first attempt's history entries and skips them)."""
     from streams.clients import Prepared, prepare
     from streams.records import WALLET_KINDS
-    from streams.simulate import SimConfig, Simulator
+    from streams.tools.simulate import SimConfig, Simulator
     from tests.bench.chaos import PacedProducer, Results, tally
     from tests.integration.test_chaos import wait_for_progress
 

@@ -20,7 +20,7 @@ from agents.attributes import (
 )
 from agents.normalize import EMAIL_CLASSES, PHONE_KINDS, normalize_address
 from streams.records import Address, Order, record_from_datum
-from streams.simulate import SimConfig, Simulator
+from streams.tools.simulate import SimConfig, Simulator
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 

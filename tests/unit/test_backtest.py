@@ -1,4 +1,5 @@
-"""streams/backtest.py: delays, event-time replay without leakage, entity risk, inputs, errors."""
+"""streams/tools/backtest.py: delays, event-time replay without leakage, entity risk, inputs,
+errors."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ import pytest
 from rich.console import Console
 
 from agents.model import label_of
-from streams.backtest import (
+from streams.errors import UserError
+from streams.records import Order, Outcome, record_from_datum
+from streams.settings import load_settings
+from streams.tools.backtest import (
     Columns,
     EntityRisk,
     EvalOptions,
@@ -38,11 +42,8 @@ from streams.backtest import (
     schedule,
     table_history,
 )
-from streams.cli import write_events
-from streams.errors import UserError
-from streams.records import Order, Outcome, record_from_datum
-from streams.settings import load_settings
-from streams.simulate import SimConfig, Simulator
+from streams.tools.publish import write_events
+from streams.tools.simulate import SimConfig, Simulator
 
 HOUR = 3_600_000
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -484,7 +485,7 @@ def wallet_file(path: Path, payments: int = 3000) -> Path:
 
 def test_wallet_features_are_what_the_worker_would_have_seen(tmp_path: Path, registry) -> None:
     """Fan-in into each receiver counts the distinct senders strictly before each transfer."""
-    from streams.backtest_wallet import read_wallet
+    from streams.tools.backtest_wallet import read_wallet
 
     path = wallet_file(tmp_path / "w.jsonl")
     wallet = read_wallet(path, registry)

@@ -284,7 +284,7 @@ def test_partitions_taken_away_stop_being_reported():
 
 
 def test_histogram_quantile_interpolates_like_prometheus():
-    from streams.kpi import histogram_quantile
+    from streams.tools.kpi import histogram_quantile
 
     buckets = [(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (math.inf, 100.0)]
     assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
@@ -295,7 +295,7 @@ def test_histogram_quantile_interpolates_like_prometheus():
 
 
 def test_a_worker_page_becomes_kpis_without_personal_data():
-    from streams.kpi import from_worker, table
+    from streams.tools.kpi import from_worker, table
 
     text = "\n".join(
         [
@@ -321,7 +321,7 @@ def test_a_worker_page_becomes_kpis_without_personal_data():
 
 def test_a_page_without_shinsa_metrics_is_a_clear_error():
     from streams.errors import UserError
-    from streams.kpi import from_worker
+    from streams.tools.kpi import from_worker
 
     with pytest.raises(UserError, match="no shinsa_"):
         from_worker("# TYPE up gauge\nup 1\n", "http://elsewhere/metrics")
@@ -330,7 +330,7 @@ def test_a_page_without_shinsa_metrics_is_a_clear_error():
 def test_wallet_payments_appear_in_the_kpi_table_by_kind():
     from rich.console import Console
 
-    from streams.kpi import from_worker, table
+    from streams.tools.kpi import from_worker, table
 
     text = "\n".join(
         [
@@ -371,7 +371,7 @@ def sample(decision: str, reason: str, subject: str, value: int) -> str:
 def test_top_reasons_of_reviews_and_declines_in_the_kpi_table():
     from rich.console import Console
 
-    from streams.kpi import from_worker, table
+    from streams.tools.kpi import from_worker, table
 
     text = "\n".join(
         [
@@ -419,7 +419,7 @@ CREDIT_PAGE = "\n".join(
 def shown(snap) -> str:
     from rich.console import Console
 
-    from streams.kpi import table
+    from streams.tools.kpi import table
 
     console = Console(width=120, record=True)
     console.print(table(snap))
@@ -427,7 +427,7 @@ def shown(snap) -> str:
 
 
 def test_the_credit_check_appears_in_the_kpi_table_by_band_and_order_month():
-    from streams.kpi import from_worker
+    from streams.tools.kpi import from_worker
 
     snap = from_worker(CREDIT_PAGE, "http://w/metrics")
     assert snap.credit == {
@@ -450,7 +450,7 @@ def test_the_credit_check_appears_in_the_kpi_table_by_band_and_order_month():
 
 
 def test_the_unpaid_ratio_is_shown_once_known_and_no_credit_section_without_credit():
-    from streams.kpi import from_worker
+    from streams.tools.kpi import from_worker
 
     page = CREDIT_PAGE.replace(
         "shinsa_credit_unpaid_rate_ratio NaN", "shinsa_credit_unpaid_rate_ratio 1.83"
@@ -467,7 +467,7 @@ def test_the_unpaid_ratio_is_shown_once_known_and_no_credit_section_without_cred
 def test_prometheus_credit_kpis_take_the_max_of_gauges_every_worker_reports(monkeypatch):
     import json
 
-    from streams import kpi
+    from streams.tools import kpi
 
     answers = {
         'up{job="shinsa-worker"}': [({"instance": "w1"}, 1)],

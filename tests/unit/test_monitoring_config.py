@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from monitoring import dashboards
-from streams import stack
 from streams.settings import ROOT, load_settings
+from streams.tools import stack
 
 MONITORING = ROOT / "monitoring"
 PROMETHEUS_YML = MONITORING / "prometheus" / "prometheus.yml"

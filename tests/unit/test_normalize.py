@@ -29,7 +29,7 @@ from agents.normalize import (
     normalize_postal_code,
     postal_table,
 )
-from streams.simulate import SimConfig, Simulator
+from streams.tools.simulate import SimConfig, Simulator
 
 # ------------------------------------------------------------------ names and readings
 

@@ -157,7 +157,7 @@ def test_exposure_and_the_unpaid_hold():
 
 
 def test_policy_apply_refuses_an_invalid_file_without_a_traceback(tmp_path):
-    from streams.cli import app
+    from streams.tools.cli import app
 
     bad = tmp_path / "policy.yaml"
     bad.write_text("name: x\nmerchants:\n  m1:\n    review_score: 2\n", encoding="utf-8")

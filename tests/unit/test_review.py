@@ -12,8 +12,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 
 from streams.errors import UserError
-from streams.explain import describe, fired_status, trace_renderables
-from streams.review import (
+from streams.tools.explain import describe, fired_status, trace_renderables
+from streams.tools.review import (
     awaiting_review,
     check_resolvable,
     key_partition,
@@ -28,7 +28,7 @@ from streams.review import (
     reviewer_verdicts,
     verdict_outcome,
 )
-from streams.simulate import SimConfig, Simulator
+from streams.tools.simulate import SimConfig, Simulator
 from tests.unit.conftest import VALID_JSON
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

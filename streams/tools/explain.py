@@ -19,8 +19,8 @@ from rich.table import Table
 from agents.reasons import ALLOW_LISTED, DECISION_REASONS, MODEL_PREFIX
 from streams.codec import SchemaRegistry
 from streams.errors import UserError
-from streams.review import CLOCK_MARGIN_MS, decode_all, read_keys
 from streams.settings import Settings
+from streams.tools.review import CLOCK_MARGIN_MS, decode_all, read_keys
 
 COLOURS = {"APPROVE": "green", "REVIEW": "yellow", "DECLINE": "red"}
 
@@ -33,7 +33,7 @@ def trace_since_ms(settings: Settings, order_id: str) -> int:
     the intake's clock allowance; 0 (the beginning) without a snapshot or without Redis."""
     from redis.exceptions import RedisError
 
-    from streams.review import load_snapshot
+    from streams.tools.review import load_snapshot
 
     try:
         snapshot = load_snapshot(settings, order_id)

@@ -82,10 +82,10 @@ from agents.model import (
 )
 from agents.segments import jst_date
 from agents.validate import Rejection, check_order, decode_event
-from streams.backtest_wallet import pattern_recall
 from streams.errors import UserError
 from streams.records import Merchant, Order, Outcome
 from streams.settings import Settings
+from streams.tools.backtest_wallet import pattern_recall
 
 OUTCOME = "outcome"  # --delay outcome: a label is known when the simulator's outcome arrived
 DELAY_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -732,9 +732,9 @@ def credit_history(
 def wallet_history(
     path: Path, settings: Settings, *, say: Callable[[str], None] = quiet
 ) -> History:
-    """The wallet payments of a simulator file (streams/backtest_wallet.py)."""
-    from streams.backtest_wallet import read_wallet
+    """The wallet payments of a simulator file (streams/tools/backtest_wallet.py)."""
     from streams.codec import SchemaRegistry
+    from streams.tools.backtest_wallet import read_wallet
 
     wallet = read_wallet(path, SchemaRegistry(settings.schema_dir))
     if wallet.skipped:

@@ -30,10 +30,9 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from streams.simulate import Person, SimEvent, Simulator
+from streams.tools.simulate_types import JST, OrderWorld, Person, SimEvent
 
 WALLET_PATTERNS = ("wallet_takeover", "mule_fan_in", "card_cash_out", "scam_transfer")
 CHARGE_CHANNELS = ("BANK_ACCOUNT", "CONVENIENCE_STORE", "ATM", "CARD", "SHOP_REGISTER")
@@ -45,9 +44,7 @@ class WalletTraffic:
     """Builds the wallet events of one simulation (its own random stream: the orders of a
     seed stay what they were)."""
 
-    def __init__(self, sim: Simulator) -> None:
-        from streams.simulate import JST, SimEvent
-
+    def __init__(self, sim: OrderWorld) -> None:
         self.sim, self.cfg, self.jst, self.Event = sim, sim.cfg, JST, SimEvent
         self.rng = random.Random(sim.cfg.seed * 7919 + 1)
         n_users = max(12, min(len(sim.people), sim.cfg.wallet_payments // 6))

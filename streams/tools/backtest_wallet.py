@@ -3,7 +3,7 @@ replayed through the worker's own feature code (agents/wallet_features.py), with
 worker keeps in Redis rebuilt in memory from the same events in event-time order: account
 facts from `accounts`, logins and devices from `logins`, histories and incoming transfers from
 the payments before. Labels come from outcomes with subject PAYMENT; the replay and metrics are
-the orders' (streams/backtest.py), plus the recall of each named pattern.
+the orders' (streams/tools/backtest.py), plus the recall of each named pattern.
 
 One simplification: two accounts are one person when their KYC persons share name and birth
 date (the worker asks the identity graph, which also links spelling variations).

@@ -24,14 +24,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from streams import stack
 from streams.clients import end_offsets, read_topic
 from streams.codec import SchemaRegistry
 from streams.dlq import REASON
 from streams.errors import UserError
 from streams.records import WALLET_KINDS
 from streams.settings import Settings
-from streams.simulate import SimConfig, Simulator
+from streams.tools import stack
+from streams.tools.simulate import SimConfig, Simulator
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -54,7 +54,7 @@ def start_worker(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--role", role],
+            [sys.executable, "-m", "streams.tools.cli", "worker", "--role", role],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -95,7 +95,7 @@ def run_demo(
     console: Console,
     progress: Callable[[], Progress],
 ) -> None:
-    from streams.cli import encode_events, send_prepared
+    from streams.tools.publish import encode_events, send_prepared
 
     console.rule("[bold]Shinsa demo")
     stack.up(settings, say=lambda m: console.print(f"[dim]{m}"))
@@ -359,7 +359,7 @@ def show_segments(
     from agents.segments import SegmentStore
     from agents.state import redis_client
     from streams.errors import UserError
-    from streams.segment_cli import call
+    from streams.tools.api_client import call
 
     approved = Counter(d["merchant_id"] for d in decided.values() if d["decision"] == "APPROVE")
     found = re.search(r"API on (http://\S+)/segments", log.read_text("utf-8", "replace"))
@@ -435,8 +435,8 @@ def show_payments(
 
 
 def show_kpis(console: Console, url: str) -> None:
-    """The worker's KPIs as `shinsa kpi` shows them (streams/kpi.py), not raw samples."""
-    from streams.kpi import from_worker, table
+    """The worker's KPIs as `shinsa kpi` shows them (streams/tools/kpi.py), not raw samples."""
+    from streams.tools.kpi import from_worker, table
 
     try:
         text = urllib.request.urlopen(url, timeout=5).read().decode("utf-8", "replace")
