@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from agents.credit import OUTCOME_EVENTS
@@ -32,23 +31,11 @@ from agents.state import AccountStore, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
 from streams.app import app, registry, settings
 from streams.delivery import Outgoing, send_all
-from streams.metrics import CREDIT_BANDS, CREDIT_OUTSTANDING
+from streams.metrics import CREDIT_BANDS, CREDIT_OUTSTANDING, HELD, OUTSTANDING, SETTLEMENTS
 from streams.topics import account_events_topic, outcomes_topic, payments_topic
 
 log = logging.getLogger(__name__)
 
-SETTLEMENTS = Counter(
-    "shinsa_settlements_total",
-    "Repayments and outcomes applied to identities' exposure, or unknown orders.",
-    ["event", "result"],
-)
-OUTSTANDING = Gauge(
-    "shinsa_exposure_outstanding_yen",
-    "Outstanding deferred balance (yen) of all identities (every worker reports the total).",
-)
-HELD = Gauge(
-    "shinsa_identities_held", "Identities held for an unpaid order (all; the same in every worker)."
-)
 SETTLEMENT_EVENTS = ("repaid", "unpaid", "written_off", "approved")
 for _event in SETTLEMENT_EVENTS:  # at 0 from the start, so rate() counts the first ones
     for _result in ("applied", "unknown_order"):

@@ -13,10 +13,10 @@ from typing import Any
 from agents import reasons
 from agents.validate import Rejection, check_any, decode_event
 from streams.app import app, registry, settings
-from streams.clients import TOPIC_RECORDS
 from streams.delivery import send_all
 from streams.dlq import dead_letter
 from streams.metrics import EVENTS_IN
+from streams.settings import TOPICS
 from streams.topics import (
     accounts_topic,
     checked_events_topic,
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # full topic name → (logical topic, record name), from the one topic → record table
 RECORD_OF_TOPIC = {
-    topic.get_topic_name(): (logical, TOPIC_RECORDS[logical][0])
+    topic.get_topic_name(): (logical, TOPICS[logical].record)
     for logical, topic in (
         ("payments", payments_topic),
         ("accounts", accounts_topic),

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter
-
 from agents import reasons
 from agents.attributes import order_attributes
 from agents.identity import Identity, Lookup, person_keys
@@ -23,18 +21,12 @@ from agents.validate import Rejection, check_order, decode_event
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
-from streams.metrics import EVENTS_IN
+from streams.metrics import EVENTS_IN, IDENTITIES_CREATED, IDENTITY_MERGES, SATURATED_KEY_HITS
 from streams.records import Order
 from streams.txloop import Received
 
 log = logging.getLogger(__name__)
 
-IDENTITIES_CREATED = Counter("shinsa_identities_created_total", "New identities resolved.")
-IDENTITY_MERGES = Counter("shinsa_identity_merges_total", "Identities merged into older ones.")
-SATURATED_KEY_HITS = Counter(
-    "shinsa_identity_saturated_key_hits_total",
-    "Match keys skipped because they link too many people (help desks, shared mailboxes).",
-)
 ORDERS_IN = EVENTS_IN.labels("orders")
 
 

@@ -16,22 +16,16 @@ import logging
 from dataclasses import dataclass
 
 import orjson
-from prometheus_client import Counter
 
 from agents.policy import DEFAULT_POLICY_SET, PolicySet, policy_from_json
 from streams.app import app, settings
 from streams.follow import follow_topic
-from streams.metrics import POLICY_INFO
+from streams.metrics import POLICY_INFO, POLICY_LOAD_FAILURES
 from streams.topics import policies_topic
 
 log = logging.getLogger(__name__)
 
 ACTIVE, SHADOW = b"active", b"shadow"
-
-POLICY_LOAD_FAILURES = Counter(
-    "shinsa_policy_load_failures_total",
-    "Published policies refused by a worker (invalid); the previous policy stays in force.",
-)
 
 
 @dataclass

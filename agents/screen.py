@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from functools import cache, partial
 from typing import Any
 
-from prometheus_client import Counter
-
 from agents import reasons
 from agents.credit import (
     COLD_BAND,
@@ -94,6 +92,8 @@ from streams.metrics import (
     DECISIONS_BY_METHOD,
     LATENCY,
     MODEL_SCORE,
+    REPLAYED,
+    SHADOW_DECISIONS,
 )
 from streams.records import Merchant, Order
 from streams.settings import Settings
@@ -399,18 +399,6 @@ def record_decision_metrics(decision: Mapping[str, Any], method: str) -> None:
 
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
-
-
-SHADOW_DECISIONS = Counter(
-    "shinsa_shadow_decisions_total",
-    "Orders decided by both the active and the shadow policy, by the pair of decisions.",
-    ["active", "shadow"],
-)
-REPLAYED = Counter(
-    "shinsa_decisions_replayed_total",
-    "Orders already decided (a redelivery after a crash, a producer's retry, a replay): "
-    "answered with the earlier decision, not decided again.",
-)
 
 
 # ---------------------------------------------------------------- the batch core (pure)

@@ -52,7 +52,6 @@ from typing import Any, TypeVar
 
 import orjson
 import redis
-from prometheus_client import Counter
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -71,6 +70,7 @@ from agents.wallet_features import (
     WalletContext,
 )
 from agents.wallet_features import HISTORY_MS as WALLET_HISTORY_MS
+from streams.metrics import REDIS_RETRIES
 from streams.records import Login, Payment
 from streams.settings import Settings
 
@@ -109,12 +109,6 @@ STORES = (
     "lease",
     "segments",
     "campaign",
-)
-REDIS_RETRIES = Counter(
-    "shinsa_redis_retries_total",
-    "Redis calls retried because Redis did not answer (the caller waits, nothing is lost), "
-    "by store.",
-    ["store"],
 )
 for _store in STORES:  # at 0 from the start, so rate() counts the first outage
     REDIS_RETRIES.labels(_store)

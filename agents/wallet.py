@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from prometheus_client import Counter
-
 from agents import reasons
 from agents.attributes import address_attributes
 from agents.decide import APPROVE, DECLINE, REVIEW, ModelOpinion, Verdict
@@ -68,7 +66,14 @@ from streams.app import app, registry, settings
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
-from streams.metrics import LATENCY, MODEL_SCORE
+from streams.metrics import (
+    CASH_OUT_STOPPED,
+    LATENCY,
+    MODEL_SCORE,
+    PAYMENT_AMOUNT,
+    PAYMENT_DECISIONS,
+    PAYMENTS_REPLAYED,
+)
 from streams.records import WALLET_KINDS, Account, Login, Payment
 from streams.settings import Settings
 from streams.topics import accounts_topic, logins_topic
@@ -77,26 +82,6 @@ from streams.txloop import Received, Stopwatch, TransactionalLoop
 log = logging.getLogger(__name__)
 
 PAYMENT_PREFIX = "pay:"  # Redis ids of payment snapshots, decisions and traces
-
-PAYMENT_DECISIONS = Counter(
-    "shinsa_payment_decisions_total",
-    "Wallet payments decided, by kind (CHARGE, PAY, TRANSFER, WITHDRAW) and decision.",
-    ["kind", "decision"],
-)
-PAYMENT_AMOUNT = Counter(
-    "shinsa_payment_amount_yen_total",
-    "Yen of wallet payments screened, by kind and decision (DECLINE: blocked).",
-    ["kind", "decision"],
-)
-CASH_OUT_STOPPED = Counter(
-    "shinsa_cash_out_stopped_yen_total",
-    "Yen of transfers and withdrawals declined or held for review (money kept from leaving).",
-    ["kind"],
-)
-PAYMENTS_REPLAYED = Counter(
-    "shinsa_payment_decisions_replayed_total",
-    "Payments already decided (a redelivery, a producer's retry): the earlier decision re-sent.",
-)
 
 
 def payment_ref(payment_id: str) -> str:

@@ -22,18 +22,10 @@ from confluent_kafka import (
 )
 
 from streams.codec import CodecError, SchemaRegistry
-from streams.settings import Settings
+from streams.settings import TOPICS, Settings
 
-# Logical topic → (record name, the field whose value is the message key).
-TOPIC_RECORDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "orders": ("Order", ("order_id",)),
-    "payments": ("Payment", ("order_id", "payment_id")),
-    "accounts": ("Account", ("account_id",)),
-    "logins": ("Login", ("account_id",)),
-    "outcomes": ("Outcome", ("order_id",)),
-    "merchants": ("Merchant", ("merchant_id",)),
-    "decisions": ("Decision", ("order_id",)),
-}
+# What a producer may send: the input topics of the catalogue (streams/settings.py TOPICS).
+INPUT_TOPICS = {name: spec for name, spec in TOPICS.items() if spec.flow == "in"}
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -52,7 +44,7 @@ def make_producer(settings: Settings) -> Producer:
 
 
 def event_key(topic: str, datum: Mapping[str, Any]) -> bytes | None:
-    for field in TOPIC_RECORDS[topic][1]:
+    for field in TOPICS[topic].keys:
         if datum.get(field):
             return str(datum[field]).encode()
     return None
@@ -69,13 +61,12 @@ class Prepared:
 
 def prepare(registry: SchemaRegistry, topic: str, value: Mapping[str, Any]) -> Prepared:
     """Validate natural JSON against the topic's schema and encode it as Avro single-object."""
-    if topic not in TOPIC_RECORDS or topic == "decisions":
+    spec = INPUT_TOPICS.get(topic)
+    if spec is None or spec.record is None:
         raise CodecError(
-            "unknown_topic",
-            f"cannot produce to {topic!r}; one of "
-            f"{', '.join(t for t in TOPIC_RECORDS if t != 'decisions')}",
+            "unknown_topic", f"cannot produce to {topic!r}; one of {', '.join(INPUT_TOPICS)}"
         )
-    record = TOPIC_RECORDS[topic][0]
+    record = spec.record
     datum = registry.from_json(record, value)
     return Prepared(topic, event_key(topic, datum), registry.encode(record, datum))
 

@@ -15,15 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
-from streams.metrics import EVENTS_OUT, logical_topic
+from streams.metrics import EVENTS_OUT, SEND_RETRIES, logical_topic
 
 log = logging.getLogger(__name__)
-
-SEND_RETRIES = Counter(
-    "shinsa_send_retries_total", "Sends that failed and were retried, by output topic.", ["topic"]
-)
 
 
 @dataclass(slots=True, frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from streams.settings import SCHEMA_DIR, TOPIC_NAMES
+from streams.settings import SCHEMA_DIR, TOPIC_NAMES, TOPICS
 
 EVENTS_IN = Counter(
     "shinsa_events_in_total", "Events read from an input topic, valid or not.", ["topic"]
@@ -62,7 +62,7 @@ LATENCY = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-# Model (agents/score.py scores, agents/learn.py learns; see agents/model.py).
+# Model (agents/scorer.py scores, agents/learn.py learns; see agents/model.py).
 MODEL_SCORE = Histogram(
     "shinsa_model_score",
     "Fraud probability the model gave each scored order (cold start included).",
@@ -242,6 +242,107 @@ SEGMENT_SECONDS = Histogram(
 )
 
 
+# The orders' hot path (agents/screen.py).
+SHADOW_DECISIONS = Counter(
+    "shinsa_shadow_decisions_total",
+    "Orders decided by both the active and the shadow policy, by the pair of decisions.",
+    ["active", "shadow"],
+)
+REPLAYED = Counter(
+    "shinsa_decisions_replayed_total",
+    "Orders already decided (a redelivery after a crash, a producer's retry, a replay): "
+    "answered with the earlier decision, not decided again.",
+)
+
+# Wallet payments (agents/wallet.py).
+PAYMENT_DECISIONS = Counter(
+    "shinsa_payment_decisions_total",
+    "Wallet payments decided, by kind (CHARGE, PAY, TRANSFER, WITHDRAW) and decision.",
+    ["kind", "decision"],
+)
+PAYMENT_AMOUNT = Counter(
+    "shinsa_payment_amount_yen_total",
+    "Yen of wallet payments screened, by kind and decision (DECLINE: blocked).",
+    ["kind", "decision"],
+)
+CASH_OUT_STOPPED = Counter(
+    "shinsa_cash_out_stopped_yen_total",
+    "Yen of transfers and withdrawals declined or held for review (money kept from leaving).",
+    ["kind"],
+)
+PAYMENTS_REPLAYED = Counter(
+    "shinsa_payment_decisions_replayed_total",
+    "Payments already decided (a redelivery, a producer's retry): the earlier decision re-sent.",
+)
+
+# Identity resolution (agents/intake.py).
+IDENTITIES_CREATED = Counter("shinsa_identities_created_total", "New identities resolved.")
+IDENTITY_MERGES = Counter("shinsa_identity_merges_total", "Identities merged into older ones.")
+SATURATED_KEY_HITS = Counter(
+    "shinsa_identity_saturated_key_hits_total",
+    "Match keys skipped because they link too many people (help desks, shared mailboxes).",
+)
+
+# Policies (agents/policies.py).
+POLICY_LOAD_FAILURES = Counter(
+    "shinsa_policy_load_failures_total",
+    "Published policies refused by a worker (invalid); the previous policy stays in force.",
+)
+
+# Redis (agents/state.py): label values are its STORES.
+REDIS_RETRIES = Counter(
+    "shinsa_redis_retries_total",
+    "Redis calls retried because Redis did not answer (the caller waits, nothing is lost), "
+    "by store.",
+    ["store"],
+)
+
+# Credit exposure (agents/exposure.py).
+SETTLEMENTS = Counter(
+    "shinsa_settlements_total",
+    "Repayments and outcomes applied to identities' exposure, or unknown orders.",
+    ["event", "result"],
+)
+OUTSTANDING = Gauge(
+    "shinsa_exposure_outstanding_yen",
+    "Outstanding deferred balance (yen) of all identities (every worker reports the total).",
+)
+HELD = Gauge(
+    "shinsa_identities_held", "Identities held for an unpaid order (all; the same in every worker)."
+)
+
+# The transactional batch loop (streams/txloop.py).
+TRANSACTIONS = Counter(
+    "shinsa_transactions_total",
+    "Hot-path batches by how their Kafka transaction ended (committed, aborted).",
+    ["loop", "result"],
+)
+BATCH_SIZE = Histogram(
+    "shinsa_batch_messages",
+    "Messages per hot-path batch (one Kafka transaction each).",
+    ["loop"],
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+BATCH_SECONDS = Histogram(
+    "shinsa_batch_seconds",
+    "Time from a batch's poll to its committed transaction.",
+    ["loop"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+STAGE_SECONDS = Histogram(
+    "shinsa_batch_stage_seconds",
+    "A hot-path batch's time by stage: the loop's queued (polled → handler started, the event "
+    "loop's delay), handle and commit, and each handler's own stages (named in code).",
+    ["loop", "stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)
+
+# Delivery (streams/delivery.py).
+SEND_RETRIES = Counter(
+    "shinsa_send_retries_total", "Sends that failed and were retried, by output topic.", ["topic"]
+)
+
+
 @lru_cache(maxsize=256)
 def logical_topic(full_name: str) -> str | None:
     """The pipeline's name ('orders', 'decisions', ...) of a full topic name, or None.
@@ -288,10 +389,11 @@ def zero_series(schema_dir: Path = SCHEMA_DIR) -> None:
         OUTCOMES.labels(kind)
     for result in LABEL_RESULTS:
         LABELS.labels(result)
-    for topic in ("orders", "payments", "logins", "outcomes", "merchants"):
-        EVENTS_IN.labels(topic)
-    for topic in ("decisions", "traces", "dlq", "account-events"):
-        EVENTS_OUT.labels(topic)
+    for topic, spec in TOPICS.items():
+        if spec.flow == "in":
+            EVENTS_IN.labels(topic)
+        elif spec.flow == "out":
+            EVENTS_OUT.labels(topic)
     for source in ("event", "ingest"):
         LATENCY.labels(source)
     for result in CREDIT_LABEL_RESULTS:

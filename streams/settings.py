@@ -6,6 +6,7 @@ values from a `Settings` object passed in, never from `os.environ`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,25 +22,43 @@ SCHEMA_DIR = ROOT / "schemas" if CHECKOUT else Path(__file__).resolve().parent /
 MONITORING_DIR = ROOT / "monitoring" if CHECKOUT else Path(__file__).resolve().parent / "monitoring"
 DATA_DIR = ROOT / ".shinsa" if CHECKOUT else Path.cwd() / ".shinsa"
 
-TOPIC_NAMES = (
-    "orders",
-    "payments",
-    "accounts",  # wallet accounts: opened, KYC verified, limits, frozen, closed
-    "logins",
-    "outcomes",
-    "merchants",
-    "policies",
-    "decisions",
-    "traces",  # decision traces for audit (`shinsa explain`), keyed by order id
-    "dlq",
-    "models",
-    "account-events",  # internal: repayments and outcomes re-keyed by identity (exposure)
-    "campaigns",  # campaign definitions (`shinsa campaign apply`), keyed by campaign id
-    "campaign-tickets",  # the ticket ledger: issued / revoked, keyed by purchase id
-    "campaign-draws",  # draw commitments and results, keyed by campaign:month
-    "campaign-winners",  # each month's winners, keyed by campaign:month:identity
-)
-COMPACTED_TOPICS = frozenset({"merchants", "policies", "models", "campaigns", "campaign-draws"})
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic of the pipeline, as every part of the code sees it."""
+
+    record: str | None = None  # the Avro record of its values (None: bytes of our own)
+    keys: tuple[str, ...] = ()  # the record's field(s) whose value keys a message (first set)
+    compacted: bool = False  # a table (the newest value per key), not a stream
+    flow: str = ""  # "in": an input counted by shinsa_events_in_total; "out": by …_out_total
+
+
+# The topic catalogue: every topic, in the order events flow through the pipeline (logical
+# names: SHINSA_TOPIC_PREFIX is prepended; streams/topics.py makes the Faust topics of it).
+TOPICS: dict[str, TopicSpec] = {
+    "orders": TopicSpec("Order", ("order_id",), flow="in"),
+    "payments": TopicSpec("Payment", ("order_id", "payment_id"), flow="in"),
+    # wallet accounts: opened, KYC verified, limits, frozen, closed
+    "accounts": TopicSpec("Account", ("account_id",), flow="in"),
+    "logins": TopicSpec("Login", ("account_id",), flow="in"),
+    "outcomes": TopicSpec("Outcome", ("order_id",), flow="in"),
+    "merchants": TopicSpec("Merchant", ("merchant_id",), compacted=True, flow="in"),
+    "policies": TopicSpec(compacted=True),  # `shinsa policy apply`: YAML, signed by version
+    "decisions": TopicSpec("Decision", ("order_id",), flow="out"),
+    # decision traces for audit (`shinsa explain`), keyed by order id
+    "traces": TopicSpec("DecisionTrace", ("order_id",), flow="out"),
+    "dlq": TopicSpec(flow="out"),  # the original bytes; reason and source in headers
+    "models": TopicSpec(compacted=True),  # signed checkpoints, archive, kill switch
+    # internal: repayments and outcomes re-keyed by identity (exposure)
+    "account-events": TopicSpec(flow="out"),
+    # campaign definitions (`shinsa campaign apply`), keyed by campaign id
+    "campaigns": TopicSpec(compacted=True),
+    "campaign-tickets": TopicSpec(),  # the ticket ledger: issued / revoked, by purchase id
+    "campaign-draws": TopicSpec(compacted=True),  # draw commitments and results
+    "campaign-winners": TopicSpec(),  # each month's winners, keyed by campaign:month:identity
+}
+TOPIC_NAMES = tuple(TOPICS)
+COMPACTED_TOPICS = frozenset(name for name, spec in TOPICS.items() if spec.compacted)
 MODEL_MESSAGE_BYTES = 8 * 1024 * 1024  # largest model checkpoint (models topic, producer)
 
 

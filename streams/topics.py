@@ -6,15 +6,17 @@ Values are raw bytes on the wire (Avro single-object or JSON); agents decode wit
 from __future__ import annotations
 
 from streams.app import app, settings
+from streams.settings import TOPICS
 
 
-def _topic(name: str, compacted: bool = False) -> object:
+def _topic(name: str) -> object:
+    """The Faust topic of a catalogue entry (streams/settings.py TOPICS)."""
     return app.topic(
         settings.topic(name),
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        compacting=compacted or None,
+        compacting=TOPICS[name].compacted or None,
     )
 
 
@@ -24,8 +26,8 @@ payments_topic = _topic("payments")
 accounts_topic = _topic("accounts")
 logins_topic = _topic("logins")
 outcomes_topic = _topic("outcomes")
-merchants_topic = _topic("merchants", compacted=True)  # read whole by every worker
-policies_topic = _topic("policies", compacted=True)
+merchants_topic = _topic("merchants")  # read whole by every worker
+policies_topic = _topic("policies")
 # Internal hop: repayments and outcomes keyed by the identity they settle (agents/exposure.py).
 account_events_topic = _topic("account-events")
 # One channel over the event topics that are validated and counted (agents/ingest.py).
@@ -41,4 +43,4 @@ checked_events_topic = app.topic(
 decisions_topic = _topic("decisions")  # key: order_id
 traces_topic = _topic("traces")  # key: order_id; why each decision was made (no PII)
 dlq_topic = _topic("dlq")  # original bytes; reason and source in headers
-models_topic = _topic("models", compacted=True)
+models_topic = _topic("models")

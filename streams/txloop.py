@@ -30,37 +30,13 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
 from mode import Service
-from prometheus_client import Counter, Histogram
 
 from streams.delivery import Outgoing, count_sent
+from streams.metrics import BATCH_SECONDS, BATCH_SIZE, STAGE_SECONDS, TRANSACTIONS
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRANSACTIONS = Counter(
-    "shinsa_transactions_total",
-    "Hot-path batches by how their Kafka transaction ended (committed, aborted).",
-    ["loop", "result"],
-)
-BATCH_SIZE = Histogram(
-    "shinsa_batch_messages",
-    "Messages per hot-path batch (one Kafka transaction each).",
-    ["loop"],
-    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
-)
-BATCH_SECONDS = Histogram(
-    "shinsa_batch_seconds",
-    "Time from a batch's poll to its committed transaction.",
-    ["loop"],
-    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
-)
-STAGE_SECONDS = Histogram(
-    "shinsa_batch_stage_seconds",
-    "A hot-path batch's time by stage: the loop's queued (polled → handler started, the event "
-    "loop's delay), handle and commit, and each handler's own stages (named in code).",
-    ["loop", "stage"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
-)
 SLOW_BATCH_SECONDS = 0.2  # a batch slower than this is logged with its stages
 STOP_GRACE_SECONDS = 5.0
 TXN_CALL_SECONDS = 10.0  # librdkafka's own timeout for send_offsets / commit …
