@@ -29,6 +29,8 @@
 Stage functions are pure (no I/O) and tested alone; the handlers of screen.py and wallet.py
 and the agents and tasks of learn.py, scorer.py, policies.py, exposure.py, devices.py, lag.py,
 ingest.py, merchants.py and wallet.py do the Kafka and Redis I/O, all Redis through state.py.
-The worker (streams/tools/worker.py) registers the two hot paths (orders, payments) and imports the
-agents. Reason codes come from one catalogue, reasons.py.
+Each control module has a `register(rt)` that the composition root (streams/tools/worker.py)
+calls with the runtime (settings, schema registry, Faust app, topics: streams/app.py); the
+merchant table, the policies and the model it gets back are handed to both hot paths as one
+`Control` (control.py). Reason codes come from one catalogue, reasons.py.
 """

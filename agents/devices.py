@@ -16,15 +16,17 @@ from typing import Any
 
 from agents.state import DeviceFailures, redis_client
 from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
-from streams.topics import payments_topic
+from streams.app import Runtime
+from streams.codec import SchemaRegistry
 
 log = logging.getLogger(__name__)
 
 
-def failed_auth(value: bytes | None) -> tuple[str, str, int] | None:
+def failed_auth(
+    value: bytes | None, registry: SchemaRegistry, max_bytes: int
+) -> tuple[str, str, int] | None:
     """(device id, payment id, event ms) if the payment is a failed card authorisation."""
-    payment = decode_event(registry, "Payment", value, settings.max_event_bytes)
+    payment = decode_event(registry, "Payment", value, max_bytes)
     if isinstance(payment, Rejection):  # agents/ingest.py dead-letters it
         return None
     if payment.kind != "CARD_AUTH" or payment.status != "FAILED" or not payment.device_id:
@@ -32,22 +34,23 @@ def failed_auth(value: bytes | None) -> tuple[str, str, int] | None:
     return payment.device_id, payment.payment_id, int(payment.event_time.timestamp() * 1000)
 
 
-@app.agent(payments_topic)
-async def watch_card_auths(stream: Any) -> None:
-    failures = DeviceFailures(
-        redis_client(settings),
-        settings.identity_namespace,
-        settings.hash_key.get_secret_value().encode(),
-    )
-    async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
-        found = []
-        for event in events:
-            msg = event.message
-            try:
-                failure = failed_auth(msg.value)
-            except Exception:  # a bug must not lose the batch
-                log.exception("card auth watch failed at %s[%d]", msg.topic, msg.offset)
-                continue
-            if failure is not None:
-                found.append(failure)
-        await failures.record(found)
+def register(rt: Runtime) -> None:
+    """payments → failed card authorisations per device, in this worker's app."""
+    settings = rt.settings
+
+    async def watch_card_auths(stream: Any) -> None:
+        failures = DeviceFailures(redis_client(settings), settings.identity_namespace, rt.secret)
+        async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
+            found = []
+            for event in events:
+                msg = event.message
+                try:
+                    failure = failed_auth(msg.value, rt.registry, settings.max_event_bytes)
+                except Exception:  # a bug must not lose the batch
+                    log.exception("card auth watch failed at %s[%d]", msg.topic, msg.offset)
+                    continue
+                if failure is not None:
+                    found.append(failure)
+            await failures.record(found)
+
+    rt.app.agent(rt.topics.payments, name="agents.devices.watch_card_auths")(watch_card_auths)

@@ -29,10 +29,11 @@ from redis.exceptions import RedisError
 from agents.credit import OUTCOME_EVENTS
 from agents.state import AccountStore, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
+from streams.app import Runtime
+from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing, send_all
 from streams.metrics import CREDIT_BANDS, CREDIT_OUTSTANDING, HELD, OUTSTANDING, SETTLEMENTS
-from streams.topics import account_events_topic, outcomes_topic, payments_topic
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,18 @@ for _event in SETTLEMENT_EVENTS:  # at 0 from the start, so rate() counts the fi
         SETTLEMENTS.labels(_event, _result)
 
 
-def settlement_of(topic: str, value: bytes | None) -> tuple[str, str, int] | None:
+def settlement_of(
+    topic: str, value: bytes | None, registry: SchemaRegistry, max_bytes: int
+) -> tuple[str, str, int] | None:
     """(order id, event, event ms) a payment or outcome means for exposure, or None."""
     if topic == "payments":
-        payment = decode_event(registry, "Payment", value, settings.max_event_bytes)
+        payment = decode_event(registry, "Payment", value, max_bytes)
         if isinstance(payment, Rejection) or payment.kind != "REPAYMENT":
             return None
         if payment.status != "SUCCEEDED" or not payment.order_id:
             return None
         return payment.order_id, "repaid", to_ms(payment.event_time)
-    outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
+    outcome = decode_event(registry, "Outcome", value, max_bytes)
     if isinstance(outcome, Rejection) or outcome.subject != "ORDER":
         return None  # a wallet payment's outcome labels the model; it settles no deferred order
     at_ms = to_ms(outcome.event_time)
@@ -80,30 +83,40 @@ def account_event(
 
 # ------------------------------------------------------------------ the agents
 
-settlement_sources = app.topic(
-    payments_topic.get_topic_name(),
-    outcomes_topic.get_topic_name(),
-    key_type=bytes,
-    value_type=bytes,
-)
+
+def register(rt: Runtime) -> None:
+    """Route settlements to identities, apply them to accounts, and report the totals, in this
+    worker's app."""
+
+    async def route(stream: Any) -> None:
+        await route_settlements(rt, stream)
+
+    async def apply(stream: Any) -> None:
+        await apply_settlements(rt.settings, stream)
+
+    async def measure() -> None:
+        await measure_exposure(rt.settings)
+
+    rt.app.agent(rt.topics.settlement_sources, name="agents.exposure.route_settlements")(route)
+    rt.app.agent(rt.topics.account_events, name="agents.exposure.apply_settlements")(apply)
+    rt.app.timer(interval=5.0, name="agents.exposure.measure_exposure")(measure)
 
 
-@app.agent(settlement_sources)
-async def route_settlements(stream: Any) -> None:
+async def route_settlements(rt: Runtime, stream: Any) -> None:
     """payments + outcomes → the identity of each order they settle → account-events."""
+    settings = rt.settings
     store = SnapshotStore(
         redis_client(settings), settings.identity_namespace, settings.snapshot_ttl_days * 86400
     )
-    target = account_events_topic.get_topic_name()
-    payments = payments_topic.get_topic_name()
+    target = rt.topics.account_events.get_topic_name()
+    payments = rt.topics.payments.get_topic_name()
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
         found = []
         for event in events:
             msg = event.message
             try:
-                settlement = settlement_of(
-                    "payments" if msg.topic == payments else "outcomes", msg.value
-                )
+                topic = "payments" if msg.topic == payments else "outcomes"
+                settlement = settlement_of(topic, msg.value, rt.registry, settings.max_event_bytes)
             except Exception:  # a bug must not lose the batch; ingest.py dead-letters bad input
                 log.exception("settlement failed: %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 continue
@@ -118,11 +131,10 @@ async def route_settlements(stream: Any) -> None:
             elif message is not None:
                 key = snapshot.identity_id.encode()
                 outgoing.append(Outgoing(target, key, orjson.dumps(message)))
-        await send_all(app.producer, outgoing)
+        await send_all(rt.app.producer, outgoing)
 
 
-@app.agent(account_events_topic)
-async def apply_settlements(stream: Any) -> None:
+async def apply_settlements(settings: Settings, stream: Any) -> None:
     """account-events (keyed by identity) → the identity's account (agents/state.py)."""
     accounts = AccountStore(redis_client(settings), settings.identity_namespace)
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
@@ -148,8 +160,7 @@ async def apply_settlements(stream: Any) -> None:
             SETTLEMENTS.labels(kind, "applied").inc()
 
 
-@app.timer(interval=5.0)
-async def measure_exposure() -> None:
+async def measure_exposure(settings: Settings) -> None:
     """Totals over every account (the same in every worker: dashboards take the max), two
     numbers the account scripts keep. A gauge is a report: while Redis is away it keeps its
     last value, and the worker keeps screening."""

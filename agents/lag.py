@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.app import app, settings
+from streams.app import Runtime
 from streams.metrics import CONSUMER_LAG, logical_topic
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,9 @@ def publish(lags: Mapping[Series, int], previous: set[Series]) -> set[Series]:
     return set(lags)
 
 
-# The hot path's transactional loops (streams/txloop.py) measure their own lag.
-hot_paths: list[Any] = []
-
-
-async def hot_path_lags() -> dict[Series, int]:
-    """The hot path's partitions, measured off its loop's thread (they are broker calls)."""
+async def hot_path_lags(hot_paths: Iterable[Any]) -> dict[Series, int]:
+    """The hot paths' partitions (streams/txloop.py loops measure their own lag), measured off
+    their loop's thread (they are broker calls)."""
     lags: dict[Series, int] = {}
     for loop in hot_paths:
         for (topic, partition), lag in (await asyncio.to_thread(loop.measure_lag)).items():
@@ -74,32 +71,35 @@ async def hot_path_lags() -> dict[Series, int]:
     return lags
 
 
-async def measure() -> dict[Series, int]:
+async def measure(consumer: Any, hot_paths: Iterable[Any]) -> dict[Series, int]:
     """One measurement against the broker (ListOffsets for the end and start offsets)."""
-    consumer = app.consumer
     assigned = [tp for tp in consumer.assignment() if logical_topic(tp.topic) is not None]
     if not assigned:
-        return await hot_path_lags()
+        return await hot_path_lags(hot_paths)
     ends = await consumer.highwaters(*assigned)
     # Faust's record of what it committed (next offset to read) per partition: the lag a
     # restart would see. It has no public accessor.
     committed = {tp: consumer._committed_offset.get(tp) for tp in assigned}
     missing = [tp for tp, offset in committed.items() if offset is None]
     starts = await consumer.earliest_offsets(*missing) if missing else {}
-    return partition_lags(assigned, ends, committed, starts) | await hot_path_lags()
+    return partition_lags(assigned, ends, committed, starts) | await hot_path_lags(hot_paths)
 
 
-@app.task
-async def report_consumer_lag() -> None:
-    """Measure lag periodically. A failed measurement (a rebalance, a broker hiccup) is
-    logged and retried at the next tick: lag is a symptom to report, never a reason to stop
-    screening."""
-    reported: set[Series] = set()
-    while True:
-        await asyncio.sleep(settings.lag_interval)
-        try:
-            reported = publish(await measure(), reported)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("consumer lag not measured this time: %s: %s", type(exc).__name__, exc)
+def register(rt: Runtime, hot_paths: Iterable[Any]) -> None:
+    """Report the lag of the app's agents and of the hot paths, in this worker's app."""
+
+    async def report_consumer_lag() -> None:
+        """Measure lag periodically. A failed measurement (a rebalance, a broker hiccup) is
+        logged and retried at the next tick: lag is a symptom to report, never a reason to stop
+        screening."""
+        reported: set[Series] = set()
+        while True:
+            await asyncio.sleep(rt.settings.lag_interval)
+            try:
+                reported = publish(await measure(rt.app.consumer, hot_paths), reported)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer lag not measured this time: %s: %s", type(exc).__name__, exc)
+
+    rt.app.task(report_consumer_lag)

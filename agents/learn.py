@@ -44,13 +44,13 @@ from agents.model import (
     encode_checkpoint,
     label_of,
 )
-from agents.scorer import models_loaded
+from agents.scorer import Scorer
 from agents.state import Lease, LeaseLost, Snapshot, SnapshotStore, redis_client
 from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
+from streams.app import Runtime
+from streams.codec import SchemaRegistry
 from streams.follow import whole_topic_consumer
 from streams.metrics import CREDIT_LABELS, LABEL_DELAY, LABELS, LEARNER_ACTIVE, OUTCOMES
-from streams.topics import models_topic, outcomes_topic
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ class Label:
         return self.order_id if self.target == FRAUD else f"{CREDIT}|{self.order_id}"
 
 
-def to_labels(value: bytes | None) -> list[Label]:
+def to_labels(value: bytes | None, registry: SchemaRegistry, max_bytes: int) -> list[Label]:
     """An outcome's labels: fraud (agents/model.py label_of) and, for an order's repayment
     outcome, credit (credit_label_of). PAID is both; UNPAID credit only; fraud fraud only."""
-    outcome = decode_event(registry, "Outcome", value, settings.max_event_bytes)
+    outcome = decode_event(registry, "Outcome", value, max_bytes)
     if isinstance(outcome, Rejection):
         return []
     at_ms = int(outcome.event_time.timestamp() * 1000)
@@ -159,11 +159,12 @@ class RiskChanges:
             sums.add(known_ms, values)
 
 
-async def newest_checkpoint() -> ModelState:
+async def newest_checkpoint(rt: Runtime) -> ModelState:
     """Read the whole models topic and load the newest checkpoint that verifies."""
-    consumer = whole_topic_consumer(settings.kafka_bootstrap, models_topic.get_topic_name())
+    settings = rt.settings
+    consumer = whole_topic_consumer(settings.kafka_bootstrap, rt.topics.models.get_topic_name())
     await consumer.start()
-    secret = settings.hash_key.get_secret_value().encode()
+    secret = rt.secret
     best = ModelState(kind=settings.model_estimator)
     try:
         ends = await consumer.end_offsets(list(consumer.assignment()))
@@ -187,7 +188,8 @@ async def newest_checkpoint() -> ModelState:
 class Learner:
     """The learning loop of the lease holder."""
 
-    def __init__(self, lease: Lease, store: SnapshotStore, state: ModelState) -> None:
+    def __init__(self, rt: Runtime, lease: Lease, store: SnapshotStore, state: ModelState) -> None:
+        self.rt, self.settings = rt, rt.settings
         self.lease, self.store, self.state = lease, store, state
         self.uncommitted: set[str] = set()
         self.since_checkpoint = 0  # labels learned since the last checkpoint
@@ -196,13 +198,16 @@ class Learner:
         self.last_renew = time.monotonic()
         self.last_pending = 0.0
         self.last_promote_check = 0.0
-        self.new_challenger = bool(settings.model_challenger and state.challenger is None)
+        challenger = self.settings.model_challenger
+        self.new_challenger = bool(challenger and state.challenger is None)
         if self.new_challenger:
-            state.add_challenger(settings.model_challenger)
-            log.info("a %s challenger learns beside %s", settings.model_challenger, state.name)
+            state.add_challenger(challenger)
+            log.info("a %s challenger learns beside %s", challenger, state.name)
 
     async def run(self) -> None:
-        consumer = whole_topic_consumer(settings.kafka_bootstrap, outcomes_topic.get_topic_name())
+        consumer = whole_topic_consumer(
+            self.settings.kafka_bootstrap, self.rt.topics.outcomes.get_topic_name()
+        )
         await consumer.start()
         try:
             for tp in consumer.assignment():
@@ -236,7 +241,7 @@ class Learner:
         labels = []
         for tp, messages in batches.items():
             for msg in messages:
-                found = to_labels(msg.value)
+                found = to_labels(msg.value, self.rt.registry, self.settings.max_event_bytes)
                 if found:
                     OUTCOMES.labels(found[0].kind).inc()
                     labels.extend(found)
@@ -284,7 +289,7 @@ class Learner:
             "k": label.kind,
             "t": label.event_ms,
             "g": label.target,
-            "until": time.time() + settings.label_grace_seconds,
+            "until": time.time() + self.settings.label_grace_seconds,
         }
         self.dirty = True  # the pending set is part of the checkpoint: save it in time
 
@@ -319,9 +324,8 @@ class Learner:
         if not request:
             return
         by = request.get(b"by", b"?").decode()
-        secret = settings.hash_key.get_secret_value().encode()
         try:
-            old = decode_checkpoint(request.get(b"checkpoint"), secret)
+            old = decode_checkpoint(request.get(b"checkpoint"), self.rt.secret)
         except CheckpointError as exc:
             log.error("rollback requested by %s refused: %s", by, exc)
             return
@@ -355,6 +359,7 @@ class Learner:
         await self.checkpoint()
 
     async def maybe_checkpoint(self) -> None:
+        settings = self.settings
         due = self.since_checkpoint >= settings.model_checkpoint_labels or (
             (self.since_checkpoint or self.dirty)
             and time.monotonic() - self.last_checkpoint >= settings.model_checkpoint_seconds
@@ -365,15 +370,14 @@ class Learner:
     async def checkpoint(self) -> None:
         await self.lease.renew()  # never publish after losing the lease to another learner
         self.state.version += 1
-        blob = encode_checkpoint(self.state, settings.hash_key.get_secret_value().encode())
-        topic = models_topic.get_topic_name()
-        await app.producer.send_and_wait(topic, MODEL_KEY, blob, None, None, None)
+        blob = encode_checkpoint(self.state, self.rt.secret)
+        topic = self.rt.topics.models.get_topic_name()
+        producer = self.rt.app.producer
+        await producer.send_and_wait(topic, MODEL_KEY, blob, None, None, None)
         # the archive: this checkpoint under its own key, and the one that falls out deleted
-        await app.producer.send_and_wait(
-            topic, archive_key(self.state.version), blob, None, None, None
-        )
-        if (dropped := self.state.version - settings.model_history) > 0:
-            await app.producer.send_and_wait(topic, archive_key(dropped), None, None, None, None)
+        await producer.send_and_wait(topic, archive_key(self.state.version), blob, None, None, None)
+        if (dropped := self.state.version - self.settings.model_history) > 0:
+            await producer.send_and_wait(topic, archive_key(dropped), None, None, None, None)
         log.info(
             "published model %s: %d labels, %d bytes", self.state.name, self.state.labels, len(blob)
         )
@@ -383,11 +387,22 @@ class Learner:
         self.last_checkpoint = time.monotonic()
 
 
-@app.task
-async def learn_outcomes() -> None:
+def register(rt: Runtime, scorer: Scorer) -> None:
+    """The learner, in this worker's app: it learns only while it holds the lease."""
+
+    async def learn_outcomes() -> None:
+        await learn(rt, scorer)
+
+    rt.app.task(learn_outcomes)
+
+
+async def learn(rt: Runtime, scorer: Scorer) -> None:
+    """Wait for the lease, then learn from the newest checkpoint on; stand by when it is
+    lost to another worker."""
+    settings = rt.settings
     if settings.learner == "off":
         return
-    await models_loaded.wait()
+    await scorer.loaded.wait()
     client = redis_client(settings)
     lease = Lease(client, settings.identity_namespace, settings.learner_lease_seconds)
     store = SnapshotStore(client, settings.identity_namespace, settings.snapshot_ttl_days * 86400)
@@ -397,14 +412,14 @@ async def learn_outcomes() -> None:
                 await asyncio.sleep(lease.ttl_ms / 3000)
                 continue
             LEARNER_ACTIVE.set(1)
-            await Learner(lease, store, await newest_checkpoint()).run()
+            await Learner(rt, lease, store, await newest_checkpoint(rt)).run()
         except LeaseLost:
             log.warning("learner lease lost to another worker; standing by")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a learner that silently stops would freeze the model
             log.exception("learner failed")
-            await app.crash(exc)
+            await rt.app.crash(exc)
             return
         finally:
             LEARNER_ACTIVE.set(0)

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 
 from agents.validate import Rejection, decode_event
-from streams.app import app, registry, settings
+from streams.app import Runtime
+from streams.codec import SchemaRegistry
 from streams.follow import follow_topic
 from streams.metrics import MERCHANTS_KNOWN
 from streams.records import Merchant
-from streams.topics import merchants_topic
 
 log = logging.getLogger(__name__)
-
-merchant_by_id: dict[str, Merchant] = {}
-merchants_loaded = asyncio.Event()
 
 
 def apply_merchant(table: dict[str, Merchant], key: bytes | None, value: Merchant | None) -> None:
@@ -35,24 +33,40 @@ def apply_merchant(table: dict[str, Merchant], key: bytes | None, value: Merchan
         table.pop(key.decode("utf-8", "replace"), None)
 
 
-def apply_messages(messages: list) -> None:
-    for msg in messages:
-        merchant = None
-        if msg.value is not None:
-            merchant = decode_event(registry, "Merchant", msg.value, settings.max_event_bytes)
-        # invalid ones are dead-lettered once by agents/ingest.py, not per worker
-        if not isinstance(merchant, Rejection):
-            apply_merchant(merchant_by_id, msg.key, merchant)
-    MERCHANTS_KNOWN.set(len(merchant_by_id))
+@dataclass
+class Merchants:
+    """The merchant table of this worker, and whether its first catch-up is done."""
+
+    by_id: dict[str, Merchant] = field(default_factory=dict)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def apply(self, messages: list, registry: SchemaRegistry, max_bytes: int) -> None:
+        for msg in messages:
+            merchant = None
+            if msg.value is not None:
+                merchant = decode_event(registry, "Merchant", msg.value, max_bytes)
+            # invalid ones are dead-lettered once by agents/ingest.py, not per worker
+            if not isinstance(merchant, Rejection):
+                apply_merchant(self.by_id, msg.key, merchant)
+        MERCHANTS_KNOWN.set(len(self.by_id))
 
 
-@app.task
-async def follow_merchants() -> None:
-    await follow_topic(
-        app,
-        settings.kafka_bootstrap,
-        merchants_topic.get_topic_name(),
-        apply_messages,
-        merchants_loaded,
-        "merchant table",
-    )
+def register(rt: Runtime) -> Merchants:
+    """Follow the merchants topic in this worker's app; returns the table it keeps."""
+    merchants = Merchants()
+
+    def apply_messages(messages: list) -> None:
+        merchants.apply(messages, rt.registry, rt.settings.max_event_bytes)
+
+    async def follow_merchants() -> None:
+        await follow_topic(
+            rt.app,
+            rt.settings.kafka_bootstrap,
+            rt.topics.merchants.get_topic_name(),
+            apply_messages,
+            merchants.loaded,
+            "merchant table",
+        )
+
+    rt.app.task(follow_merchants)
+    return merchants

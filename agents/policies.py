@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 from agents.policy import DEFAULT_POLICY_SET, PolicySet, policy_from_json
-from streams.app import app, settings
+from streams.app import Runtime
 from streams.follow import follow_topic
 from streams.metrics import POLICY_INFO, POLICY_LOAD_FAILURES
-from streams.topics import policies_topic
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +29,11 @@ ACTIVE, SHADOW = b"active", b"shadow"
 
 @dataclass
 class Policies:
+    """The policies in force in this worker, and whether the first catch-up is done."""
+
     active: PolicySet = DEFAULT_POLICY_SET
     shadow: PolicySet | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key == SHADOW and value is None:
@@ -57,23 +59,24 @@ class Policies:
             log.info("shadow policy %s runs beside %s", policy.version, self.active.version)
 
 
-policies = Policies()
-policies_loaded = asyncio.Event()
-POLICY_INFO.labels(policies.active.version).set(1)
+def register(rt: Runtime) -> Policies:
+    """Follow the policies topic in this worker's app; returns the policies it keeps."""
+    policies = Policies()
+    POLICY_INFO.labels(policies.active.version).set(1)
 
+    def apply_messages(messages: list) -> None:
+        for msg in messages:
+            policies.apply(msg.key, msg.value)
 
-def apply_messages(messages: list) -> None:
-    for msg in messages:
-        policies.apply(msg.key, msg.value)
+    async def follow_policies() -> None:
+        await follow_topic(
+            rt.app,
+            rt.settings.kafka_bootstrap,
+            rt.topics.policies.get_topic_name(),
+            apply_messages,
+            policies.loaded,
+            "policies",
+        )
 
-
-@app.task
-async def follow_policies() -> None:
-    await follow_topic(
-        app,
-        settings.kafka_bootstrap,
-        policies_topic.get_topic_name(),
-        apply_messages,
-        policies_loaded,
-        "policies",
-    )
+    rt.app.task(follow_policies)
+    return policies

@@ -23,7 +23,7 @@ from agents.model import (
     decode_checkpoint,
     decode_switch,
 )
-from streams.app import app, settings
+from streams.app import Runtime
 from streams.follow import follow_topic
 from streams.metrics import (
     CREDIT_COHORT_LABELS,
@@ -48,7 +48,7 @@ from streams.metrics import (
     MODEL_RULES_ONLY,
     MODEL_WARM,
 )
-from streams.topics import models_topic
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,26 @@ log = logging.getLogger(__name__)
 class Scorer:
     """The model in use, and the signed bytes it came from (the learner resumes from them)."""
 
-    state: ModelState = field(default_factory=lambda: ModelState(kind=settings.model_estimator))
+    state: ModelState
+    min_labels: int  # SHINSA_MODEL_MIN_LABELS: a model decides once it learned this many …
+    min_positives: int  # … and this many frauds among them
     blob: bytes | None = None
     # the kill switch (`shinsa model off`): while on, no model decides, however warm
     switched_off: bool = False
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)  # the first catch-up done
+
+    @classmethod
+    def of(cls, settings: Settings) -> Scorer:
+        """A cold scorer, until the models topic gives it a checkpoint."""
+        return cls(
+            ModelState(kind=settings.model_estimator),
+            settings.model_min_labels,
+            settings.model_min_positives,
+        )
 
     @property
     def warm(self) -> bool:
-        return not self.switched_off and self.state.warm(
-            settings.model_min_labels, settings.model_min_positives
-        )
+        return not self.switched_off and self.state.warm(self.min_labels, self.min_positives)
 
     @property
     def credit_warm(self) -> bool:
@@ -75,7 +85,7 @@ class Scorer:
         return (
             not self.switched_off
             and credit is not None
-            and credit.warm(settings.model_min_labels, settings.model_min_positives)
+            and credit.warm(self.min_labels, self.min_positives)
         )
 
     def band(self, credit_score: float | None) -> str:
@@ -84,7 +94,7 @@ class Scorer:
     @property
     def warm_for_payments(self) -> bool:
         return not self.switched_off and self.state.warm_for_payments(
-            settings.model_min_labels, settings.model_min_positives
+            self.min_labels, self.min_positives
         )
 
     def switch(self, blob: bytes | None, secret: bytes) -> None:
@@ -179,27 +189,27 @@ def publish_credit_metrics(state: ModelState, warm: bool) -> None:
     CREDIT_UNPAID_RATIO.set(float("nan") if ratio is None else ratio)
 
 
-scorer = Scorer()
-models_loaded = asyncio.Event()
-publish_model_metrics(scorer.state, False)
+def register(rt: Runtime) -> Scorer:
+    """Follow the models topic in this worker's app; returns the scorer it keeps current."""
+    scorer = Scorer.of(rt.settings)
+    publish_model_metrics(scorer.state, False)
 
+    def apply_messages(messages: list) -> None:
+        for msg in messages:
+            if msg.key == MODEL_KEY and msg.value is not None:
+                scorer.apply(msg.value, rt.secret)
+            elif msg.key == SWITCH_KEY:
+                scorer.switch(msg.value, rt.secret)
 
-def apply_messages(messages: list) -> None:
-    secret = settings.hash_key.get_secret_value().encode()
-    for msg in messages:
-        if msg.key == MODEL_KEY and msg.value is not None:
-            scorer.apply(msg.value, secret)
-        elif msg.key == SWITCH_KEY:
-            scorer.switch(msg.value, secret)
+    async def follow_models() -> None:
+        await follow_topic(
+            rt.app,
+            rt.settings.kafka_bootstrap,
+            rt.topics.models.get_topic_name(),
+            apply_messages,
+            scorer.loaded,
+            "newest model",
+        )
 
-
-@app.task
-async def follow_models() -> None:
-    await follow_topic(
-        app,
-        settings.kafka_bootstrap,
-        models_topic.get_topic_name(),
-        apply_messages,
-        models_loaded,
-        "newest model",
-    )
+    rt.app.task(follow_models)
+    return scorer

@@ -8,13 +8,13 @@ returns what to send and what to write, one `try` per order down to encoding. Th
 validate (agents/intake.py), re-send the earlier decision of an order id already decided,
 resolve identities (agents/identity.py), load state, screen, write state and decisions in one
 Redis transaction (agents/state.py); the loop then produces the results and commits the input
-offsets in one Kafka transaction. The policy in force (and a shadow candidate, if any) comes
-from agents/policies.py, the model from agents/scorer.py, merchants from agents/merchants.py.
+offsets in one Kafka transaction. The policy in force (and a shadow candidate, if any), the
+model and the merchants come from the control streams, handed in as agents/control.py's
+`Control`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -25,6 +25,7 @@ from functools import cache, partial
 from typing import Any
 
 from agents import reasons
+from agents.control import Control
 from agents.credit import (
     COLD_BAND,
     apply_event,
@@ -60,12 +61,8 @@ from agents.intake import (
     identity_view,
     record_identity_metrics,
 )
-from agents.merchants import merchant_by_id, merchants_loaded
 from agents.model import ModelState
-from agents.normalize import postal_table
-from agents.policies import policies, policies_loaded
 from agents.policy import PolicySet, match_lists, order_list_keys
-from agents.scorer import models_loaded, scorer
 from agents.segments import jst_date, jst_day, person_attributes
 from agents.state import (
     SAVE_SCRIPT,
@@ -80,6 +77,7 @@ from agents.state import (
     entity_ref,
     redis_client,
 )
+from streams.app import Runtime
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
@@ -688,13 +686,14 @@ class OrderScreening:
 SAVE_SLICE = 200  # orders per state write: small enough to overlap, large enough to batch
 
 
-def current_rules(now: datetime, secret: bytes) -> Rules:
+def current_rules(control: Control, now: datetime, secret: bytes) -> Rules:
     """The merchants, policies and model the control agents keep current, as of now."""
+    scorer = control.scorer
     return Rules(
         now,
-        merchant_by_id,
-        policies.active,
-        policies.shadow,
+        control.merchants.by_id,
+        control.policies.active,
+        control.policies.shadow,
         scorer.state,
         scorer.warm,
         secret,
@@ -703,32 +702,25 @@ def current_rules(now: datetime, secret: bytes) -> Rules:
     )
 
 
-async def screening_ready() -> None:
-    """Screen only once merchants, the newest model and the policy are loaded."""
-    await asyncio.to_thread(postal_table)  # Japan Post's table, read now, not in a batch
-    await merchants_loaded.wait()
-    await models_loaded.wait()
-    await policies_loaded.wait()
-
-
-def screening_loop(settings: Settings, registry: SchemaRegistry) -> TransactionalLoop:
+def screening_loop(rt: Runtime, control: Control) -> TransactionalLoop:
     """The hot path as a service of the worker (registered by streams/tools/worker.py)."""
+    settings = rt.settings
     client = redis_client(settings)
-    secret = settings.hash_key.get_secret_value().encode()
+    secret = rt.secret
     graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
     state = HotPathState(
         client, settings.identity_namespace, secret, settings.snapshot_ttl_days * 86400
     )
     writer = OrderedWriter(settings.redis_url, SAVE_SCRIPT)
     handler = OrderScreening(
-        settings, registry, graph, state, writer, partial(current_rules, secret=secret)
+        settings, rt.registry, graph, state, writer, partial(current_rules, control, secret=secret)
     )
     return TransactionalLoop(
         settings,
         "screen",
         [settings.topic("orders")],
         handler,
-        ready=screening_ready,
+        ready=control.ready,
         on_fatal=stop_worker,
     )
 

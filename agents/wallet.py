@@ -23,22 +23,20 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from agents import reasons
 from agents.attributes import address_attributes
+from agents.control import Control
 from agents.decide import APPROVE, DECLINE, REVIEW, ModelOpinion, Verdict
 from agents.entities import EntityState, known_risk, payment_entities
 from agents.identity import IdentityGraph, person_keys
-from agents.policies import policies
 from agents.policy import PolicySet
-from agents.scorer import scorer
 from agents.screen import (
     Outputs,
     count_reasons,
     replay,
-    screening_ready,
     stop_worker,
     to_ms,
     trace_record,
@@ -62,7 +60,7 @@ from agents.wallet_features import (
     payment_features,
 )
 from agents.wallet_rules import PaymentPolicy, PaymentSignals, decide_payment
-from streams.app import app, registry, settings
+from streams.app import Runtime
 from streams.codec import SchemaRegistry
 from streams.delivery import Outgoing
 from streams.dlq import dead_letter
@@ -75,8 +73,6 @@ from streams.metrics import (
     PAYMENTS_REPLAYED,
 )
 from streams.records import WALLET_KINDS, Account, Login, Payment
-from streams.settings import Settings
-from streams.topics import accounts_topic, logins_topic
 from streams.txloop import Received, Stopwatch, TransactionalLoop
 
 log = logging.getLogger(__name__)
@@ -465,32 +461,33 @@ async def current_identities(graph: IdentityGraph, contexts: Sequence[WalletCont
         c.counterparty = replace(c.counterparty, identity_id=next(roots))  # type: ignore[arg-type]
 
 
-def current_payment_rules(now: datetime) -> PaymentRules:
+def current_payment_rules(control: Control, now: datetime) -> PaymentRules:
+    scorer = control.scorer
     return PaymentRules(
-        now, policies.active, scorer.state, scorer.warm_for_payments, scorer.switched_off
+        now, control.policies.active, scorer.state, scorer.warm_for_payments, scorer.switched_off
     )
 
 
-def payments_loop(settings: Settings, reg: SchemaRegistry) -> TransactionalLoop:
+def payments_loop(rt: Runtime, control: Control) -> TransactionalLoop:
     """Wallet payment screening as a service of the worker (registered by
     streams/tools/worker.py)."""
+    settings, reg = rt.settings, rt.registry
     client = redis_client(settings)
-    secret = settings.hash_key.get_secret_value().encode()
+    secret = rt.secret
     state = HotPathState(
         client, settings.identity_namespace, secret, settings.snapshot_ttl_days * 86400
     )
     wallet = WalletState(client, settings.identity_namespace, secret)
     out = Outputs(reg, settings.topic("decisions"), settings.topic("traces"), settings.topic("dlq"))
     graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
-    handler = PaymentScreening(
-        reg, state, wallet, current_payment_rules, out, settings.max_event_bytes, graph
-    )
+    rules = partial(current_payment_rules, control)
+    handler = PaymentScreening(reg, state, wallet, rules, out, settings.max_event_bytes, graph)
     return TransactionalLoop(
         settings,
         "pay",
         [settings.topic("payments")],
         handler,
-        ready=screening_ready,
+        ready=control.ready,
         on_fatal=stop_worker,
     )
 
@@ -527,12 +524,26 @@ def kyc_attributes(account: Account) -> str:
         return ""
 
 
-@app.agent(accounts_topic)
-async def watch_accounts(stream: Any) -> None:
+def register(rt: Runtime) -> None:
+    """The accounts and logins agents, in this worker's app (the payments' hot path is a
+    service: `payments_loop`)."""
+
+    async def accounts(stream: Any) -> None:
+        await watch_accounts(rt, stream)
+
+    async def logins(stream: Any) -> None:
+        await watch_logins(rt, stream)
+
+    rt.app.agent(rt.topics.accounts, name="agents.wallet.watch_accounts")(accounts)
+    rt.app.agent(rt.topics.logins, name="agents.wallet.watch_logins")(logins)
+
+
+async def watch_accounts(rt: Runtime, stream: Any) -> None:
     """accounts → each account's facts in Redis; a KYC person joins the identity graph, so a
     wallet account and a BNPL buyer of the same person resolve to one identity."""
+    settings, registry = rt.settings, rt.registry
     client = redis_client(settings)
-    secret = settings.hash_key.get_secret_value().encode()
+    secret = rt.secret
     graph = IdentityGraph(client, settings.identity_namespace, settings.identity_fanout_limit)
     wallet = WalletState(client, settings.identity_namespace, secret)
     segments = SegmentStore(client, settings.identity_namespace)
@@ -564,10 +575,10 @@ async def watch_accounts(stream: Any) -> None:
         )
 
 
-@app.agent(logins_topic)
-async def watch_logins(stream: Any) -> None:
+async def watch_logins(rt: Runtime, stream: Any) -> None:
     """logins → each account's recent logins and the devices it used (wallet takeover)."""
-    secret = settings.hash_key.get_secret_value().encode()
+    settings, registry = rt.settings, rt.registry
+    secret = rt.secret
     wallet = WalletState(redis_client(settings), settings.identity_namespace, secret)
     async for events in stream.take_events(settings.batch_size, settings.batch_timeout):
         logins: list[Login] = []

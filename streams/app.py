@@ -7,11 +7,37 @@ deserializer error that Faust would only log.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import faust
 
 from streams.codec import SchemaRegistry
 from streams.records import register_codecs
-from streams.settings import MODEL_MESSAGE_BYTES, Settings, load_settings
+from streams.settings import MODEL_MESSAGE_BYTES, Settings
+from streams.topics import Topics, build_topics
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What every agent is given: built once by the composition root (streams/tools/worker.py)
+    and passed in, never read from a module global."""
+
+    settings: Settings
+    registry: SchemaRegistry
+    app: faust.App
+    topics: Topics
+
+    @property
+    def secret(self) -> bytes:
+        """The key of the keyed hashes and of the checkpoints' signatures."""
+        return self.settings.hash_key.get_secret_value().encode()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    registry = SchemaRegistry(settings.schema_dir)
+    register_codecs(registry)
+    app = create_app(settings)
+    return Runtime(settings, registry, app, build_topics(app, settings))
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -42,9 +68,3 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
-
-
-settings = load_settings()
-registry = SchemaRegistry(settings.schema_dir)
-register_codecs(registry)
-app = create_app(settings)

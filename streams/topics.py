@@ -1,46 +1,69 @@
-"""Every topic of the pipeline, declared in the order events flow through it.
+"""The Faust topics of the pipeline, made from the topic catalogue (streams/settings.py TOPICS)
+for one app, in the order events flow through them.
 
 Values are raw bytes on the wire (Avro single-object or JSON); agents decode with the codec.
 """
 
 from __future__ import annotations
 
-from streams.app import app, settings
-from streams.settings import TOPICS
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from streams.settings import TOPICS, Settings
 
 
-def _topic(name: str) -> object:
-    """The Faust topic of a catalogue entry (streams/settings.py TOPICS)."""
-    return app.topic(
-        settings.topic(name),
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        compacting=TOPICS[name].compacted or None,
+@dataclass(frozen=True, slots=True)
+class Topics:
+    # Inputs, from producers.
+    orders: Any
+    payments: Any
+    accounts: Any
+    logins: Any
+    outcomes: Any
+    merchants: Any  # read whole by every worker
+    policies: Any
+    # Internal hop: repayments and outcomes keyed by the identity they settle (exposure.py).
+    account_events: Any
+    # One channel over the event topics that are validated and counted (agents/ingest.py).
+    checked_events: Any
+    # Payments and outcomes: what settles deferred orders (agents/exposure.py).
+    settlement_sources: Any
+    # Outputs, to consumers.
+    decisions: Any  # key: order_id
+    traces: Any  # key: order_id; why each decision was made (no PII)
+    dlq: Any  # original bytes; reason and source in headers
+    models: Any
+
+
+def build_topics(app: faust.App, settings: Settings) -> Topics:
+    def topic(name: str) -> Any:
+        return app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            compacting=TOPICS[name].compacted or None,
+        )
+
+    def channel(*names: str) -> Any:
+        """One stream over several topics."""
+        return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes)
+
+    return Topics(
+        orders=topic("orders"),
+        payments=topic("payments"),
+        accounts=topic("accounts"),
+        logins=topic("logins"),
+        outcomes=topic("outcomes"),
+        merchants=topic("merchants"),
+        policies=topic("policies"),
+        account_events=topic("account-events"),
+        checked_events=channel("payments", "accounts", "logins", "outcomes", "merchants"),
+        settlement_sources=channel("payments", "outcomes"),
+        decisions=topic("decisions"),
+        traces=topic("traces"),
+        dlq=topic("dlq"),
+        models=topic("models"),
     )
-
-
-# Inputs, from producers.
-orders_topic = _topic("orders")
-payments_topic = _topic("payments")
-accounts_topic = _topic("accounts")
-logins_topic = _topic("logins")
-outcomes_topic = _topic("outcomes")
-merchants_topic = _topic("merchants")  # read whole by every worker
-policies_topic = _topic("policies")
-# Internal hop: repayments and outcomes keyed by the identity they settle (agents/exposure.py).
-account_events_topic = _topic("account-events")
-# One channel over the event topics that are validated and counted (agents/ingest.py).
-checked_events_topic = app.topic(
-    *(
-        t.get_topic_name()
-        for t in (payments_topic, accounts_topic, logins_topic, outcomes_topic, merchants_topic)
-    ),
-    key_type=bytes,
-    value_type=bytes,
-)
-# Outputs, to consumers.
-decisions_topic = _topic("decisions")  # key: order_id
-traces_topic = _topic("traces")  # key: order_id; why each decision was made (no PII)
-dlq_topic = _topic("dlq")  # original bytes; reason and source in headers
-models_topic = _topic("models")

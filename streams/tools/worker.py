@@ -8,35 +8,44 @@ import logging
 
 
 def run_worker(loglevel: str = "info") -> None:
+    """The composition root: settings, schema registry, Faust app and topics are built here,
+    once, and every agent and hot path is registered with what it needs, explicitly."""
     # uvloop before the app touches an event loop; `-l warn` made Faust 20 % slower (DESIGN.md)
     import uvloop
 
     uvloop.install()
     from faust.worker import Worker
 
-    import agents.devices
-    import agents.exposure
-    import agents.ingest
-    import agents.lag
-    import agents.learn
-    import agents.merchants
-    import agents.policies
-    import agents.scorer  # the control agents register themselves on import
+    from agents import devices, exposure, ingest, lag, learn, merchants, policies, scorer, wallet
+    from agents.control import Control
     from agents.screen import screening_loop
     from agents.segments import segment_routes
-    from agents.wallet import payments_loop  # and the wallet's accounts and logins agents
-    from streams.app import app, registry, settings
+    from streams.app import build_runtime
     from streams.metrics import WORKER_UP, serve_metrics
+    from streams.settings import load_settings
     from streams.web import WebApi
+
+    rt = build_runtime(load_settings())
+    settings, app = rt.settings, rt.app
+    # the control streams: every worker follows them whole
+    control = Control(merchants.register(rt), policies.register(rt), scorer.register(rt))
+    learn.register(rt, control.scorer)  # learns only in the worker holding the lease
+    # the event topics' checks and the stages that read them beside the hot paths
+    ingest.register(rt)
+    exposure.register(rt)
+    devices.register(rt)
+    wallet.register(rt)  # the wallet's accounts and logins
+    # the hot paths: transactional loops that start, run and stop with the Faust app
+    hot_paths = [screening_loop(rt, control), wallet.payments_loop(rt, control)]
+    for hot_path in hot_paths:
+        app.service(hot_path)
+    lag.register(rt, hot_paths)
+    app.service(WebApi(settings.api_host, settings.api_port, segment_routes(settings)))
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes one level
     port = serve_metrics(settings.metrics_port)
     logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     print(f"shinsa worker: metrics on http://127.0.0.1:{port}/metrics", flush=True)
-    for hot_path in (screening_loop(settings, registry), payments_loop(settings, registry)):
-        app.service(hot_path)  # the hot paths start, run and stop with the Faust app
-        agents.lag.hot_paths.append(hot_path)
-    app.service(WebApi(settings.api_host, settings.api_port, segment_routes(settings)))
     WORKER_UP.set(1)
     # Everything imported so far (schemas, postal data, the Faust app) lives as long as the
     # worker: keep it out of the collector's scans (measured ~20 µs of GC per order otherwise).

@@ -38,7 +38,11 @@ def run() -> None:
     uvloop.install()
     from faust.worker import Worker
 
-    from streams.app import app, settings
+    from streams.app import build_runtime
+    from streams.settings import load_settings
+
+    rt = build_runtime(load_settings())
+    app, settings = rt.app, rt.settings
 
     register_forwarder(
         app,

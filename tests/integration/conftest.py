@@ -7,11 +7,9 @@ seeing each other's events. A missing service is a failure, never a skip.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -29,8 +27,9 @@ from streams.codec import SchemaRegistry
 from streams.metrics import free_port
 from streams.settings import Settings, load_settings
 from streams.tools import stack
-from streams.tools.demo import start_worker, stop_worker, worker_env
+from streams.tools.demo import start_worker, stop_worker
 from streams.tools.simulate import SimConfig, Simulator
+from tests.conftest import env_vars, run_cli  # noqa: F401 (the tests import them from here too)
 
 pytestmark = pytest.mark.integration
 
@@ -56,24 +55,6 @@ def env(local_stack: Settings, tmp_path: Path) -> Settings:
 @pytest.fixture
 def registry(local_stack: Settings) -> SchemaRegistry:
     return SchemaRegistry(local_stack.schema_dir)
-
-
-# Settings a test may change for its worker (the rest are the local stack's defaults).
-PASSED_SETTINGS = (
-    "model_min_labels",
-    "model_min_positives",
-    "model_checkpoint_labels",
-    "model_checkpoint_seconds",
-    "label_grace_seconds",
-    "learner",
-    "learner_lease_seconds",
-    "model_challenger",
-)
-
-
-def env_vars(settings: Settings) -> dict[str, str]:
-    passed = {f"SHINSA_{name.upper()}": str(getattr(settings, name)) for name in PASSED_SETTINGS}
-    return worker_env(settings) | passed
 
 
 @dataclass
@@ -258,14 +239,3 @@ def running_alertmanager(config_text: str, tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """`shinsa ARGS…` as a user runs it, against the test's topics and Redis namespace."""
-    return subprocess.run(
-        [sys.executable, "-m", "streams.tools.cli", *args],
-        env={**os.environ, **env_vars(settings)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )

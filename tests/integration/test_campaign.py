@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 import redis
-from typer.testing import CliRunner
 
 from agents.draw import DrawError, commit_month, draw, draw_month, reduce_ledger, verify_month
 from agents.draw import tickets_by_person as live_tickets
-from streams.tools.cli import app
+from tests.conftest import run_cli
 from tests.integration.conftest import Worker, collect, produce
 from tests.integration.test_wallet import Wallet, wait_for_keys
 
@@ -110,11 +109,10 @@ def stats(env) -> dict[str, int]:
 
 
 def test_tickets_at_the_edges_and_an_auditable_draw(env, worker, registry, tmp_path: Path):
-    cli_env = {"SHINSA_APP_ID": env.app_id, "SHINSA_TOPIC_PREFIX": env.topic_prefix}
     campaign_file = tmp_path / "campaign.yaml"
     campaign_file.write_text(CAMPAIGN, encoding="utf-8")
-    result = CliRunner().invoke(app, ["campaign", "apply", str(campaign_file)], env=cli_env)
-    assert result.exit_code == 0, result.output
+    result = run_cli(env, "campaign", "apply", str(campaign_file))
+    assert result.returncode == 0, result.stderr
     worker.start()  # the screening worker: it resolves the members' KYC to identities
     campaign = Worker(env, tmp_path / "campaign.log", role="campaign").start()
     try:
@@ -233,6 +231,6 @@ def test_tickets_at_the_edges_and_an_auditable_draw(env, worker, registry, tmp_p
         (name, ok) for name, ok, _ in verify_month(env, registry, "otsukidama", "2026-10")
     )
     assert checks["seed matches the commitment"] and not checks["ledger matches the drawn one"]
-    result = CliRunner().invoke(app, ["campaign", "verify", "--month", "2026-10"], env=cli_env)
-    assert result.exit_code == 1 and "MISMATCH" in result.output
+    result = run_cli(env, "campaign", "verify", "--month", "2026-10")
+    assert result.returncode == 1 and "MISMATCH" in result.stdout + result.stderr
     assert collect(env, "campaign-winners", 1)

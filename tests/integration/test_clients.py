@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import orjson
 import pytest
@@ -12,7 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.clients import end_offsets, prepare, read_topic
 from streams.tools import stack
-from tests.integration.conftest import env_vars, produce, simulated
+from tests.integration.conftest import produce, run_cli, simulated
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +34,7 @@ def test_stack_up_twice_is_harmless(local_stack):
 
 
 def shinsa(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.tools.cli", *args],
-        env={**os.environ, **env_vars(settings)},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(settings, *args, stdin=stdin)
 
 
 def test_produce_refuses_a_file_with_invalid_lines_and_sends_nothing(env, tmp_path):

@@ -3,9 +3,6 @@ with the newest checkpoint, and a restart keeps it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,6 @@ from streams.clients import prepare, read_topic
 from streams.settings import Settings, load_settings
 from streams.tools import policy_admin
 from tests.integration.conftest import Worker, collect, produce, run_cli, simulated
-from tests.integration.conftest import env_vars as conftest_env
 
 pytestmark = pytest.mark.integration
 
@@ -113,13 +109,7 @@ def test_delayed_labels_train_the_model_and_a_restart_keeps_it(model_env, regist
         wait_for_metric(worker, f'shinsa_model_info{{version="{model["version"]}"}}', 1)
         learned = worker.metrics()['shinsa_labels_total{result="learned"}']
         assert learned == len(labelled)
-        refused = subprocess.run(
-            [sys.executable, "-m", "streams.tools.cli", "model", "promote", "--wait", "2"],
-            env={**os.environ, **conftest_env(model_env)},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        refused = run_cli(model_env, "model", "promote", "--wait", "2")
         assert refused.returncode == 1 and "no challenger to promote" in refused.stderr
 
         # the feature snapshots are in Redis, velocity included, and hold no PII
@@ -275,8 +265,6 @@ def test_a_challenger_learns_in_shadow_and_promote_lets_it_decide(env, registry,
     merchants, early, outcomes, outcome_msgs, late, _ = split_history(registry, 800, 23, 100)
     worker = Worker(settings, tmp_path / "worker.log").start()
     try:
-        cli = [sys.executable, "-m", "streams.tools.cli"]
-        env_vars_ = {**os.environ, **conftest_env(settings)}
         produce(settings, merchants + early)
         decisions_of(registry, settings, len(early), worker)
         produce(settings, outcome_msgs)
@@ -297,17 +285,9 @@ def test_a_challenger_learns_in_shadow_and_promote_lets_it_decide(env, registry,
         assert frauds > 0
         assert r.keys(f"{ns}:ent:device:*") and r.keys(f"{ns}:ent:identity:*")
 
-        status = subprocess.run(
-            [*cli, "model", "status"], env=env_vars_, capture_output=True, text=True, check=False
-        )
+        status = run_cli(settings, "model", "status")
         assert status.returncode == 0 and "challenger" in status.stdout
-        promoted = subprocess.run(
-            [*cli, "model", "promote", "--wait", "60"],
-            env=env_vars_,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        promoted = run_cli(settings, "model", "promote", "--wait", "60")
         assert promoted.returncode == 0, promoted.stderr
         after = newest_model(settings)
         assert after["kind"] == "tree" and after["promotions"] == 1

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -39,6 +37,7 @@ from tests.integration.conftest import (
     Worker,
     collect,
     produce,
+    run_cli,
     running_alertmanager,
     simulated,
 )
@@ -340,13 +339,7 @@ def check_kpi(prom: Prometheus, worker_port: int, decisions: int) -> None:
         ["--url", f"http://127.0.0.1:{worker_port}/metrics"],
         ["--prometheus", prom.url],
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "streams.tools.cli", "kpi", *source, "--window", "10m"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "COLUMNS": "200"},
-        )
+        result = run_cli(None, "kpi", *source, "--window", "10m", columns=200)
         assert result.returncode == 0, result.stderr
         for expected in ("Orders", "approve", "GMV", "Latency from Kafka", "Dead letters"):
             assert expected in result.stdout, result.stdout
@@ -392,19 +385,7 @@ def check_queries(prom: Prometheus) -> None:
 
 def test_kpi_reads_a_worker_and_prometheus_and_says_when_nothing_answers():
     port = free_port()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.tools.cli",
-            "kpi",
-            "--url",
-            f"http://127.0.0.1:{port}/metrics",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli(None, "kpi", "--url", f"http://127.0.0.1:{port}/metrics")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "nothing answers" in result.stderr

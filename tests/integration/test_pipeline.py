@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -16,8 +13,8 @@ from streams.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streams.records import WALLET_KINDS
 from tests.integration.conftest import (
     collect,
-    env_vars,
     produce,
+    run_cli,
     simulated,
     simulated_backlog,
 )
@@ -141,14 +138,8 @@ def test_decisions_cli_prints_json_lines(env, worker, registry):
     worker.start()
     produce(env, sendable)
     collect(env, "decisions", len(ids), worker=worker)
-    out = subprocess.run(
-        [sys.executable, "-m", "streams.tools.cli", "decisions", "--json"],
-        env={**os.environ, **env_vars(env)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run_cli(env, "decisions", "--json")
+    assert out.returncode == 0, out.stderr
     lines = [orjson.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) == len(ids)
     assert {line["decision"] for line in lines} <= {"APPROVE", "REVIEW", "DECLINE"}

@@ -5,9 +5,7 @@ learner learns from, and `shinsa explain` prints a decision's trace."""
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
-import sys
 import unicodedata
 
 import orjson
@@ -15,7 +13,7 @@ import pytest
 
 from streams.clients import prepare
 from streams.settings import Settings
-from tests.integration.conftest import Worker, collect, env_vars, produce, simulated
+from tests.integration.conftest import Worker, collect, produce, run_cli, simulated
 from tests.integration.test_model import wait_for_metric
 
 pytestmark = pytest.mark.integration
@@ -24,14 +22,7 @@ HIGH_AMOUNT = 150_000  # above the review limit (100,000 yen), below the decline
 
 
 def shinsa(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.tools.cli", *args],
-        env={**os.environ, **env_vars(settings), "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(settings, *args)
 
 
 def high_amount_orders(orders: list, merchants: dict[str, dict], n: int) -> list[dict]:

@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 import redis
-from typer.testing import CliRunner
 
 from agents.segments import AGE_BANDS, SegmentStore, parse_rows
 from agents.state import redis_client
 from streams.clients import prepare
-from streams.tools.cli import app
+from tests.conftest import run_cli
 from tests.integration.conftest import collect, produce, simulated
 
 pytestmark = pytest.mark.integration
@@ -73,13 +72,9 @@ def api(worker, path: str, key: str | None, body: Any) -> tuple[int, dict[str, A
 
 def issue_key(env, merchant_id: str) -> str:
     """Through the CLI, as an operator does: the key is the last line it prints."""
-    result = CliRunner().invoke(
-        app,
-        ["segment", "key", merchant_id],
-        env={"SHINSA_APP_ID": env.app_id, "SHINSA_TOPIC_PREFIX": env.topic_prefix},
-    )
-    assert result.exit_code == 0, result.output
-    key = next(line for line in result.output.splitlines() if line.startswith("shk_"))
+    result = run_cli(env, "segment", "key", merchant_id)
+    assert result.returncode == 0, result.stderr
+    key = next(line for line in result.stdout.splitlines() if line.startswith("shk_"))
     stored = redis.Redis.from_url(env.redis_url).hgetall(f"{env.identity_namespace}:seg:keys")
     assert key.encode() not in stored and all(key.encode() not in v for v in stored.values())
     return key

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real schemas in `schemas/` and one valid natural-JSON event per record."""
+"""Shared fixtures and factories: the real schemas in `schemas/`, one valid natural-JSON event
+per record, and typed orders and merchants for the pure stages' tests."""
 
 from __future__ import annotations
 
@@ -6,12 +7,48 @@ import copy
 import importlib.util
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streams.codec import SchemaRegistry
+from streams.records import Address, Buyer, Merchant, Order
+
+ORDERED_AT = datetime(2026, 10, 31, tzinfo=UTC)
+
+
+def make_order(
+    amount: int = 5_000,
+    method: str = "CARD",
+    *,
+    order_id: str = "o-1",
+    merchant_id: str = "m0001",
+    when: datetime = ORDERED_AT,
+    phone: str | None = None,
+    **fields: Any,
+) -> Order:
+    """An order with a buyer in 千代田 (the fields a test does not care about filled in)."""
+    buyer = Buyer(
+        name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1"), phone=phone
+    )
+    return Order(
+        order_id=order_id,
+        merchant_id=merchant_id,
+        event_time=when,
+        amount=amount,
+        payment_method=method,
+        buyer=buyer,
+        **fields,
+    )
+
+
+def make_merchant(
+    tier: str = "STANDARD", status: str = "ACTIVE", *, merchant_id: str = "m0001"
+) -> Merchant:
+    return Merchant(merchant_id, "株式会社テスト", "FOOD", tier, ORDERED_AT, status)
+
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 

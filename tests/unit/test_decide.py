@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.decide import ModelOpinion, Policy, decide_order
 from agents.enrich import enrich_order
-from streams.records import Address, Buyer, Merchant, Order
+from streams.records import Merchant
+from tests.unit.conftest import make_merchant, make_order
 
 TIERS = ["ENTERPRISE", "STANDARD", "SMALL", "HIGH_RISK"]
 METHODS = ["DEFERRED", "CARD", "WALLET", "BANK_TRANSFER", "CONVENIENCE_STORE", "CARRIER_BILLING"]
@@ -18,22 +17,14 @@ RANK = {"APPROVE": 0, "REVIEW": 1, "DECLINE": 2}
 
 
 def merchant(tier: str = "STANDARD", status: str = "ACTIVE") -> Merchant:
-    when = datetime(2026, 10, 1, tzinfo=UTC)
-    return Merchant("m0001", "株式会社テスト", "FOOD", tier, when, status)
+    return make_merchant(tier, status)
 
 
 DEFAULT = Policy()
 
 
 def verdict(amount: int, method: str = "CARD", m: Merchant | None = None, policy: Policy = DEFAULT):
-    order = Order(
-        order_id="o-1",
-        merchant_id="m0001",
-        event_time=datetime(2026, 10, 31, tzinfo=UTC),
-        amount=amount,
-        payment_method=method,
-        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
-    )
+    order = make_order(amount, method)
     return decide_order(enrich_order(order, {"m0001": m} if m else {}), policy)
 
 
@@ -168,14 +159,7 @@ def opinion(score: float, warm: bool = True, top: tuple[str, ...] = ()) -> Model
 
 
 def decide_with(amount: int, model: ModelOpinion, identity: dict | None = None, **kw):
-    order = Order(
-        order_id="o-1",
-        merchant_id="m0001",
-        event_time=datetime(2026, 10, 31, tzinfo=UTC),
-        amount=amount,
-        payment_method=kw.get("method", "CARD"),
-        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
-    )
+    order = make_order(amount, kw.get("method", "CARD"))
     enriched = enrich_order(order, {"m0001": merchant()}, identity or {}, {})
     return decide_order(enriched, DEFAULT, model)
 
@@ -219,14 +203,7 @@ def test_the_warm_model_replaces_the_fraud_heuristics():
 
 
 def credit_verdict(method: str, credit: float, warm: bool = True, policy: Policy = DEFAULT):
-    order = Order(
-        order_id="o-2",
-        merchant_id="m0001",
-        event_time=datetime(2026, 10, 31, tzinfo=UTC),
-        amount=3_000,
-        payment_method=method,
-        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
-    )
+    order = make_order(3_000, method, order_id="o-2")
     opinion = ModelOpinion(0.05, "logreg-v1", True, (), credit, warm, ("credit_late",))
     return decide_order(enrich_order(order, {"m0001": merchant()}), policy, opinion)
 

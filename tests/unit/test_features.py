@@ -18,7 +18,8 @@ from agents.features import (
     time_features,
     velocity,
 )
-from streams.records import Address, Buyer, Merchant, Order
+from streams.records import Merchant, Order
+from tests.unit.conftest import make_order
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -26,14 +27,7 @@ MIN = 60_000
 
 
 def order(amount: int = 5_000, when: datetime = NOW, oid: str = "o-9") -> Order:
-    return Order(
-        order_id=oid,
-        merchant_id="m1",
-        event_time=when,
-        amount=amount,
-        payment_method="DEFERRED",
-        buyer=Buyer(name="山田 太郎", address=Address(postal_code="1000001", street="千代田1-1")),
-    )
+    return make_order(amount, "DEFERRED", order_id=oid, merchant_id="m1", when=when)
 
 
 def test_velocity_counts_earlier_orders_in_each_window():

@@ -8,9 +8,10 @@ from agents.learn import Label, join_label
 from agents.model import ModelState, encode_checkpoint
 from agents.scorer import Scorer
 from agents.state import Snapshot
-from streams.app import settings
 from streams.metrics import MODEL_LOAD_FAILURES
+from streams.settings import load_settings
 
+settings = load_settings()
 X = {"velocity_count_1h": 2.0, "amount_log": 9.1}
 
 
@@ -65,7 +66,7 @@ def checkpoint(version: int) -> bytes:
 
 
 def test_the_scorer_swaps_in_newer_checkpoints_only():
-    scorer = Scorer()
+    scorer = Scorer.of(settings)
     secret = settings.hash_key.get_secret_value().encode()
     assert scorer.state.name == f"{settings.model_estimator}-v0"
     assert scorer.apply(checkpoint(2), secret)
@@ -75,7 +76,7 @@ def test_the_scorer_swaps_in_newer_checkpoints_only():
 
 
 def test_a_bad_checkpoint_is_rejected_and_the_previous_model_kept():
-    scorer = Scorer()
+    scorer = Scorer.of(settings)
     secret = settings.hash_key.get_secret_value().encode()
     scorer.apply(checkpoint(3), secret)
     before = MODEL_LOAD_FAILURES._value.get()

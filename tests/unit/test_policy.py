@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from typer.testing import CliRunner
 
 from agents.decide import ModelOpinion, Signals, decide_order
 from agents.enrich import enrich_order
@@ -19,7 +18,9 @@ from agents.policy import (
     order_list_keys,
     policy_from_json,
 )
-from streams.records import Address, Buyer, Merchant, Order
+from streams.records import Merchant, Order
+from tests.conftest import run_cli
+from tests.unit.conftest import make_order
 
 SECRET = b"k"
 PHONE_HASH = list_hash(SECRET, "phone", "090-1234-5678")
@@ -42,18 +43,7 @@ allow:
 
 
 def order(method: str = "DEFERRED", amount: int = 5_000, phone: str | None = None) -> Order:
-    return Order(
-        order_id="o-1",
-        merchant_id="m0001",
-        event_time=datetime(2026, 11, 20, tzinfo=UTC),
-        amount=amount,
-        payment_method=method,
-        buyer=Buyer(
-            name="山田 太郎",
-            address=Address(postal_code="1000001", street="千代田1-1"),
-            phone=phone,
-        ),
-    )
+    return make_order(amount, method, when=datetime(2026, 11, 20, tzinfo=UTC), phone=phone)
 
 
 def decide(o: Order, identity: str = "i1", signals: Signals | None = None, text: str = GOOD):
@@ -157,16 +147,13 @@ def test_exposure_and_the_unpaid_hold():
 
 
 def test_policy_apply_refuses_an_invalid_file_without_a_traceback(tmp_path):
-    from streams.tools.cli import app
-
     bad = tmp_path / "policy.yaml"
     bad.write_text("name: x\nmerchants:\n  m1:\n    review_score: 2\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["policy", "apply", str(bad), "--dry-run"])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, Exception) and "Traceback" not in result.output
-    assert f"{bad}:4: merchants.m1.review_score" in str(result.exception)
-    missing = CliRunner().invoke(app, ["policy", "apply", str(tmp_path / "nope.yaml")])
-    assert "no such file" in str(missing.exception)
+    result = run_cli(None, "policy", "apply", str(bad), "--dry-run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{bad}:4: merchants.m1.review_score" in result.stderr
+    missing = run_cli(None, "policy", "apply", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
 
 
 def test_a_redelivered_order_is_not_counted_against_its_own_exposure():
