@@ -29,7 +29,7 @@ from streams.settings import Settings, load_settings
 from streams.tools import stack
 from streams.tools.demo import start_worker, stop_worker
 from streams.tools.simulate import SimConfig, Simulator
-from tests.conftest import env_vars, run_cli  # noqa: F401 (the tests import them from here too)
+from tests.conftest import env_vars
 
 pytestmark = pytest.mark.integration
 

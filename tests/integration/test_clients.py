@@ -10,7 +10,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.clients import end_offsets, prepare, read_topic
 from streams.tools import stack
-from tests.integration.conftest import produce, run_cli, simulated
+from tests.conftest import run_cli
+from tests.integration.conftest import produce, simulated
 
 pytestmark = pytest.mark.integration
 

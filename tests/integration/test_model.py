@@ -16,7 +16,8 @@ from agents.policy import load_policy_yaml
 from streams.clients import prepare, read_topic
 from streams.settings import Settings, load_settings
 from streams.tools import policy_admin
-from tests.integration.conftest import Worker, collect, produce, run_cli, simulated
+from tests.conftest import run_cli
+from tests.integration.conftest import Worker, collect, produce, simulated
 
 pytestmark = pytest.mark.integration
 

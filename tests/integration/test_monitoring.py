@@ -33,14 +33,8 @@ from streams.settings import ROOT, Settings
 from streams.tools import stack
 from streams.tools.demo import metrics_url
 from streams.tools.publish import encode_events
-from tests.integration.conftest import (
-    Worker,
-    collect,
-    produce,
-    run_cli,
-    running_alertmanager,
-    simulated,
-)
+from tests.conftest import run_cli
+from tests.integration.conftest import Worker, collect, produce, running_alertmanager, simulated
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,8 @@ import pytest
 from streams.clients import prepare
 from streams.dlq import REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streams.records import WALLET_KINDS
-from tests.integration.conftest import (
-    collect,
-    produce,
-    run_cli,
-    simulated,
-    simulated_backlog,
-)
+from tests.conftest import run_cli
+from tests.integration.conftest import collect, produce, simulated, simulated_backlog
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import pytest
 
 from streams.clients import prepare
 from streams.settings import Settings
-from tests.integration.conftest import Worker, collect, produce, run_cli, simulated
+from tests.conftest import run_cli
+from tests.integration.conftest import Worker, collect, produce, simulated
 from tests.integration.test_model import wait_for_metric
 
 pytestmark = pytest.mark.integration
