@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from agents.validate import Rejection, decode_event
 from streams.app import Runtime
 from streams.codec import SchemaRegistry
-from streams.follow import follow_topic
+from streams.follow import follow_in_app
 from streams.metrics import MERCHANTS_KNOWN
 from streams.records import Merchant
 
@@ -58,15 +58,7 @@ def register(rt: Runtime) -> Merchants:
     def apply_messages(messages: list) -> None:
         merchants.apply(messages, rt.registry, rt.settings.max_event_bytes)
 
-    async def follow_merchants() -> None:
-        await follow_topic(
-            rt.app,
-            rt.settings.kafka_bootstrap,
-            rt.topics.merchants.get_topic_name(),
-            apply_messages,
-            merchants.loaded,
-            "merchant table",
-        )
-
-    rt.app.task(follow_merchants)
+    topic = rt.topics.merchants.get_topic_name()
+    bootstrap = rt.settings.kafka_bootstrap
+    follow_in_app(rt.app, bootstrap, topic, apply_messages, merchants.loaded, "merchant table")
     return merchants

@@ -19,7 +19,7 @@ import orjson
 
 from agents.policy import DEFAULT_POLICY_SET, PolicySet, policy_from_json
 from streams.app import Runtime
-from streams.follow import follow_topic
+from streams.follow import follow_in_app
 from streams.metrics import POLICY_INFO, POLICY_LOAD_FAILURES
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,8 @@ def register(rt: Runtime) -> Policies:
         for msg in messages:
             policies.apply(msg.key, msg.value)
 
-    async def follow_policies() -> None:
-        await follow_topic(
-            rt.app,
-            rt.settings.kafka_bootstrap,
-            rt.topics.policies.get_topic_name(),
-            apply_messages,
-            policies.loaded,
-            "policies",
-        )
-
-    rt.app.task(follow_policies)
+    topic = rt.topics.policies.get_topic_name()
+    follow_in_app(
+        rt.app, rt.settings.kafka_bootstrap, topic, apply_messages, policies.loaded, "policies"
+    )
     return policies

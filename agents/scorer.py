@@ -24,7 +24,7 @@ from agents.model import (
     decode_switch,
 )
 from streams.app import Runtime
-from streams.follow import follow_topic
+from streams.follow import follow_in_app
 from streams.metrics import (
     CREDIT_COHORT_LABELS,
     CREDIT_MODEL_AVERAGE_PRECISION,
@@ -201,15 +201,8 @@ def register(rt: Runtime) -> Scorer:
             elif msg.key == SWITCH_KEY:
                 scorer.switch(msg.value, rt.secret)
 
-    async def follow_models() -> None:
-        await follow_topic(
-            rt.app,
-            rt.settings.kafka_bootstrap,
-            rt.topics.models.get_topic_name(),
-            apply_messages,
-            scorer.loaded,
-            "newest model",
-        )
-
-    rt.app.task(follow_models)
+    topic = rt.topics.models.get_topic_name()
+    follow_in_app(
+        rt.app, rt.settings.kafka_bootstrap, topic, apply_messages, scorer.loaded, "newest model"
+    )
     return scorer

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
@@ -65,3 +66,19 @@ async def follow_topic(
         await app.crash(exc)  # type: ignore[attr-defined]
     finally:
         await consumer.stop()
+
+
+def follow_in_app(
+    app: Any,
+    bootstrap: str,
+    topic: str,
+    handle: Callable[[list[ConsumerRecord]], None],
+    loaded: asyncio.Event,
+    what: str,
+) -> None:
+    """`follow_topic` as a task of `app`: started, run and stopped with the worker."""
+
+    async def follow() -> None:
+        await follow_topic(app, bootstrap, topic, handle, loaded, what)
+
+    app.task(follow)

@@ -14,7 +14,6 @@ import getpass
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -48,8 +47,9 @@ class ModelsTopic:
     rejected: int = 0
 
 
-def read_models(s: Settings) -> ModelsTopic:
-    """One pass over the models topic; a message that does not verify is counted, not used."""
+def read_models(s: Settings, start: dict[int, int] | None = None) -> ModelsTopic:
+    """One pass over the models topic (from `start` offsets, else the beginning); a message
+    that does not verify is counted, not used."""
     from agents.model import (
         MODEL_KEY,
         SWITCH_KEY,
@@ -62,7 +62,7 @@ def read_models(s: Settings) -> ModelsTopic:
 
     secret = s.hash_key.get_secret_value().encode()
     seen = ModelsTopic()
-    for msg in read_topic(s, s.topic("models")):
+    for msg in read_topic(s, s.topic("models"), start=start):
         key, value = msg.key(), msg.value()
         number = archived_checkpoint(key)
         if number is not None and value is None:  # fell out of the archive
@@ -85,13 +85,6 @@ def read_models(s: Settings) -> ModelsTopic:
             if seen.newest is None or header["checkpoint"] > seen.newest["checkpoint"]:
                 seen.newest = header
     return seen
-
-
-def newest_model_header(s: Settings) -> tuple[dict[str, Any] | None, int, int]:
-    """The summary of the newest verified checkpoint (None: none yet), the checkpoints read
-    and the messages rejected (bad signature)."""
-    seen = read_models(s)
-    return seen.newest, seen.checkpoints, seen.rejected
 
 
 def no_model_yet(s: Settings, rejected: int) -> UserError:
@@ -267,13 +260,19 @@ def ask_learner(
     s: Settings,
     key: str,
     fields: dict[str, bytes],
-    done: Callable[[dict[str, Any]], bool],
+    before: dict[str, Any],
+    counter: str,
     wait: float,
 ) -> dict[str, Any]:
-    """Leave a request for the learner in Redis and wait for the checkpoint that answers it;
-    the request expires unanswered, so a later learner never acts on a stale one."""
+    """Leave a request (who and when, plus `fields`) for the learner in Redis and wait for the
+    checkpoint that answers it: the first whose `counter` (promotions, rollbacks) is above
+    `before`'s. The request expires unanswered, so a later learner never acts on a stale one."""
     import redis
 
+    from streams.clients import end_offsets
+
+    fields = {"by": operator().encode(), "at": str(time.time()).encode(), **fields}
+    start = end_offsets(s, s.topic("models"))  # the answer comes after this: read only that
     client = redis.Redis.from_url(s.redis_url)
     try:
         with client.pipeline(transaction=True) as pipe:
@@ -284,8 +283,8 @@ def ask_learner(
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        after = read_models(s).newest
-        if after and done(after):
+        after = read_models(s, start).newest
+        if after and after.get(counter, 0) > before.get(counter, 0):
             return after
     client.delete(key)
     raise UserError(
@@ -301,22 +300,16 @@ def model_promote(wait: WaitOption = 30.0) -> None:
     from agents.state import Keys
 
     s = settings_for_cli()
-    before, _, rejected = newest_model_header(s)
+    seen = read_models(s)
+    before = seen.newest
     if before is None:
-        raise no_model_yet(s, rejected)
+        raise no_model_yet(s, seen.rejected)
     if not before.get("challenger"):
         raise UserError(
             f"model {before['version']} has no challenger to promote: set "
             "SHINSA_MODEL_CHALLENGER (logreg, tree or forest) on the workers and let it learn"
         )
-    request = {"by": operator().encode(), "at": str(time.time()).encode()}
-    after = ask_learner(
-        s,
-        Keys(s.identity_namespace).promote(),
-        request,
-        lambda after: after.get("promotions", 0) > before.get("promotions", 0),
-        wait,
-    )
+    after = ask_learner(s, Keys(s.identity_namespace).promote(), {}, before, "promotions", wait)
     console.print(
         f"promoted: {after['kind']} decides from {after['version']} on "
         f"({before['kind']} is the challenger now; `shinsa model promote` undoes it)"
@@ -354,19 +347,9 @@ def model_rollback(
         raise UserError(f"checkpoint {target} is the model in use: nothing to roll back")
     header, blob = seen.archive[target]
     before = seen.newest
-    request = {
-        "by": operator().encode(),
-        "at": str(time.time()).encode(),
-        "checkpoint": blob,
-        "credit": b"1" if credit else b"0",
-    }
-    after = ask_learner(
-        s,
-        Keys(s.identity_namespace).rollback(),
-        request,
-        lambda after: after.get("rollbacks", 0) > before.get("rollbacks", 0),
-        wait,
-    )
+    request = {"checkpoint": blob, "credit": b"1" if credit else b"0"}
+    key = Keys(s.identity_namespace).rollback()
+    after = ask_learner(s, key, request, before, "rollbacks", wait)
     console.print(
         f"rolled back: {after['version']} decides with the model of {header['version']} "
         f"({header['labels']:,} labels; {before['version']} had {before['labels']:,})"
