@@ -41,12 +41,14 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def create_app(settings: Settings) -> faust.App:
+    datadir = settings.data_dir / "faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         # Faust's default is ./<app id>-data in the working directory: keep it in the stack's data.
-        datadir=str(settings.data_dir / "faust" / settings.app_id),
+        datadir=str(datadir),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=settings.partitions,

@@ -42,7 +42,6 @@ def run_worker(loglevel: str = "info") -> None:
     lag.register(rt, hot_paths)
     app.service(WebApi(settings.api_host, settings.api_port, segment_routes(settings)))
 
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes one level
     port = serve_metrics(settings.metrics_port)
     logging.getLogger(__name__).info("metrics on http://127.0.0.1:%d/metrics", port)
     print(f"shinsa worker: metrics on http://127.0.0.1:{port}/metrics", flush=True)
