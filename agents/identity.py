@@ -318,6 +318,7 @@ async def resolve_overlapped(
     now_ms: int,
     chunk_size: int | None = None,
     keep: Callable[[list[Lookup[C]]], Awaitable[list[Lookup[C]]]] | None = None,
+    on_found: Callable[[list[tuple[C, Identity]]], None] | None = None,
 ) -> Resolved[C]:
     """Resolve items a chunk per script call, preparing chunk k+1 while Redis runs chunk k.
 
@@ -325,7 +326,9 @@ async def resolve_overlapped(
     different cores, so overlapping them nearly halves a batch. The calls stay sequential and
     in order, and all have answered when this returns. `prepare` returns None to skip an item
     (rejected); `keep`, if given, sees each prepared chunk before it is sent and returns the
-    lookups still to resolve (the hot path answers orders decided before instead).
+    lookups still to resolve (the hot path answers orders decided before instead);
+    `on_found`, if given, sees each chunk's records as soon as they are resolved, in order (the
+    hot path starts loading their state then, while the next chunk is resolved).
     After a failed call (a bug; an outage waits and retries inside) no further call is made:
     the rest is prepared and reported unresolved, with the error.
     """
@@ -339,14 +342,14 @@ async def resolve_overlapped(
             if keep is not None and lookups:
                 lookups = await keep(lookups)
             if in_flight is not None:
-                await _collect(out, in_flight, sent)
+                await _collect(out, in_flight, sent, on_found)
             in_flight, sent = None, lookups
             if out.error is None and lookups:
                 in_flight = _send(graph, lookups, now_ms)
             else:
                 out.unresolved += [x.context for x in lookups]
         if in_flight is not None:
-            await _collect(out, in_flight, sent)
+            await _collect(out, in_flight, sent, on_found)
     finally:
         if in_flight is not None and not in_flight.done():
             in_flight.cancel()
@@ -354,7 +357,10 @@ async def resolve_overlapped(
 
 
 async def _collect(
-    out: Resolved[C], in_flight: asyncio.Task[list[Identity]], sent: list[Lookup[C]]
+    out: Resolved[C],
+    in_flight: asyncio.Task[list[Identity]],
+    sent: list[Lookup[C]],
+    on_found: Callable[[list[tuple[C, Identity]]], None] | None,
 ) -> None:
     """Wait for the call in flight; its records are found, or unresolved if it failed."""
     try:
@@ -364,7 +370,10 @@ async def _collect(
         out.error = exc
         out.unresolved += [x.context for x in sent]
         return
-    out.found += zip((x.context for x in sent), identities, strict=True)
+    found = list(zip((x.context for x in sent), identities, strict=True))
+    out.found += found
+    if on_found is not None and found:
+        on_found(found)
 
 
 async def resolve_buyers(

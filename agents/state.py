@@ -552,6 +552,20 @@ class Loaded:
     entities: dict[str, EntityState] = field(default_factory=dict)  # by entity ref
 
 
+def merge_loaded(parts: Sequence[Loaded]) -> Loaded:
+    """The state of a batch loaded a chunk at a time, as one load of the chunks' candidates in
+    order would return it (the probes' failures line up with the candidates)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = Loaded({}, {}, [], {})
+    for part in parts:
+        merged.histories.update(part.histories)
+        merged.accounts.update(part.accounts)
+        merged.device_failures += part.device_failures
+        merged.entities.update(part.entities)
+    return merged
+
+
 @dataclass(slots=True)
 class Changes:
     """What a screened batch writes, all or nothing."""

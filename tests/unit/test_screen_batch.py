@@ -16,8 +16,15 @@ from agents.entities import EntityState
 from agents.intake import Accepted, accept_order
 from agents.model import ModelState
 from agents.policy import DEFAULT_POLICY_SET
-from agents.screen import Candidate, Outputs, Rules, candidate_entities, screen_batch
-from agents.state import Loaded, history_from_zset, history_member
+from agents.screen import (
+    Candidate,
+    Outputs,
+    Rules,
+    candidate_entities,
+    save_slice,
+    screen_batch,
+)
+from agents.state import Loaded, history_from_zset, history_member, merge_loaded
 from streams.codec import CodecError
 from streams.dlq import REASON, SOURCE_OFFSET
 from streams.records import Merchant
@@ -185,6 +192,29 @@ def test_a_batch_screened_in_slices_decides_as_one_batch(registry, order_json):
         history += changes.history
     assert len(history) == 4 == len(whole_changes.history)  # o-1 counted once
     assert [o.value for o in sliced] == [o.value for o in whole]
+
+
+def test_state_loaded_a_chunk_at_a_time_is_the_batch_s_state_in_order():
+    """The worker loads each identity chunk's state while Redis resolves the next chunk: the
+    parts merged give every identity's state (a later chunk's load, after more merges in the
+    graph, wins) and the device probes' failures in the candidates' order."""
+    first = Loaded({"i1": [(1, 100, "o-1")]}, {"i1": {"open": {}}}, [0, 2], {"m": EntityState()})
+    second = Loaded({"i1": [(1, 100, "o-1"), (2, 50, "o-9")], "i2": []}, {}, [5], {})
+    merged = merge_loaded([first, second])
+    assert merged.histories == {"i1": [(1, 100, "o-1"), (2, 50, "o-9")], "i2": []}
+    assert merged.accounts == {"i1": {"open": {}}}
+    assert merged.device_failures == [0, 2, 5]
+    assert set(merged.entities) == {"m"}
+    assert merge_loaded([first]) is first
+
+
+@pytest.mark.parametrize(
+    ("orders", "slice_size"), [(1, 25), (80, 25), (200, 50), (400, 100), (1000, 200), (5000, 200)]
+)
+def test_small_batches_are_written_in_smaller_slices(orders, slice_size):
+    """Only the last slice's write runs alone: a small batch is cut in quarters (not below 25
+    orders a write), a backlog's in slices of 200."""
+    assert save_slice(orders) == slice_size
 
 
 def test_velocity_history_round_trips_through_its_redis_members():
