@@ -78,15 +78,13 @@ local function resolve(rec)
     if sat[i] == 0 then
       local names = ns .. ':kn:' .. key
       ok = true
-      if redis.call('SISMEMBER', names, rec.n) == 0 then
-        if redis.call('SCARD', names) >= limit then
-          redis.call('SADD', SAT, key)
-          redis.call('DEL', names)
-          redis.call('HINCRBY', ns .. ':stats', 'saturated_keys', 1)
-          ok = false
-        else
-          redis.call('SADD', names, rec.n)
-        end
+      -- a new name makes the key saturated once it has more than `limit` (one call for a
+      -- name seen before, two for a new one)
+      if redis.call('SADD', names, rec.n) == 1 and redis.call('SCARD', names) > limit then
+        redis.call('SADD', SAT, key)
+        redis.call('DEL', names)
+        redis.call('HINCRBY', ns .. ':stats', 'saturated_keys', 1)
+        ok = false
       end
     end
     if ok then keys[#keys + 1] = key else saturated = saturated + 1 end
@@ -130,19 +128,27 @@ local function resolve(rec)
   end
   if #set > 0 then redis.call('HSET', KEY, unpack(set)) end
   local h = ns .. ':id:' .. root
-  local fl = redis.call('HMGET', h, 'first', 'last')
-  local first = tonumber(fl[1] or rec.t)
-  if rec.t < first then first = rec.t end
-  local last = tonumber(fl[2] or rec.t)
-  if rec.t > last then last = rec.t end
-  redis.call('HSET', h, 'first', first, 'last', last)
-  local orders = redis.call('HINCRBY', h, 'orders', 1)
+  local first, last, orders = rec.t, rec.t, 1
+  if new == 1 then  -- a fresh id: nothing kept under it yet, nothing to read
+    redis.call('HSET', h, 'first', first, 'last', last, 'orders', 1)
+  else
+    local fl = redis.call('HMGET', h, 'first', 'last')
+    first = math.min(tonumber(fl[1] or rec.t), rec.t)
+    last = math.max(tonumber(fl[2] or rec.t), rec.t)
+    redis.call('HSET', h, 'first', first, 'last', last)
+    orders = redis.call('HINCRBY', h, 'orders', 1)
+  end
   local result = {id = root, new = new, merged = merged, first = first, orders = orders,
                   saturated = saturated}
   for _, attr in ipairs(ATTRS) do
     local value = rec.a[attr]
-    if value and value ~= '' then redis.call('SADD', h .. ':' .. attr, value) end
-    result[attr] = redis.call('SCARD', h .. ':' .. attr)
+    local added = 0
+    if value and value ~= '' then added = redis.call('SADD', h .. ':' .. attr, value) end
+    if new == 1 then
+      result[attr] = added
+    else
+      result[attr] = redis.call('SCARD', h .. ':' .. attr)
+    end
   end
   local variation = 0
   if #rec.s > 0 and redis.call('SADD', h .. ':spell', unpack(rec.s)) > 0 and new == 0 then

@@ -112,6 +112,22 @@ async def test_a_record_linking_two_identities_merges_them_into_the_older(graph)
     assert [(m["winner"], m["loser"]) for m in await graph.merges()] == [(first, second)]
 
 
+async def test_a_new_identity_and_a_returning_one_report_what_is_known_of_them(graph):
+    """The script skips the reads for a fresh id: its counts must still be the kept ones."""
+    at = 1_790_000_000_000
+    keys = person_keys(buyer(email=None), SECRET)
+    (new,) = await graph.resolve([keys], [at], 0)
+    assert new.new and new.orders == 1 and new.first_seen_ms == at
+    assert (new.names, new.addresses, new.phones, new.emails) == (1, 1, 1, 0)
+    moved = person_keys(buyer(street="千代田2丁目2番2号"), SECRET)  # same phone, name, email
+    (back,) = await graph.resolve([moved], [at - 5_000], 0)  # an earlier event, late
+    assert back.identity_id == new.identity_id and not back.new
+    assert back.orders == 2 and back.first_seen_ms == at - 5_000
+    assert (back.names, back.addresses, back.phones, back.emails) == (1, 2, 1, 1)
+    summary = await graph.summary(new.identity_id)
+    assert summary["orders"] == 2 and summary["addresses"] == 2
+
+
 async def test_a_shared_phone_stops_merging_past_the_limit(graph):
     helpdesk = "090-2468-1357"
     names = ["佐藤 一", "鈴木 二", "高橋 三", "田中 四", "伊藤 五", "渡辺 六"]
