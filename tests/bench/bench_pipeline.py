@@ -186,18 +186,31 @@ def ready_producer(settings: Settings) -> Producer:
     """A producer already connected and holding its idempotent producer id. A new producer's
     first messages wait ~0.5 s for both after their timestamps were taken: measured, that was
     the whole p99 of the 200/s phase, a delay of the bench's producer, not of the worker."""
+    topic = settings.topic(WARMUP_TOPIC)
+    if (
+        topic
+        not in AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        .list_topics(timeout=15)
+        .topics
+    ):
+        create_output_topics(settings, [topic])
     producer = make_producer(settings)
-    produce_one(producer, settings.topic(WARMUP_TOPIC), b"warm-up", b"", lambda *_: None)
+    produce_one(producer, topic, b"warm-up", b"", lambda *_: None)
     if producer.flush(30):
-        raise BenchError(f"the warm-up message to {settings.topic(WARMUP_TOPIC)} was not acked")
+        raise BenchError(f"the warm-up message to {topic} was not acked")
     return producer
 
 
 def produce(
-    settings: Settings, topic: str, items: Sequence[Prepared], what: str, rate: float = 0.0
+    settings: Settings,
+    topic: str,
+    items: Sequence[Prepared],
+    what: str,
+    rate: float = 0.0,
+    producer: Producer | None = None,
 ) -> dict[bytes, int]:
     """Send to `topic` (at `rate` per second if given); each key's Kafka timestamp (ms)."""
-    producer = ready_producer(settings) if rate else make_producer(settings)
+    producer = producer or make_producer(settings)
     stamps: dict[bytes, int] = {}
     failed: list[str] = []
 
@@ -575,9 +588,15 @@ def paced_phase(
     receipts = Receipts(settings)
     receipts.start()
     try:
+        producer = ready_producer(settings)
         started = time.monotonic()
         stamps = produce(
-            settings, settings.topic("orders"), orders, f"{name}: orders at {rate:,.0f}/s", rate
+            settings,
+            settings.topic("orders"),
+            orders,
+            f"{name}: orders at {rate:,.0f}/s",
+            rate,
+            producer,
         )
         achieved = len(orders) / (time.monotonic() - started)
         wait_for(watch, base + len(orders), f"{name}: decisions", timeout, worker, log, base)
@@ -953,7 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     try:
         stack.create_topics(settings)
-        create_output_topics(settings, [aio_out, faust_out, conf_out, settings.topic(WARMUP_TOPIC)])
+        create_output_topics(settings, [aio_out, faust_out, conf_out])
         registry = SchemaRegistry(settings.schema_dir)
         merchants, orders = generate(registry, args.orders, SEED, "backlog")
         produce(settings, settings.topic("merchants"), merchants, "producing merchants")
