@@ -21,10 +21,12 @@ def run_worker(loglevel: str = "info") -> None:
     from agents.screen import screening_loop
     from agents.segments import segment_routes
     from streams.app import build_runtime
+    from streams.logs import quiet_repeats
     from streams.metrics import WORKER_UP, serve_metrics
     from streams.settings import load_settings
     from streams.web import WebApi
 
+    quiet_repeats()  # a broker outage floods the log with the Kafka client's retries
     rt = build_runtime(load_settings())
     settings, app = rt.settings, rt.app
     # the control streams: every worker follows them whole
