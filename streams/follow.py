@@ -39,35 +39,6 @@ async def caught_up(consumer: AIOKafkaConsumer, ends: dict) -> bool:
     return all(pos >= end for pos, end in zip(positions, ends.values(), strict=True))
 
 
-async def follow_topic(
-    app: object,
-    bootstrap: str,
-    topic: str,
-    handle: Callable[[list[ConsumerRecord]], None],
-    loaded: asyncio.Event,
-    what: str,
-) -> None:
-    """Feed every message batch of `topic` to `handle`, forever; crash the app on failure."""
-    consumer = whole_topic_consumer(bootstrap, topic)
-    await consumer.start()
-    try:
-        catch_up = await consumer.end_offsets(list(consumer.assignment()))
-        while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-            for messages in batches.values():
-                handle(messages)
-            if not loaded.is_set() and await caught_up(consumer, catch_up):
-                loaded.set()
-                log.info("%s loaded", what)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.exception("following %s failed", what)
-        await app.crash(exc)  # type: ignore[attr-defined]
-    finally:
-        await consumer.stop()
-
-
 def follow_in_app(
     app: Any,
     bootstrap: str,
@@ -76,9 +47,27 @@ def follow_in_app(
     loaded: asyncio.Event,
     what: str,
 ) -> None:
-    """`follow_topic` as a task of `app`: started, run and stopped with the worker."""
+    """Feed every message batch of `topic` to `handle`, forever, as a task of `app` (started,
+    run and stopped with the worker); crash the app on failure."""
 
     async def follow() -> None:
-        await follow_topic(app, bootstrap, topic, handle, loaded, what)
+        consumer = whole_topic_consumer(bootstrap, topic)
+        await consumer.start()
+        try:
+            catch_up = await consumer.end_offsets(list(consumer.assignment()))
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for messages in batches.values():
+                    handle(messages)
+                if not loaded.is_set() and await caught_up(consumer, catch_up):
+                    loaded.set()
+                    log.info("%s loaded", what)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("following %s failed", what)
+            await app.crash(exc)
+        finally:
+            await consumer.stop()
 
     app.task(follow)
