@@ -13,14 +13,29 @@ local function parse_decayed(text)
   return out
 end
 
+-- Sums written before the layout gained more per scale (`kept` of `width`): the new ones at 0.
+local function widen_decayed(cur, width)
+  local kept = (#cur - 1) / #ENTITY_TAUS
+  local out = {cur[1]}
+  for k = 1, #ENTITY_TAUS do
+    for j = 1, width do
+      out[#out + 1] = j <= kept and cur[1 + (k - 1) * kept + j] or 0
+    end
+  end
+  return out
+end
+
 local function merge_decayed(key, field, text)
   local add = parse_decayed(text)
   local cur = parse_decayed(redis.call('HGET', key, field))
+  local width = (#add - 1) / #ENTITY_TAUS
+  if #cur > 1 and #cur < #add and (#cur - 1) % #ENTITY_TAUS == 0 then
+    cur = widen_decayed(cur, width)
+  end
   if #cur ~= #add then
     redis.call('HSET', key, field, text)
     return
   end
-  local width = (#add - 1) / #ENTITY_TAUS
   local at = cur[1]
   if add[1] > at then
     for k, tau in ipairs(ENTITY_TAUS) do

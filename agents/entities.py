@@ -4,7 +4,9 @@ terminal, merchant and device (pure, no I/O).
 Two things are kept per entity, each as sums that decay with time constants of 1, 7 and 30 days:
 
 - its activity: how many events, and the mean and spread of their log amounts, so an event can
-  be set against the entity's own habits (a leaked card spends five times its usual amount);
+  be set against the entity's own habits (a leaked card spends five times its usual amount),
+  and how many of its events were far above the habit it had then (a card in the middle of a
+  leak has made several such payments before the one being scored, before any label);
 - its known risk: how many of its labels are known, and how many of those are frauds. A label
   counts from the time it became known (the outcome's time in the stream, the transaction's
   time plus `--delay` in the backtest), never before, so a terminal that is being used for
@@ -25,17 +27,22 @@ so a logistic regression can draw a step at a threshold.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 DAY_MS = 86_400_000
 SCALES: tuple[tuple[str, int], ...] = (("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
-ACTIVITY_WIDTH = 3  # per scale: count, Σ log amount, Σ (log amount)²
+ACTIVITY_WIDTH = 4  # per scale: count, Σ log amount, Σ (log amount)², surprises
 RISK_WIDTH = 2  # per scale: labels known, frauds known
 SPREAD_FLOOR = 0.25  # log-amount spread below which an entity is "always the same amount"
 Z_CLIP = 8.0
+# an event is a surprise above this log ratio to its entity's 30-day habit (e ≈ 2.7 times the
+# usual amount); measured on the card file: 0.75 and 1.25 did less well than 1.0
+SURPRISE_RATIO = 1.0
+SURPRISE_SCALES = 2  # the surprises of the last day and week are features (30 days: stale)
+SURPRISE_MIN = 0.01  # a decayed count below this is no recent surprise (the feature is absent)
 HAS_HISTORY = 0.05  # decayed count below which the entity's habits are unknown
 # one-hot bins: the amount against the entity's 30-day habits (log ratio: 0.69 is twice the
 # usual amount, 1.61 five times), the known-fraud share
@@ -119,9 +126,14 @@ class Decayed:
         if not raw:
             return cls(width)
         parts = (raw.decode() if isinstance(raw, bytes) else raw).split(",")
-        if len(parts) != 1 + width * len(SCALES):
+        kept, rest = divmod(len(parts) - 1, len(SCALES))
+        if rest or not 0 < kept <= width:
             return cls(width)
-        return cls(width, int(float(parts[0])), [float(v) for v in parts[1:]])
+        sums = [float(v) for v in parts[1:]]
+        if kept < width:  # written before the layout gained sums: those start at 0
+            pad = [0.0] * (width - kept)
+            sums = [v for k in range(len(SCALES)) for v in (*sums[k * kept : (k + 1) * kept], *pad)]
+        return cls(width, int(float(parts[0])), sums)
 
 
 @dataclass(slots=True)
@@ -142,10 +154,17 @@ class EntityState:
         self.risk.add(known_ms, risk_values(label))
 
 
-def activity_values(amount: float) -> tuple[float, float, float]:
-    """What one event adds to its entity's activity sums."""
+def activity_values(amount: float, ratio: float | None = None) -> tuple[float, ...]:
+    """What one event adds to its entity's activity sums; `ratio`: its log ratio to the habit
+    the entity had when the event came (`vs_mean_30d`; None: no habit yet, no surprise)."""
     log_amount = math.log1p(max(0.0, amount))
-    return 1.0, log_amount, log_amount * log_amount
+    surprise = 1.0 if ratio is not None and ratio > SURPRISE_RATIO else 0.0
+    return 1.0, log_amount, log_amount * log_amount, surprise
+
+
+def entity_values(kind: str, amount: float, features: Mapping[str, float]) -> tuple[float, ...]:
+    """What an event scored with `features` adds to the activity of its `kind` entity."""
+    return activity_values(amount, features.get(names_of(kind)["vs_mean_30d"]))
 
 
 def risk_values(label: int, seen: int | None = None) -> tuple[float, float]:
@@ -167,6 +186,7 @@ def names_of(kind: str) -> dict[str, Any]:
         "vs_mean_30d": f"{kind}:vs_mean_30d",
         "z_30d": f"{kind}:z_30d",
         "ratio_bin": [f"{kind}:vs_mean_30d_bin={n}" for n in range(len(RATIO_BINS) + 1)],
+        "surprise": [f"{kind}:surprise_{scale}" for scale, _ in SCALES[:SURPRISE_SCALES]],
         "risk": [f"{kind}:risk_{scale}" for scale, _ in SCALES],
         "frauds_7d": f"{kind}:frauds_7d",
         "risk_bin": [f"{kind}:risk_bin={n}" for n in range(len(RISK_BINS) + 1)],
@@ -182,8 +202,10 @@ def activity_features(
     as one-hot bins: a card spending five times its habit (ratio 1.6) is fraud far more often
     than a linear weight on the ratio can say without over-flagging the many small
     differences (measured: at 1 % of legitimate flagged, 0.75 of such frauds caught without
-    the bins, 0.82 with them). Kept to the features that measured useful: each one is
-    computed, encoded, stored in the snapshot and scaled for every order."""
+    the bins, 0.82 with them). The recent surprises tell a leak in progress from a one-off
+    large purchase (card file: the leaked customers' frauds ranked 0.957 → 0.986 ROC AUC against
+    legitimate payments). Kept to the features that measured useful: each one is computed,
+    encoded, stored in the snapshot and scaled for every order."""
     names = names_of(name)
     if state is None or not state.last_ms:
         return {names["new"]: 1.0}
@@ -196,10 +218,13 @@ def activity_features(
     w = ACTIVITY_WIDTH  # per scale: count, Σ log amount, Σ (log amount)²
     for k, name_n in enumerate(names["n"]):
         out[name_n] = math.log1p(sums[w * k])
+    for k, name_s in enumerate(names["surprise"]):
+        if (surprises := sums[w * k + 3]) > SURPRISE_MIN:
+            out[name_s] = math.log1p(surprises)
     count, logs = sums[w], sums[w + 1]  # 7 days
     if count >= HAS_HISTORY:
         out[names["vs_mean_7d"]] = log_amount - logs / count
-    count, logs, log_squares = sums[2 * w : 3 * w]  # 30 days
+    count, logs, log_squares = sums[2 * w : 2 * w + 3]  # 30 days
     if count >= HAS_HISTORY:
         mean = logs / count
         spread = math.sqrt(max(0.0, log_squares / count - mean * mean))

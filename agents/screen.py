@@ -49,7 +49,7 @@ from agents.enrich import EnrichedOrder, enrich_order
 from agents.entities import (
     ORDER_ACTIVITY,
     EntityState,
-    activity_values,
+    entity_values,
     known_risk,
     order_entities,
 )
@@ -522,10 +522,10 @@ def screen_one(
     # nothing below can fail: the order's state changes are recorded whole or not at all
     loaded.histories[identity_id] = add_to_history(history, order.order_id, at_ms, order.amount)
     changes.history.append((identity_id, (at_ms, order.amount, order.order_id)))
-    values = activity_values(order.amount)
     for kind, ref in candidate.entities:  # later orders of the batch see this one
         if kind not in ORDER_ACTIVITY:
             continue
+        values = entity_values(kind, order.amount, screened.features)
         state = loaded.entities.get(ref)
         if state is None:
             state = loaded.entities[ref] = EntityState()

@@ -57,8 +57,8 @@ from agents.entities import (
     ORDER_ACTIVITY,
     EntityState,
     activity_features,
-    activity_values,
     amount_bin,
+    entity_values,
     known_risk,
     order_entities,
 )
@@ -650,7 +650,8 @@ def simulated_history(
             seen = [(kind, states.get((kind, value))) for kind, value in habits]
             x = order_features(enriched, history, failures, seen)
             for key in habits:  # recorded once the order is decided
-                states.setdefault(key, EntityState()).record(at_ms, activity_values(order.amount))
+                values = entity_values(key[0], order.amount, x)
+                states.setdefault(key, EntityState()).record(at_ms, values)
             txns.append(Txn(at_ms, label, known_ms, x, tuple(keys)))
             patterns.append(sim.patterns.get(order.order_id) if label == 1 else None)
             if n % 1000 == 0:
@@ -1023,7 +1024,7 @@ def table_history(
                 x |= activity_features(key[0], state, at_ms, amount)
                 if state is None:
                     state = states[key] = EntityState()
-                state.record(at_ms, activity_values(amount))
+                state.record(at_ms, entity_values(key[0], amount, x))
             txns.append(Txn(at_ms, labels[r], None, x, keys))
             if patterns:  # legitimate transactions have no pattern, whatever the column says
                 ordered_patterns.append(patterns[r] if labels[r] == 1 else None)

@@ -38,7 +38,7 @@ from rich.table import Table
 from agents.entities import (
     ORDER_ACTIVITY,
     EntityState,
-    activity_values,
+    entity_values,
     known_risk,
     order_entities,
 )
@@ -97,7 +97,8 @@ def measure(kind: str, prepared: list[tuple[Any, list]], labels: list[int | None
         both_ns.append(t2 - t0)
         for key in keys:
             if key[0] in ORDER_ACTIVITY:
-                states.setdefault(key, EntityState()).record(at_ms, activity_values(order.amount))
+                values = entity_values(key[0], order.amount, x)
+                states.setdefault(key, EntityState()).record(at_ms, values)
         if label is not None:
             t3 = clock()
             model.learn(x, label, prior_score=score)

@@ -10,7 +10,7 @@ import pytest
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from agents.entities import EntityState, activity_values
+from agents.entities import ACTIVITY_WIDTH, Decayed, EntityState, activity_values
 from agents.learn import RiskChanges
 from agents.state import (
     Changes,
@@ -81,6 +81,37 @@ def test_batches_and_labels_add_up_in_redis_as_in_python(local_stack):
     # no raw id in a key: the device and merchant ids are hashed
     assert not any(b"dev-1" in k or b"m-1" in k for k in keys)
     assert Keys(namespace).entity(merchant).encode() in keys
+
+
+def test_habits_kept_by_the_last_release_are_widened_by_the_save_script(local_stack):
+    """Redis written before the activity sums gained the surprise count: the first batch after
+    the upgrade adds to the old habits (entities.lua widens them) instead of replacing them."""
+    namespace = f"it-wide-{uuid.uuid4().hex[:8]}"
+    card = entity_ref(b"secret", "identity", "i-1")
+    old = Decayed(3, T0, [2.0, 8.0, 32.0, 5.0, 20.0, 80.0, 9.0, 36.0, 144.0])
+
+    async def run() -> EntityState:
+        client = aioredis.Redis.from_url(local_stack.redis_url)
+        try:
+            key = Keys(namespace).entity(card)
+            await client.hset(key, mapping={"a": old.to_text(), "l": T0})
+            state = HotPathState(client, namespace, b"secret", 60)
+            changes = Changes([], [], [], [])
+            changes.record_activity(card, T0 + HOUR, activity_values(100, ratio=1.5))
+            await state.save(changes)
+            loaded = await state.load([], [], [card])
+            await client.delete(key)
+            return loaded.entities[card]
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(run())
+    expected = Decayed.from_text(ACTIVITY_WIDTH, old.to_text())
+    expected.add(T0 + HOUR, activity_values(100, ratio=1.5))
+    assert found.activity.at_ms == T0 + HOUR
+    assert found.activity.sums == pytest.approx(expected.sums, rel=1e-9)
+    assert found.activity.sums[3] == 1.0  # the surprise, the old sums kept beside it
+    assert found.last_ms == T0 + HOUR
 
 
 def test_ordered_writes_run_in_order_and_none_after_a_failure(local_stack):

@@ -19,6 +19,7 @@ from agents.entities import (
     activity_values,
     amount_bin,
     bin_of,
+    entity_values,
     known_risk,
     risk_features,
 )
@@ -77,6 +78,15 @@ def test_text_round_trips_and_bad_text_is_nothing_known() -> None:
     assert Decayed.from_text(RISK_WIDTH, b"1,2,3").empty  # another width: start afresh
 
 
+def test_sums_written_before_the_surprise_count_are_widened_not_dropped() -> None:
+    """A worker upgraded over Redis kept by the last release keeps every entity's habits."""
+    old = "1780000000000,1,2,3,4,5,6,7,8,9"  # count, Σ log, Σ log² at 1, 7 and 30 days
+    widened = Decayed.from_text(ACTIVITY_WIDTH, old)
+    assert widened.at_ms == T0
+    assert widened.sums == [1, 2, 3, 0, 4, 5, 6, 0, 7, 8, 9, 0]
+    assert Decayed.from_text(RISK_WIDTH, old).empty  # wider than the layout: not ours
+
+
 def test_the_sums_fade_with_each_time_constant() -> None:
     sums = Decayed(RISK_WIDTH)
     sums.add(T0, (1.0, 1.0))
@@ -107,6 +117,27 @@ def test_an_amount_five_times_the_habit_stands_out() -> None:
     assert bins == [2, 8]  # about its habit; five times it (log ratio 1.5 to 2)
     assert usual["card:since_h"] == pytest.approx(math.log1p(6))
     assert activity_features("card", None, now, 60) == {"card:new": 1.0}
+
+
+def test_a_leak_in_progress_counts_its_surprises() -> None:
+    """Amounts far above the habit are counted, so the next one comes with the count: a
+    one-off large purchase has none before it, a leaked card's third fraud has two."""
+    rnd = random.Random(5)
+    state = habits([max(1, round(rnd.gauss(60, 15))) for _ in range(120)])
+    now = T0 + 120 * 6 * 3_600_000
+    for n, amount in enumerate([300, 55, 320]):  # five times the habit, usual, five times
+        at = now + n * 3_600_000
+        features = activity_features("card", state, at, amount)
+        assert "card:surprise_1d" not in features if n == 0 else "card:surprise_1d" in features
+        state.record(at, entity_values("card", amount, features))
+    at = now + 3 * 3_600_000
+    third = activity_features("card", state, at, 310)
+    two = math.exp(-3 / 24) + math.exp(-1 / 24)  # the two surprises, 3 h and 1 h ago
+    assert third["card:surprise_1d"] == pytest.approx(math.log1p(two))
+    assert third["card:surprise_7d"] > third["card:surprise_1d"]
+    weeks_later = activity_features("card", state, at + 40 * DAY_MS, 60)
+    assert "card:surprise_1d" not in weeks_later and "card:surprise_7d" not in weeks_later
+    assert entity_values("card", 300, {})[3] == 0.0  # no habit yet: nothing to be above
 
 
 def test_known_risk_is_the_share_of_known_frauds() -> None:
