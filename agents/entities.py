@@ -204,7 +204,7 @@ def activity_features(
     differences (measured: at 1 % of legitimate flagged, 0.75 of such frauds caught without
     the bins, 0.82 with them). The recent surprises tell a leak in progress from a one-off
     large purchase (card file: the leaked customers' frauds ranked 0.957 → 0.986 ROC AUC against
-    legitimate payments). Kept to the features that measured useful: each one is computed,
+    legitimate transactions). Kept to the features that measured useful: each one is computed,
     encoded, stored in the snapshot and scaled for every order."""
     names = names_of(name)
     if state is None or not state.last_ms:
@@ -215,7 +215,7 @@ def activity_features(
         names["new"]: 0.0,
         names["since_h"]: math.log1p(max(0, now_ms - state.last_ms) / 3_600_000),
     }
-    w = ACTIVITY_WIDTH  # per scale: count, Σ log amount, Σ (log amount)²
+    w = ACTIVITY_WIDTH  # per scale: count, Σ log amount, Σ (log amount)², surprises
     for k, name_n in enumerate(names["n"]):
         out[name_n] = math.log1p(sums[w * k])
     for k, name_s in enumerate(names["surprise"]):
