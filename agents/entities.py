@@ -125,15 +125,15 @@ class Decayed:
         """The sums from Redis; empty (nothing known) if absent or not of this width."""
         if not raw:
             return cls(width)
-        parts = (raw.decode() if isinstance(raw, bytes) else raw).split(",")
-        kept, rest = divmod(len(parts) - 1, len(SCALES))
+        values = list(map(float, raw.split(b"," if isinstance(raw, bytes) else ",")))
+        kept, rest = divmod(len(values) - 1, len(SCALES))
         if rest or not 0 < kept <= width:
             return cls(width)
-        sums = [float(v) for v in parts[1:]]
+        sums = values[1:]
         if kept < width:  # written before the layout gained sums: those start at 0
             pad = [0.0] * (width - kept)
             sums = [v for k in range(len(SCALES)) for v in (*sums[k * kept : (k + 1) * kept], *pad)]
-        return cls(width, int(float(parts[0])), sums)
+        return cls(width, int(values[0]), sums)
 
 
 @dataclass(slots=True)
