@@ -41,6 +41,7 @@ SLOW_BATCH_SECONDS = 0.2  # a batch slower than this is logged with its stages
 STOP_GRACE_SECONDS = 5.0
 TXN_CALL_SECONDS = 10.0  # librdkafka's own timeout for send_offsets / commit …
 COMMIT_WATCHDOG_SECONDS = 20.0  # … and ours, for when it does not keep it
+MAX_FAILED_PRODUCERS = 3  # producers failing in a row, no commit between: stop the worker
 
 
 class Stopwatch:
@@ -107,7 +108,14 @@ class Committing:
 
 
 class FatalLoopError(RuntimeError):
-    """The producer was fenced or hit a fatal error: this process must not write any more."""
+    """The producer was fenced, or producers keep failing: this process must not write any
+    more."""
+
+
+class ProducerFailed(RuntimeError):
+    """The producer hit a fatal error that is not a fence (seen in `make chaos`: an abort
+    refused with INVALID_TXN_STATE after the broker came back). Its transactional.id is this
+    process's own, so a new producer with it aborts the open transaction and carries on."""
 
 
 def next_offsets(batch: Sequence[Received]) -> list[TP]:
@@ -152,6 +160,7 @@ class TransactionalLoop(Service):
         # unique per process: zombies are fenced by the group generation (KIP-447); a producer
         # replaced after a stuck commit reuses it, which fences the stuck one
         self.transactional_id = f"{self.group}.{uuid.uuid4().hex[:12]}"
+        self.failed_producers = 0  # replaced after a fatal error since the last commit
         self.stopping = False
         self.finished = asyncio.Event()
         self.assigned: set[tuple[str, int]] = set()
@@ -336,18 +345,42 @@ class TransactionalLoop(Service):
         producer = self.producer
         call = asyncio.ensure_future(asyncio.to_thread(self._commit, producer, batch, outgoing))
         try:
-            return await asyncio.wait_for(asyncio.shield(call), COMMIT_WATCHDOG_SECONDS)
+            committed = await asyncio.wait_for(asyncio.shield(call), COMMIT_WATCHDOG_SECONDS)
         except TimeoutError:
             log.warning(
                 "hot path %s: transaction stuck for %.0fs; replacing the producer",
                 self.loop_name,
                 COMMIT_WATCHDOG_SECONDS,
             )
-            TRANSACTIONS.labels(self.loop_name, "aborted").inc()
             call.add_done_callback(lambda f: f.cancelled() or f.exception())  # never awaited
-            self.producer = await asyncio.to_thread(self._new_producer)
-            await asyncio.to_thread(self._rewind, batch)
+            await self._replace_producer(batch)
             return False
+        except ProducerFailed as exc:
+            self.failed_producers += 1
+            if self.failed_producers > MAX_FAILED_PRODUCERS:
+                raise FatalLoopError(
+                    f"{self.failed_producers} producers failed in a row, the last: {exc}"
+                ) from exc
+            log.warning(
+                "hot path %s: producer failed (%s); replacing it and retrying the batch",
+                self.loop_name,
+                exc,
+            )
+            await self._replace_producer(batch)
+            return False
+        if committed:
+            self.failed_producers = 0
+        return committed
+
+    async def _replace_producer(self, batch: list[Received]) -> None:
+        """A new producer with the same transactional.id (it fences the old one and aborts its
+        open transaction), and the batch rewound to be answered again from Redis."""
+        TRANSACTIONS.labels(self.loop_name, "aborted").inc()
+        try:
+            self.producer = await asyncio.to_thread(self._new_producer)
+        except KafkaException as exc:
+            raise FatalLoopError(f"no new producer: {exc}") from exc
+        await asyncio.to_thread(self._rewind, batch)
 
     # ------------------------------------------------------------------ in the I/O thread
     def _new_producer(self) -> Producer:
@@ -394,9 +427,11 @@ class TransactionalLoop(Service):
             if producer is not self.producer:  # replaced while stuck: the new one decides
                 return False
             error = exc.args[0]
-            if error.fatal() or error.code() == KafkaError._FENCED:
+            if error.code() == KafkaError._FENCED:
                 TRANSACTIONS.labels(self.loop_name, "aborted").inc()
-                raise FatalLoopError(f"producer fenced or failed: {error}") from exc
+                raise FatalLoopError(f"producer fenced: {error}") from exc
+            if error.fatal():
+                raise ProducerFailed(str(error)) from exc
             log.warning(
                 "hot path %s: transaction aborted (%s); retrying the batch", self.loop_name, error
             )
@@ -411,8 +446,10 @@ class TransactionalLoop(Service):
         try:
             producer.abort_transaction(30)
         except KafkaException as exc:
+            if exc.args[0].code() == KafkaError._FENCED:
+                raise FatalLoopError(f"producer fenced while aborting: {exc}") from exc
             if exc.args[0].fatal():
-                raise FatalLoopError(f"producer failed while aborting: {exc}") from exc
+                raise ProducerFailed(f"while aborting: {exc}") from exc
             log.warning("hot path %s: abort failed: %s", self.loop_name, exc)
 
     def _rewind(self, batch: list[Received]) -> None:
