@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SLOW_BATCH_SECONDS = 0.2  # a batch slower than this is logged with its stages
 STOP_GRACE_SECONDS = 5.0
+TXN_TIMEOUT_MS = 15_000  # the coordinator aborts a transaction open longer than this
 TXN_CALL_SECONDS = 10.0  # librdkafka's own timeout for send_offsets / commit …
 COMMIT_WATCHDOG_SECONDS = 20.0  # … and ours, for when it does not keep it
 MAX_FAILED_PRODUCERS = 3  # producers failing in a row, no commit between: stop the worker
@@ -194,7 +195,10 @@ class TransactionalLoop(Service):
             "linger.ms": 1,
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 200000,
-            "transaction.timeout.ms": 60000,
+            # a worker killed mid-transaction leaves it open until this timeout (its
+            # transactional.id dies with it), and the next owner of its partitions cannot read
+            # their committed offsets until then: at 60 s, make chaos stalled ~60 s a kill
+            "transaction.timeout.ms": TXN_TIMEOUT_MS,
             # a transaction begun right after the previous commit (the next batch's, already
             # screened) is refused with CONCURRENT_TRANSACTIONS while the coordinator writes
             # the previous one's markers; librdkafka retries it after this backoff (100 ms by
