@@ -68,7 +68,7 @@ bench: setup
 	$(BIN)/python -m tests.bench.bench_segments
 	$(BIN)/python -m tests.bench.bench_draw
 
-## Model quality (numbers, not a test; ~25 min): a card export of the public benchmark's design
+## Model quality (numbers, not a test; ~15 min): a card export of the public benchmark's design
 ## (1.8M transactions, 6 months), the online model with a 7-day label delay beside batch models.
 model-quality: setup
 	mkdir -p .shinsa/bench
