@@ -232,8 +232,10 @@ class TransactionalLoop(Service):
             if self.on_fatal is not None:
                 self.on_fatal(exc)
         finally:
-            await asyncio.to_thread(self._close)
-            self.finished.set()
+            try:
+                await asyncio.to_thread(self._close)
+            finally:
+                self.finished.set()  # on_stop waits for it: unset, the worker never exits
 
     async def _run(self) -> None:
         if self.ready is not None:
@@ -504,7 +506,10 @@ class TransactionalLoop(Service):
             except (KafkaException, RuntimeError) as exc:
                 log.warning("hot path %s: consumer close: %s", self.loop_name, exc)
         if self.producer is not None:
-            self.producer.flush(10)
+            try:
+                self.producer.flush(10)
+            except KafkaException as exc:  # a fenced or failed producer: nothing left to send
+                log.warning("hot path %s: producer flush: %s", self.loop_name, exc)
 
 
 def commit_transaction(producer: Producer) -> None:

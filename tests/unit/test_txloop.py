@@ -43,10 +43,19 @@ class Producer:
         if self.abort_fail is not None:
             raise KafkaException(self.abort_fail)
 
+    def flush(self, timeout: float) -> int:
+        if self.fail is not None and self.fail.fatal():
+            raise KafkaException(self.fail)
+        return 0
+
 
 class Consumer:
     def __init__(self) -> None:
         self.seeks: list[tuple[str, int, int]] = []
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def consumer_group_metadata(self) -> object:
         return object()
@@ -110,3 +119,18 @@ def test_an_abortable_error_aborts_and_reads_the_batch_again_with_the_same_produ
     assert commit(loop) is False
     assert loop.producer is producer and producer.aborted == 1
     assert loop.consumer.seeks == [("orders", 0, 7)]  # type: ignore[union-attr]
+
+
+def test_a_worker_whose_producer_failed_for_good_still_stops() -> None:
+    """make chaos: after a fatal error the loop's close flushed the failed producer, which
+    raised, so the loop never said it had finished and the worker hung on SIGTERM."""
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    loop = loop_with(Producer(fenced), [])
+
+    async def run_until_fatal() -> None:
+        loop._run = lambda: loop._commit_watched(BATCH, OUT)  # type: ignore[method-assign]
+        await loop._supervised()
+
+    asyncio.run(run_until_fatal())
+    assert loop.finished.is_set()
+    assert loop.consumer.closed  # type: ignore[union-attr]
