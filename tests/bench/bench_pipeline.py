@@ -117,8 +117,11 @@ def create_output_topics(settings: Settings, names: Sequence[str]) -> None:
             raise BenchError(f"creating topic {topic} failed: {exc}") from None
 
 
-def delete_run(settings: Settings, run: str, groups: Sequence[str]) -> list[str]:
-    """Delete every topic whose name starts with `run` (ours and Faust's internal ones)."""
+def delete_run(
+    settings: Settings, run: str | tuple[str, ...], groups: Sequence[str] = ()
+) -> list[str]:
+    """Delete every topic whose name starts with `run` (a prefix, or any of several: ours and
+    Faust's internal ones) and the consumer `groups`."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     with contextlib.suppress(Exception):
         for future in admin.delete_consumer_groups(list(groups), request_timeout=15).values():

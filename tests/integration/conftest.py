@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams.clients import DeliveryTracker, make_producer, prepare, produce_one, read_topic
 from streams.codec import SchemaRegistry
@@ -31,6 +30,7 @@ from streams.settings import Settings, load_settings
 from streams.tools import stack
 from streams.tools.demo import start_worker, stop_worker
 from streams.tools.simulate import SimConfig, Simulator
+from tests.bench.bench_pipeline import delete_run
 from tests.conftest import env_vars
 
 pytestmark = pytest.mark.integration
@@ -54,14 +54,9 @@ def drop_session_topics() -> Iterator[None]:
     made: a test run leaves ~1,200 partitions otherwise, and a broker that has kept ~10,000
     of them took longer than `stack up`'s 90 s to start."""
     yield
-    if not RUNS:
-        return
-    admin = AdminClient({"bootstrap.servers": load_settings().kafka_bootstrap})
-    with contextlib.suppress(KafkaException):
-        topics = [t for t in admin.list_topics(timeout=15).topics if t.startswith(tuple(RUNS))]
-        for future in admin.delete_topics(topics, operation_timeout=60).values() if topics else ():
-            with contextlib.suppress(KafkaException):
-                future.result()
+    if RUNS:
+        with contextlib.suppress(KafkaException):
+            delete_run(load_settings(), tuple(RUNS))
 
 
 @pytest.fixture

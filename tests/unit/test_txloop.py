@@ -68,6 +68,7 @@ BATCH = [Received("orders", 0, 7, b"k", b"v", 0), Received("orders", 0, 8, b"k",
 OUT = [Outgoing("decisions", b"k", b"decision")]
 FATAL = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
 ABORTABLE = KafkaError(KafkaError._TRANSPORT, "Broker transport failure", txn_requires_abort=True)
+FENCED = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
 
 
 def loop_with(producer: Producer, replacements: list[Producer]) -> TransactionalLoop:
@@ -107,8 +108,7 @@ def test_producers_failing_again_and_again_stop_the_worker() -> None:
 
 
 def test_a_fenced_producer_stops_the_worker() -> None:
-    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
-    loop = loop_with(Producer(fenced), [Producer()])
+    loop = loop_with(Producer(FENCED), [Producer()])
     with pytest.raises(FatalLoopError, match="fenced"):
         commit(loop)
 
@@ -124,8 +124,7 @@ def test_an_abortable_error_aborts_and_reads_the_batch_again_with_the_same_produ
 def test_a_worker_whose_producer_failed_for_good_still_stops() -> None:
     """make chaos: after a fatal error the loop's close flushed the failed producer, which
     raised, so the loop never said it had finished and the worker hung on SIGTERM."""
-    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
-    loop = loop_with(Producer(fenced), [])
+    loop = loop_with(Producer(FENCED), [])
 
     async def run_until_fatal() -> None:
         loop._run = lambda: loop._commit_watched(BATCH, OUT)  # type: ignore[method-assign]
